@@ -1,0 +1,43 @@
+"""Regenerate the illustrative sample datasets shipped in src/domaintune/data/samples/.
+
+    python scripts/make_samples.py
+
+Each domain's records come from hand-written tables in scripts/samples/<domain>.py; they are split
+deterministically (sorted by sha256 of the record id) into train / validation / test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "src" / "domaintune" / "data" / "samples"
+DOMAINS = ("healthcare", "marketing", "education", "fact_checking", "customer_service")
+SPLIT = {"validation": 30, "test": 30}  # the rest is train
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent / "samples"))
+    for domain in DOMAINS:
+        try:
+            records = importlib.import_module(domain).records()
+        except ModuleNotFoundError:
+            continue
+        records.sort(key=lambda r: hashlib.sha256(f"domaintune-sample:{r['id']}".encode()).hexdigest())
+        n_val, n_test = SPLIT["validation"], SPLIT["test"]
+        splits = {"validation": records[:n_val], "test": records[n_val : n_val + n_test], "train": records[n_val + n_test :]}
+        folder = OUT / domain
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, rows in splits.items():
+            with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(f"{domain}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Lightning callbacks specific to DomainTune."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+class TokenThroughput(pl.Callback):
+    """Logs tokens/s (non-padding tokens per wall-clock second of a whole optimisation step) to the bar."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            tokens = int(batch["attention_mask"].sum()) * trainer.world_size
+            pl_module.log("train/tokens_per_s", tokens / max(now - self._last, 1e-9), prog_bar=True, batch_size=1)
+        self._last = now

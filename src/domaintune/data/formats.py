@@ -1,0 +1,198 @@
+"""Tasks: how a raw record becomes a conversation (system / user / assistant turns).
+
+Each task type knows which *canonical* fields it needs; `data.task.fields` maps them to the columns of
+the user's data, and Jinja templates in config (`data.task.prompt` / `data.task.response`) hold all the
+wording, so no prompt text lives in code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from omegaconf import DictConfig
+
+from domaintune.utils.config import to_dict
+from domaintune.utils.errors import DomainTuneError, choices, unknown_option
+
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    dict_fields: tuple[str, ...] = ()  # fields holding a {name: value} mapping instead of text
+    list_fields: tuple[str, ...] = ()  # fields holding a list of strings
+
+
+TASKS: dict[str, TaskSpec] = {
+    "qa": TaskSpec(required=("question", "answer")),
+    "chat": TaskSpec(required=("messages",)),
+    "instruction": TaskSpec(required=("instruction", "output"), optional=("input",)),
+    "summarization": TaskSpec(required=("document", "summary"), optional=("references", "title"), list_fields=("references",)),
+    "generation": TaskSpec(required=("attributes", "text"), optional=("title",), dict_fields=("attributes",)),
+    "fact_check": TaskSpec(required=("claim", "label"), optional=("evidence", "explanation")),
+    "text": TaskSpec(required=("text",)),
+}
+# The canonical field that holds the reference answer, for evaluation.
+TARGET_FIELD = {"qa": "answer", "instruction": "output", "summarization": "summary", "generation": "text", "fact_check": "label"}
+
+
+class RecordProblem(ValueError):
+    """A record that cannot become an example; `reason` is the audit's count key."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        super().__init__(detail)
+
+
+class Task:
+    """One configured task: field mapping, type checks and conversation rendering."""
+
+    def __init__(self, cfg: DictConfig | dict[str, Any]):
+        cfg = to_dict(cfg)
+        self.type = cfg.get("type", "qa")
+        if self.type not in TASKS:
+            raise unknown_option("task type", self.type, TASKS, "Set data.task.type to one of them.")
+        self.spec = TASKS[self.type]
+        fields = cfg.get("fields") or {}
+        unknown = set(fields) - set(self.spec.required) - set(self.spec.optional)
+        if unknown:
+            raise DomainTuneError(
+                f"data.task.fields maps {choices(unknown)}, which task type '{self.type}' does not use.",
+                f"Its fields are {choices(self.spec.required + self.spec.optional)}: map each to a column of your data.",
+            )
+        # canonical name -> column name in the data (identity unless configured)
+        self.fields = {name: fields.get(name, name) for name in self.spec.required + self.spec.optional}
+        self.system_prompt: str | None = cfg.get("system_prompt")
+        self.labels: list[str] | None = cfg.get("labels")
+        self.train_on = cfg.get("train_on", "all")
+        if self.train_on not in ("all", "last"):
+            raise unknown_option("data.task.train_on", self.train_on, ("all", "last"), "Use all or last.")
+        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+        self._prompt = self._template(env, cfg, "prompt")
+        self._response = self._template(env, cfg, "response")
+        if self.type == "fact_check" and not self.labels:
+            raise DomainTuneError("Task type 'fact_check' needs its label set.", "Set data.task.labels, e.g. [true, false].")
+
+    def _template(self, env: SandboxedEnvironment, cfg: dict[str, Any], key: str) -> jinja2.Template | None:
+        text = cfg.get(key)
+        if text is None:
+            if self.type in ("chat", "text"):
+                return None
+            raise DomainTuneError(
+                f"data.task.{key} is not set for task type '{self.type}'.", "Give a Jinja template, e.g. '{{ question }}'."
+            )
+        try:
+            return env.from_string(text)
+        except jinja2.TemplateSyntaxError as exc:
+            raise DomainTuneError(f"data.task.{key} is not a valid Jinja template: {exc}.", "Fix the template text.") from exc
+
+    # ---------------------------------------------------------------- fields
+    def check_columns(self, columns: set[str], origin: str) -> None:
+        """Fail early, listing the real columns, when a required field's column is absent everywhere."""
+        absent = [f"{name} -> '{col}'" for name, col in self.fields.items() if name in self.spec.required and col not in columns]
+        if absent:
+            raise DomainTuneError(
+                f"The data in {origin} has no column for {', '.join(absent)} (task type '{self.type}'). "
+                f"Its columns are: {choices(columns)}.",
+                "Map each field to an existing column with data.task.fields.<field>=<column>.",
+            )
+
+    def select(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Map one raw record to canonical fields with checked types; raise RecordProblem if unusable."""
+        rec: dict[str, Any] = {"_src": raw.get("_src", "?")}
+        for name, col in self.fields.items():
+            value = raw.get(col)
+            if value is None or (isinstance(value, str | list | dict) and len(value) == 0):
+                if name in self.spec.required:
+                    raise RecordProblem(f"missing_{name}", f"field '{col}' is missing or empty")
+                continue
+            rec[name] = self._typed(name, col, value)
+        if self.type == "fact_check" and self.labels is not None:
+            rec["label"] = rec["label"].strip()
+            if rec["label"] not in self.labels:
+                raise RecordProblem("label_not_in_set", f"label '{rec['label']}' is not one of {self.labels}")
+        return rec
+
+    def _typed(self, name: str, col: str, value: Any) -> Any:
+        if name == "messages":
+            return self._messages(value)
+        if name in self.spec.dict_fields:
+            if isinstance(value, str):  # e.g. a CSV cell holding JSON
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise RecordProblem("wrong_type", f"field '{col}' should be an object, got a string") from None
+            if not isinstance(value, dict):
+                raise RecordProblem("wrong_type", f"field '{col}' should be an object, got {type(value).__name__}")
+            return {str(k): "" if v is None else str(v) for k, v in value.items()}
+        if name in self.spec.list_fields:
+            if isinstance(value, str):
+                return [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise RecordProblem("wrong_type", f"field '{col}' should be a list of strings")
+            return value
+        if isinstance(value, bool | int | float):
+            return str(value).lower() if isinstance(value, bool) else str(value)
+        if not isinstance(value, str):
+            raise RecordProblem("wrong_type", f"field '{col}' should be text, got {type(value).__name__}")
+        return value
+
+    def _messages(self, value: Any) -> list[Message]:
+        if not isinstance(value, list) or not value:
+            raise RecordProblem("wrong_type", "field 'messages' should be a non-empty list of {role, content}")
+        out = []
+        for m in value:
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise RecordProblem("wrong_type", f"a message should be {{role: one of {ROLES}, content: text}}, got {m!r:.80}")
+            out.append({"role": m["role"], "content": m["content"]})
+        if out[-1]["role"] != "assistant":
+            raise RecordProblem("no_assistant_turn", "the conversation does not end with an assistant turn")
+        return out
+
+    # ---------------------------------------------------------------- rendering
+    def _render(self, template: jinja2.Template, rec: dict[str, Any], key: str) -> str:
+        ctx = {k: v for k, v in rec.items() if not k.startswith("_")}
+        ctx.setdefault("labels", self.labels)
+        for name in self.spec.optional:
+            ctx.setdefault(name, None)
+        try:
+            return template.render(**ctx).strip()
+        except jinja2.UndefinedError as exc:
+            raise DomainTuneError(
+                f"data.task.{key} uses a variable the record does not have ({exc}). Available: {choices(ctx)}.",
+                "Use only the task's field names in the template.",
+            ) from exc
+
+    def conversation(self, rec: dict[str, Any]) -> list[Message]:
+        """The full conversation for training, ending with the assistant turn(s) to learn."""
+        if self.type == "chat":
+            msgs = list(rec["messages"])
+        else:
+            msgs = [
+                {"role": "user", "content": self._render(self._prompt, rec, "prompt")},
+                {"role": "assistant", "content": self._render(self._response, rec, "response")},
+            ]
+        if self.system_prompt and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        return msgs
+
+    def text(self, rec: dict[str, Any]) -> str:
+        """Raw text for continued pre-training (task type 'text')."""
+        return rec["text"]
+
+    def reference(self, rec: dict[str, Any]) -> str:
+        """The text a generation is compared with: the rendered response (or last assistant turn)."""
+        if self.type in ("chat", "text"):
+            return self.conversation(rec)[-1]["content"] if self.type == "chat" else rec["text"]
+        return self._render(self._response, rec, "response")
+
+    def text_fields(self) -> list[str]:
+        """Canonical fields holding free text, which preprocessing cleans."""
+        return [n for n in self.fields if n not in self.spec.dict_fields and n not in ("label",)]

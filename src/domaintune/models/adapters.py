@@ -1,0 +1,90 @@
+"""Turn a pretrained model into what gets trained: a PEFT adapter, the full model, or its top blocks.
+
+`adapter.kind` picks the strategy:
+- `peft`: any PEFT config (LoRA, DoRA, IA3, prompt/prefix tuning...) instantiated from `adapter.peft`;
+- `full`: every weight is trained;
+- `freeze`: the classic transfer-learning baseline, only the top `train_top_n` blocks (+ norm and head).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from peft import PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from domaintune.utils.errors import DomainTuneError, unknown_option
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+KINDS = ("peft", "full", "freeze")
+
+
+def _blocks(model: PreTrainedModel) -> nn.ModuleList:
+    """The stack of transformer blocks, whatever the architecture calls it."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    for name in ("layers", "h", "blocks", "block"):
+        stack = getattr(decoder, name, None)
+        if isinstance(stack, nn.ModuleList):
+            return stack
+    raise DomainTuneError(
+        f"adapter=freeze could not find the transformer blocks of {type(model).__name__}.",
+        "Use adapter=lora or adapter=full for this architecture.",
+    )
+
+
+def _freeze_all_but_top(model: PreTrainedModel, top_n: int, train_head: bool, train_norm: bool) -> None:
+    blocks = _blocks(model)
+    if not 0 < top_n <= len(blocks):
+        raise DomainTuneError(
+            f"adapter.train_top_n={top_n} but the model has {len(blocks)} blocks.",
+            f"Choose a value from 1 to {len(blocks)}.",
+        )
+    model.requires_grad_(False)
+    for block in list(blocks)[-top_n:]:
+        block.requires_grad_(True)
+    if train_head and model.get_output_embeddings() is not None:
+        model.get_output_embeddings().requires_grad_(True)
+        if getattr(model.config, "tie_word_embeddings", False):
+            log.info("The output head is tied to the input embeddings: training the head trains both.")
+    norm = getattr(model.get_decoder(), "norm", None) or getattr(model.get_decoder(), "ln_f", None)
+    if train_norm and norm is not None:
+        norm.requires_grad_(True)
+
+
+def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointing: bool = False) -> nn.Module:
+    """Return the model to train, with exactly the configured parameters trainable."""
+    kind = cfg.get("kind")
+    if kind not in KINDS:
+        raise unknown_option(
+            "adapter kind", str(kind), KINDS, "Pick one of the adapter configs: adapter=lora, ia3, full, freeze..."
+        )
+    if kind == "peft":
+        model = get_peft_model(model, instantiate(cfg.peft, _convert_="all"))
+    elif kind == "freeze":
+        _freeze_all_but_top(model, int(cfg.train_top_n), bool(cfg.get("train_head", True)), bool(cfg.get("train_norm", True)))
+    else:
+        model.requires_grad_(True)
+    if gradient_checkpointing:
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info(f"adapter={cfg.name}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    return model
+
+
+def save_adapter(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
+    """Save what was trained in Hugging Face format: PEFT weights (+ config) or the whole model.
+
+    The tokenizer goes with it so that chat/generate/merge need nothing else.
+    """
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

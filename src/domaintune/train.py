@@ -1,0 +1,126 @@
+"""Hydra entry point: evaluate the base model, fine-tune, evaluate again, write the report.
+
+python train.py data=healthcare adapter=lora
+python -m domaintune.train data=education trainer=gpu
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities import rank_zero_only
+
+from domaintune.data.datamodule import DomainDataModule
+from domaintune.evaluation.evaluator import Evaluator
+from domaintune.evaluation.report import compare, print_table, write_metrics, write_samples
+from domaintune.models.adapters import apply_adapter, save_adapter
+from domaintune.models.loading import load_model
+from domaintune.models.module import CausalLMModule
+from domaintune.utils.config import CONFIG_DIR, to_dict
+from domaintune.utils.hardware import resolve_precision
+from domaintune.utils.hydra import instantiate_all, run_task
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+    loggers = instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    if not loggers:  # logger=none: Lightning refuses a learning-rate monitor with nowhere to log
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision)
+
+
+@dataclass
+class Run:
+    """Everything a finished run produced (tests and scripts inspect it)."""
+
+    trainer: pl.Trainer
+    module: CausalLMModule
+    datamodule: DomainDataModule
+    rows: dict[str, dict[str, Any]]
+    flat: dict[str, float]
+
+
+def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
+    """Base evaluation, fit, tuned evaluation, report. Returns None on non-zero DDP ranks."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_zero = rank_zero_only.rank == 0
+    pl.seed_everything(cfg.seed, workers=True)
+
+    model, tokenizer = load_model(cfg.model)
+    dm = DomainDataModule(cfg.data, tokenizer, seed=cfg.seed)
+    dm.prepare()
+    if is_zero:
+        dm.write_report(out)
+        log.info(f"Data after preprocessing: {dm.audit.summary()} (details in {out / 'data_report.json'})")
+
+    evaluator = Evaluator(cfg.eval, dm)
+    # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
+    base = evaluator.run(model, "base") if is_zero else None
+
+    model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")))
+    module = CausalLMModule(model, cfg.optim)
+    trainer = build_trainer(cfg, extra_callbacks=callbacks)
+    for lg in trainer.loggers:
+        lg.log_hyperparams(to_dict(cfg))
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    if not is_zero:
+        return None
+
+    tuned = evaluator.run(module.model, "tuned")
+    save_adapter(module.model, tokenizer, out / "adapter")
+    rows = compare(base.metrics, tuned.metrics)
+    info = {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "adapter": cfg.adapter.name,
+        "split": evaluator.split,
+        "global_step": trainer.global_step,
+    }
+    write_metrics(out, rows, info)
+    write_samples(out, base.samples, tuned.samples)
+    flat = {f"{stage}/{k}": r[stage] for k, r in rows.items() for stage in ("base", "tuned", "change") if r[stage] is not None}
+    for lg in trainer.loggers:
+        lg.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=trainer.global_step)
+        lg.save()  # fit() already finalised the loggers; flush what came after
+    print_table(rows, title=f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned")
+    log.info(f"Run folder: {out} (adapter in {out / 'adapter'})")
+    return Run(trainer, module, dm, rows, flat)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers."""
+    run = fit_and_evaluate(cfg)
+    return run.flat if run else {}
+
+
+def finish_loggers() -> None:
+    """Close the W&B run so each multirun job gets its own (and offline files are flushed)."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return run_task(train, cfg)
+    finally:
+        finish_loggers()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Glue between Hydra and the rest: instantiate config lists, run a task with friendly failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def instantiate_all(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group that has a `_target_` (loggers, callbacks)."""
+    if not cfg:
+        return []
+    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+    """Run `task` and return the metric named by cfg.optimized_metric (for sweepers).
+
+    A user-fixable error prints its paragraph, not a traceback. In a multirun, a failing job writes
+    `failure.json` in its folder and returns NaN, so the sweep goes on to the next job.
+    """
+    out_dir = Path(cfg.paths.output_dir)
+    try:
+        metrics = task(cfg)
+    except Exception as exc:
+        friendly = isinstance(exc, DomainTuneError)
+        message = exc.paragraph() if friendly else f"{type(exc).__name__}: {exc}"
+        log.error(message)
+        if is_multirun():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "failure.json").write_text(
+                json.dumps({"error": message, "type": type(exc).__name__, "traceback": traceback.format_exc()}, indent=2)
+            )
+            return math.nan
+        if friendly:
+            raise SystemExit(1) from None
+        raise
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise DomainTuneError(f"optimized_metric={name!r} is not a metric of this run.", f"Use one of {sorted(metrics)}.")
+    return metrics[name]

@@ -1,0 +1,35 @@
+"""Experiment loggers built from config (W&B offline unless the user has set it up)."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from typing import Any
+
+from pytorch_lightning.loggers import WandbLogger
+
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def wandb_has_credentials() -> bool:
+    """True when W&B can log online: an API key in the environment or in ~/.netrc (`wandb login`)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_logger(offline: bool | str = "auto", **kwargs: Any) -> WandbLogger:
+    """WandbLogger that goes offline by itself when no API key is configured (WANDB_MODE still wins)."""
+    if offline == "auto":
+        mode = os.environ.get("WANDB_MODE", "")
+        offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_has_credentials())
+    if offline:
+        log.info(
+            "W&B runs offline (no API key configured); upload the run folder's wandb/offline-run-* with `wandb sync <dir>`"
+        )
+    return WandbLogger(offline=bool(offline), **kwargs)

@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated cache, offline W&B, and the real Hydra config composed for the tiny model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from domaintune.utils.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Fast settings for the tiny model: few records, short generations, a few steps, no W&B network.
+TINY = [
+    "model=tiny",
+    "data.max_samples=24",
+    "data.batch_size=4",
+    "data.eval_batch_size=4",
+    "eval.max_samples=8",
+    "eval.generation.num_samples=2",
+    "eval.generation.max_new_tokens=4",
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One cache per test session (the tiny model and tokenizer are built once), W&B offline and quiet."""
+    saved = dict(os.environ)
+    os.environ["DOMAINTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose conf/<config_name>.yaml exactly as `python train.py` would, with its Hydra node set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def cfg_tiny(tmp_path: Path) -> DictConfig:
+    return compose_train([*TINY, "logger=csv"], tmp_path)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """Factory: compose the tiny config with extra overrides (later ones win)."""
+
+    def make(*extra: str, output_dir: Path | None = None) -> DictConfig:
+        return compose_train([*TINY, *extra], output_dir or tmp_path)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """SmolLM2's real tokenizer and chat template (extracted from the embedded GGUF once per session)."""
+    from domaintune.models.loading import load_tokenizer
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["model=tiny"])
+    return load_tokenizer(cfg.model)
