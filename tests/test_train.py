@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
 from domaintune.models.module import CausalLMModule
 from domaintune.train import fit_and_evaluate
+from tests.conftest import ROOT, TINY
 
 ADAPTERS = ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "full", "freeze"]
 
@@ -116,3 +119,25 @@ def test_freeze_trains_only_the_top_blocks(make_cfg) -> None:
     trainable = {n.split(".")[2] if n.startswith("model.layers") else n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"1", "model.norm.weight"}
     CausalLMModule(model, cfg.optim)  # builds with a frozen majority
+
+
+def test_ddp_on_cpu_with_two_gloo_processes(tmp_path: Path) -> None:
+    """Lightning's DDP launches a second process that re-runs train.py; rank 0 alone evaluates and reports."""
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=2",
+        "logger=csv",
+        f"paths.log_dir={tmp_path}",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    [run_dir] = list(tmp_path.glob("runs/*/*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and "loss" in metrics["tuned"]
+    assert "distributed_backend=gloo" in out.stdout + out.stderr
+    assert "MEMBER: 2/2" in out.stdout + out.stderr

@@ -100,10 +100,10 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     return Run(trainer, module, dm, rows, flat)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers."""
+def train(cfg: DictConfig) -> dict[str, float] | None:
+    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers (None off rank 0)."""
     run = fit_and_evaluate(cfg)
-    return run.flat if run else {}
+    return run.flat if run else None
 
 
 def finish_loggers() -> None:

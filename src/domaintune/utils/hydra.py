@@ -31,7 +31,7 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+def run_task(task: Callable[[DictConfig], dict[str, Any] | None], cfg: DictConfig) -> float | None:
     """Run `task` and return the metric named by cfg.optimized_metric (for sweepers).
 
     A user-fixable error prints its paragraph, not a traceback. In a multirun, a failing job writes
@@ -54,7 +54,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             raise SystemExit(1) from None
         raise
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or metrics is None:  # metrics is None on non-zero DDP ranks
         return None
     if name not in metrics:
         raise DomainTuneError(f"optimized_metric={name!r} is not a metric of this run.", f"Use one of {sorted(metrics)}.")

@@ -29,7 +29,5 @@ def wandb_logger(offline: bool | str = "auto", **kwargs: Any) -> WandbLogger:
         mode = os.environ.get("WANDB_MODE", "")
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_has_credentials())
     if offline:
-        log.info(
-            "W&B runs offline (no API key configured); upload the run folder's wandb/offline-run-* with `wandb sync <dir>`"
-        )
+        log.info("W&B runs offline (no API key configured); upload the run folder's wandb/offline-run-* with `wandb sync <dir>`")
     return WandbLogger(offline=bool(offline), **kwargs)
