@@ -27,7 +27,8 @@ def main() -> None:
             records = importlib.import_module(domain).records()
         except ModuleNotFoundError:
             continue
-        records.sort(key=lambda r: hashlib.sha256(f"domaintune-sample:{r['id']}".encode()).hexdigest())
+        # records of one `group` (e.g. a fact and its variants) stay in one split, so no split leaks into another
+        records.sort(key=lambda r: (hashlib.sha256(f"domaintune-sample:{r.get('group', r['id'])}".encode()).hexdigest(), r["id"]))
         n_val, n_test = SPLIT["validation"], SPLIT["test"]
         splits = {"validation": records[:n_val], "test": records[n_val : n_val + n_test], "train": records[n_val + n_test :]}
         folder = OUT / domain

@@ -136,7 +136,7 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path: Path) -> None:
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    [run_dir] = list(tmp_path.glob("runs/*/*"))
+    [run_dir] = list(tmp_path.glob("train/*/*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and "loss" in metrics["tuned"]
     assert "distributed_backend=gloo" in out.stdout + out.stderr

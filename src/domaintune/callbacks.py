@@ -23,6 +23,6 @@ class TokenThroughput(pl.Callback):
     ) -> None:
         now = time.perf_counter()
         if self._last is not None:
-            tokens = int(batch["attention_mask"].sum()) * trainer.world_size
+            tokens = int(batch["n_real"].sum()) * trainer.world_size
             pl_module.log("train/tokens_per_s", tokens / max(now - self._last, 1e-9), prog_bar=True, batch_size=1)
         self._last = now

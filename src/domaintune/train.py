@@ -17,15 +17,18 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
+from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import Evaluator
 from domaintune.evaluation.report import compare, print_table, write_metrics, write_samples
-from domaintune.models.adapters import apply_adapter, save_adapter
+from domaintune.models.adapters import apply_adapter, is_prompt_learning, save_adapter
 from domaintune.models.loading import load_model
 from domaintune.models.module import CausalLMModule
 from domaintune.utils.config import CONFIG_DIR, to_dict
+from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import instantiate_all, run_task
+from domaintune.utils.loggers import log_to_wandb
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -61,19 +64,28 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     model, tokenizer = load_model(cfg.model)
     dm = DomainDataModule(cfg.data, tokenizer, seed=cfg.seed)
     dm.prepare()
-    if is_zero:
-        dm.write_report(out)
-        log.info(f"Data after preprocessing: {dm.audit.summary()} (details in {out / 'data_report.json'})")
+    data_report = dm.write_report(out) if is_zero else None
 
     evaluator = Evaluator(cfg.eval, dm)
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
     base = evaluator.run(model, "base") if is_zero else None
 
     model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")))
+    if cfg.data.get("packing") and is_prompt_learning(model):
+        raise DomainTuneError(
+            f"data.packing=true does not work with adapter={cfg.adapter.name} (virtual tokens).",
+            "Use data.packing=false, or a LoRA-family, full or freeze adapter.",
+        )
     module = CausalLMModule(model, cfg.optim)
     trainer = build_trainer(cfg, extra_callbacks=callbacks)
     for lg in trainer.loggers:
         lg.log_hyperparams(to_dict(cfg))
+    if data_report is not None:
+        log_to_wandb(
+            trainer.loggers,
+            tables={"data/audit": audit_rows(data_report)},
+            images={"data/token_lengths": out / "token_lengths.png"},
+        )
     if cfg.get("train", True):
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     if not is_zero:

@@ -1,4 +1,4 @@
-"""Batching: dynamic padding to the longest example of each batch."""
+"""Batching: dynamic padding to the longest example (or packed row) of each batch."""
 
 from __future__ import annotations
 
@@ -10,22 +10,29 @@ from domaintune.data.chat import IGNORE
 
 
 def pad_collate(examples: list[dict[str, Any]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad input_ids with pad_id, labels with -100, and build the attention mask (and position ids if packed)."""
+    """Pad input_ids with pad_id and labels with -100.
+
+    Plain examples get an attention mask. Packed rows get position ids instead and *no* attention mask:
+    transformers only derives per-example attention from restarting position ids when the mask is None.
+    Their padding becomes one more segment (positions from 0) that no real token can attend to.
+    `n_real` counts the real tokens of each row (pad and EOS share an id in many tokenizers).
+    """
     width = max(len(e["input_ids"]) for e in examples)
-    batch: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
     packed = "position_ids" in examples[0]
-    if packed:
-        batch["position_ids"] = []
+    batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids" if packed else "attention_mask": []}
     for e in examples:
         n = len(e["input_ids"])
         pad = width - n
 
         def place(seq: list[int], fill: int, pad: int = pad) -> list[int]:
-            return seq + [fill] * pad if side == "right" else [fill] * pad + seq
+            return [*seq, *[fill] * pad] if side == "right" else [*[fill] * pad, *seq]
 
         batch["input_ids"].append(place(list(e["input_ids"]), pad_id))
-        batch["attention_mask"].append(place([1] * n, 0))
         batch["labels"].append(place(list(e.get("labels", [IGNORE] * n)), IGNORE))
         if packed:
-            batch["position_ids"].append(place(list(e["position_ids"]), 0))
-    return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+            batch["position_ids"].append([*e["position_ids"], *range(pad)])
+        else:
+            batch["attention_mask"].append(place([1] * n, 0))
+    out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+    out["n_real"] = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
+    return out

@@ -1,9 +1,17 @@
-"""The LightningDataModule: load -> preprocess (+audit) -> render + tokenise (+mask) -> batches."""
+"""The LightningDataModule: load -> preprocess (+audit) -> render + tokenise (+mask) -> (pack) -> batches.
+
+A data config describes one source and task, or a `components` mixture of several data configs with
+sampling weights (multi-domain training, replay of general data). The prepared splits are cached on disk,
+keyed on everything that shapes them, so a second run skips preprocessing.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import pickle
+import random
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +21,24 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
-from domaintune.data.chat import ChatRenderer
+from domaintune import __version__
+from domaintune.data.audit_report import plot_lengths, print_audit
+from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.collate import pad_collate
-from domaintune.data.formats import Task
+from domaintune.data.formats import Message, Task
+from domaintune.data.packing import pack, padding_efficiency
 from domaintune.data.preprocess import Audit, Preprocessor, StepReport
-from domaintune.data.sources import ReadStats, load_records, origin_of
+from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+# Keys that change how batches are served, not what the prepared examples are: not part of the cache key.
+SERVING_KEYS = ("batch_size", "eval_batch_size", "num_workers", "val_max_samples", "packing", "cache", "cache_dir")
+# Bump when preprocessing or tokenisation changes what a config produces.
+PIPELINE_VERSION = 2
 
 
 class ListDataset:
@@ -39,10 +55,10 @@ class ListDataset:
 
 
 class DomainDataModule(pl.LightningDataModule):
-    """Supervised fine-tuning data for one domain config.
+    """Supervised fine-tuning data for one data config (a domain, your files, or a mixture).
 
-    `records[split]` (canonical fields) and `examples[split]` (token ids + labels) stay aligned, so
-    evaluation can generate from a record's prompt and compare with its reference.
+    `records[split]` (canonical fields, `_task` names the component) and `examples[split]` (token ids +
+    labels) stay aligned, so evaluation can generate from a record's prompt and compare with its reference.
     """
 
     def __init__(self, cfg: DictConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0):
@@ -50,48 +66,96 @@ class DomainDataModule(pl.LightningDataModule):
         self.cfg = to_dict(cfg)
         self.tokenizer = tokenizer
         self.seed = seed
-        self.task = Task(self.cfg.get("task") or {})
         self.renderer = ChatRenderer(tokenizer, int(self.cfg.get("max_length", 512)))
+        components = self.cfg.get("components") or {}
+        self.parts = {
+            name: {**c, "max_length": c.get("max_length", self.cfg.get("max_length"))} for name, c in components.items()
+        }
+        self.tasks = {name: Task(c.get("task") or {}) for name, c in self.parts.items()} or {"": Task(self.cfg.get("task") or {})}
         self.records: dict[str, list[dict[str, Any]]] = {}
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.audit = Audit()
+        self.from_cache: Path | None = None
+
+    @property
+    def task(self) -> Task:
+        """The task of a single-source config (mixtures have one per component: use task_of)."""
+        return next(iter(self.tasks.values()))
+
+    def task_of(self, rec: dict[str, Any]) -> Task:
+        return self.tasks[rec.get("_task", "")]
+
+    def conversation(self, rec: dict[str, Any]) -> list[Message]:
+        return self.task_of(rec).conversation(rec)
 
     # ------------------------------------------------------------------ building
     def prepare(self) -> None:
-        """Build every split once (idempotent; Lightning's setup() calls it too)."""
+        """Build every split once (idempotent; Lightning's setup() calls it too), from the cache if possible."""
         if self.examples:
             return
+        cache = self._cache_file()
+        if cache is not None and cache.exists():
+            with cache.open("rb") as f:
+                state = pickle.load(f)
+            self.records, self.examples, self.audit = state["records"], state["examples"], state["audit"]
+            self.from_cache = cache
+            log.info(f"Loaded the prepared data from the cache ({cache}); preprocessing skipped")
+            return
+        if self.parts:
+            self._prepare_mixture()
+        else:
+            self.records, self.examples = self._prepare_source(self.cfg, self.tasks[""], "", self.audit)
+        self.audit.check()
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            with tmp.open("wb") as f:
+                pickle.dump({"records": self.records, "examples": self.examples, "audit": self.audit}, f, protocol=5)
+            tmp.replace(cache)
+
+    def _prepare_source(
+        self, cfg: dict[str, Any], task: Task, name: str, audit: Audit
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
         stats = ReadStats()
-        raw = load_records(self.cfg, self.seed, stats)
+        raw = load_records(cfg, self.seed, stats)
+        prefix = f"{name}/" if name else ""
         for split, records in raw.items():
             skipped = stats.skipped.get(split, {})
-            n_read = len(records) + sum(skipped.values())
-            self.audit.add(
-                split,
+            audit.add(
+                prefix + split,
                 StepReport(
-                    "read", n_read, len(records), removed=dict(skipped), examples=[{"record": e} for e in stats.examples][:3]
+                    "read",
+                    len(records) + sum(skipped.values()),
+                    len(records),
+                    removed=dict(skipped),
+                    examples=[{"record": e} for e in stats.examples][:3],
                 ),
             )
-            self.task.check_columns({k for r in records for k in r if not k.startswith("_")}, origin_of(records[0]["_src"]))
-            cap = self.cfg.get("max_samples")
+            task.check_columns({k for r in records for k in r if not k.startswith("_")}, origin_of(records[0]["_src"]))
+            cap = cfg.get("max_samples")
             if cap is not None and len(records) > int(cap):
-                self.audit.add(
-                    split,
+                audit.add(
+                    prefix + split,
                     StepReport("max_samples", len(records), int(cap), removed={"over_max_samples": len(records) - int(cap)}),
                 )
                 raw[split] = records[: int(cap)]
-        pre = Preprocessor(self.cfg.get("preprocess") or {}, self.task)
-        clean = pre.run(raw, self.audit, on_error=self.cfg.get("on_error", "raise"))
-        for split, records in clean.items():
-            self.records[split], self.examples[split] = self._tokenize(split, records)
-        self.audit.check()
+        clean = Preprocessor(cfg.get("preprocess") or {}, task).run(raw, audit, cfg.get("on_error", "raise"), prefix)
+        records, examples = {}, {}
+        renderer = ChatRenderer(self.tokenizer, int(cfg.get("max_length") or self.renderer.max_length))
+        too_long = (cfg.get("preprocess") or {}).get("too_long", "truncate")
+        for split, recs in clean.items():
+            for r in recs:
+                r["_task"] = name
+            records[split], examples[split] = self._tokenize(prefix + split, recs, task, renderer, too_long, audit)
+        return records, examples
 
-    def _tokenize(self, split: str, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        if self.task.type == "text":
-            encoded = self.renderer.encode_texts([self.task.text(r) for r in records])
+    def _tokenize(
+        self, split: str, records: list[dict[str, Any]], task: Task, renderer: ChatRenderer, too_long: str, audit: Audit
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if task.type == "text":
+            encoded = renderer.encode_texts([task.text(r) for r in records])
         else:
-            encoded = self.renderer.encode_many([self.task.conversation(r) for r in records], self.task.train_on)
-        too_long = (self.cfg.get("preprocess") or {}).get("too_long", "truncate")
+            encoded = renderer.encode_many([task.conversation(r) for r in records], task.train_on)
         report = StepReport("tokenize", len(records), 0)
         kept_records, kept = [], []
         for rec, enc in zip(records, encoded, strict=True):
@@ -107,16 +171,60 @@ class DomainDataModule(pl.LightningDataModule):
                 continue
             if enc.truncated:
                 report.changed += 1
+                if len(report.examples) < 3:
+                    report.examples.append({"record": rec["_src"], "changed": f"truncated to {renderer.max_length} tokens"})
             kept_records.append(rec)
             kept.append({"input_ids": enc.input_ids, "labels": enc.labels})
         report.records_out = len(kept)
-        self.audit.add(split, report)
+        audit.add(split, report)
         if not kept:
             raise DomainTuneError(
-                f"No {split} example has answer tokens left within data.max_length={self.renderer.max_length}.",
+                f"No {split} example has answer tokens left within data.max_length={renderer.max_length}.",
                 "Raise data.max_length or shorten the prompts.",
             )
         return kept_records, kept
+
+    def _prepare_mixture(self) -> None:
+        """Prepare each component, then sample the training split by weight; evaluation splits are interleaved."""
+        weights = {name: float((self.cfg.get("weights") or {}).get(name, 1.0)) for name in self.parts}
+        built = {name: self._prepare_source(part, self.tasks[name], name, self.audit) for name, part in self.parts.items()}
+        rng = random.Random(self.seed)
+        sizes = {name: len(ex.get("train", [])) for name, (_, ex) in built.items()}
+        total = int(self.cfg.get("size") or sum(sizes.values()))
+        report = StepReport("mixture", sum(sizes.values()), 0)
+        train_records, train_examples = [], []
+        for name, (recs, exs) in built.items():
+            want = round(total * weights[name] / sum(weights.values()))
+            pool = list(range(sizes[name]))
+            if want <= sizes[name]:
+                chosen = sorted(rng.sample(pool, want))
+                if sizes[name] - want:
+                    report.removed[f"downsampled_{name}"] = sizes[name] - want
+            else:  # upsample: every record once, then repeats drawn at random
+                chosen = pool + rng.choices(pool, k=want - sizes[name])
+                report.added += want - sizes[name]
+            train_records += [recs["train"][i] for i in chosen]
+            train_examples += [exs["train"][i] for i in chosen]
+        report.records_out = len(train_examples)
+        self.audit.add("train", report)
+        self.records["train"], self.examples["train"] = train_records, train_examples
+        for split in ("validation", "test"):
+            pairs = [list(zip(recs.get(split, []), exs.get(split, []), strict=True)) for recs, exs in built.values()]
+            mixed = [p[i] for i in range(max(map(len, pairs), default=0)) for p in pairs if i < len(p)]  # round robin
+            if mixed:
+                self.records[split], self.examples[split] = [r for r, _ in mixed], [e for _, e in mixed]
+
+    # ------------------------------------------------------------------ cache
+    def _cache_file(self) -> Path | None:
+        if not self.cfg.get("cache", True) or not self.cfg.get("cache_dir"):
+            return None
+        h = hashlib.sha256(f"{__version__}|{PIPELINE_VERSION}|{self.seed}".encode())
+        h.update(json.dumps({k: v for k, v in self.cfg.items() if k not in SERVING_KEYS}, sort_keys=True, default=str).encode())
+        for part in self.parts.values() or [self.cfg]:
+            h.update(locate(part).fingerprint(str(part.get("revision"))).encode())
+        h.update(hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).digest())
+        h.update(str(self.tokenizer.chat_template).encode())
+        return Path(str(self.cfg["cache_dir"])).expanduser() / "data" / f"{self.cfg.get('name', 'data')}-{h.hexdigest()[:16]}.pkl"
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -138,11 +246,18 @@ class DomainDataModule(pl.LightningDataModule):
     def collate(self) -> Any:
         return functools.partial(pad_collate, pad_id=self.tokenizer.pad_token_id)
 
+    def train_rows(self) -> list[dict[str, Any]]:
+        """Training rows: the examples, or packed rows of several examples when data.packing is on."""
+        examples = self.require("train")
+        if self.cfg.get("packing"):
+            return pack(examples, self.renderer.max_length, self.seed)
+        return examples
+
     def train_dataloader(self) -> StatefulDataLoader:
         # Stateful: Lightning stores its position in checkpoints, so a resumed run continues mid-epoch
         # with the same shuffled order instead of replaying the epoch from the start.
         return StatefulDataLoader(
-            ListDataset(self.require("train")),
+            ListDataset(self.train_rows()),
             batch_size=int(self.cfg.get("batch_size", 8)),
             shuffle=True,
             collate_fn=self.collate,
@@ -167,12 +282,27 @@ class DomainDataModule(pl.LightningDataModule):
     def token_lengths(self, split: str) -> list[int]:
         return [len(e["input_ids"]) for e in self.examples.get(split, [])]
 
+    def padding_efficiency(self) -> dict[str, float]:
+        """Real tokens / processed tokens for shuffled training batches, without and with packing."""
+        examples = list(self.require("train"))
+        random.Random(self.seed).shuffle(examples)
+        packed = pack(examples, self.renderer.max_length, self.seed)
+        random.Random(self.seed).shuffle(packed)
+        size = int(self.cfg.get("batch_size", 8))
+        return {
+            "unpacked": padding_efficiency(examples, size),
+            "packed": padding_efficiency(packed, size),
+            "rows_unpacked": len(examples),
+            "rows_packed": len(packed),
+        }
+
     def report(self) -> dict[str, Any]:
         out = self.audit.to_dict()
+        out["from_cache"] = str(self.from_cache) if self.from_cache else None
         out["tokens"] = {}
         for split in self.examples:
             lengths = sorted(self.token_lengths(split))
-            trained = sum(sum(1 for t in e["labels"] if t != -100) for e in self.examples[split])
+            trained = sum(sum(1 for t in e["labels"] if t != IGNORE) for e in self.examples[split])
             out["tokens"][split] = {
                 "examples": len(lengths),
                 "total": sum(lengths),
@@ -182,9 +312,16 @@ class DomainDataModule(pl.LightningDataModule):
                 "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
                 "max": lengths[-1],
             }
+        if "train" in self.examples:
+            out["padding_efficiency"] = self.padding_efficiency()
         return out
 
-    def write_report(self, folder: str | Path) -> Path:
-        path = Path(folder) / "data_report.json"
-        path.write_text(json.dumps(self.report(), indent=2, ensure_ascii=False))
-        return path
+    def write_report(self, folder: str | Path, show: bool = True) -> dict[str, Any]:
+        """Write data_report.json and token_lengths.png into folder (and print the audit); returns the report."""
+        report = self.report()
+        folder = Path(folder)
+        (folder / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        plot_lengths({s: self.token_lengths(s) for s in self.examples}, folder / "token_lengths.png", self.renderer.max_length)
+        if show:
+            print_audit(report)
+        return report

@@ -19,6 +19,7 @@ import ftfy
 from omegaconf import DictConfig
 
 from domaintune.data.formats import RecordProblem, Task
+from domaintune.data.pii import TYPES, PiiScrubber
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 
@@ -33,6 +34,7 @@ class StepReport:
     records_out: int
     removed: dict[str, int] = field(default_factory=dict)
     changed: int = 0
+    added: int = 0  # records a step adds (upsampling in a mixture)
     examples: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,6 +44,7 @@ class StepReport:
             "out": self.records_out,
             "removed": dict(self.removed),
             "changed": self.changed,
+            "added": self.added,
             "examples": self.examples,
         }
 
@@ -62,7 +65,7 @@ class Audit:
             for prev, cur in itertools.pairwise(steps):
                 assert prev.records_out == cur.records_in, f"{split}: {prev.step} -> {cur.step} count mismatch"
             for s in steps:
-                assert s.records_in - sum(s.removed.values()) == s.records_out, f"{split}/{s.step} does not add up"
+                assert s.records_in - sum(s.removed.values()) + s.added == s.records_out, f"{split}/{s.step} does not add up"
 
     def summary(self) -> dict[str, dict[str, int]]:
         return {split: {"in": steps[0].records_in, "out": steps[-1].records_out} for split, steps in self.splits.items() if steps}
@@ -113,10 +116,14 @@ def _visible(rec: Record) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if not k.startswith("_")}
 
 
-def _diff(old: Record, new: Record, width: int = 100) -> str:
+def _diff(old: Record, new: Record, before: int = 30, after: int = 50) -> str:
+    """The first changed field, shown around the first character that differs."""
     for key in new:
         if not key.startswith("_") and old.get(key) != new.get(key):
-            return f"{key}: {str(old.get(key))[:width]!r} -> {str(new.get(key))[:width]!r}"
+            a, b = str(old.get(key)), str(new.get(key))
+            i = next((j for j, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            start = max(0, i - before)
+            return f"{key}: ...{a[start : i + after]!r} -> ...{b[start : i + after]!r}"
     return ""
 
 
@@ -188,22 +195,74 @@ def dedup_key(rec: Record) -> str:
     return " ".join("\n".join(parts).lower().split())
 
 
-def _exact_dedup(
-    audit: Audit, split: str, records: list[Record], seen: set[str] | None = None, step: str = "dedup_exact"
-) -> list[Record]:
-    local: set[str] = set()
+def _exact_dedup(audit: Audit, split: str, records: list[Record]) -> list[Record]:
+    first: dict[str, str] = {}
 
     def check(rec: Record) -> Record:
         key = dedup_key(rec)
-        if seen is not None and key in seen:
-            raise RecordProblem("duplicate_of_train", "the same example is in the training split")
-        if seen is None:
-            if key in local:
-                raise RecordProblem("exact_duplicate", "an identical example came earlier in this split")
-            local.add(key)
+        if key in first:
+            raise RecordProblem("exact_duplicate", f"identical to {first[key]}")
+        first[key] = rec.get("_src", "?")
         return rec
 
-    return run_step(audit, split, step, records, check)
+    return run_step(audit, split, "dedup_exact", records, check)
+
+
+class NearDuplicates:
+    """MinHash-LSH index over records' word n-grams (datasketch): finds records with Jaccard >= threshold."""
+
+    def __init__(self, threshold: float, num_perm: int = 128, ngram: int = 3):
+        from datasketch import MinHashLSH
+
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.num_perm, self.ngram = num_perm, ngram
+        self._n = 0
+
+    def signature(self, rec: Record) -> Any:
+        from datasketch import MinHash
+
+        words = dedup_key(rec).split()
+        grams = {" ".join(words[i : i + self.ngram]) for i in range(max(1, len(words) - self.ngram + 1))}
+        mh = MinHash(num_perm=self.num_perm, seed=1)
+        mh.update_batch([g.encode("utf-8") for g in grams])
+        return mh
+
+    def query(self, mh: Any) -> list[str]:
+        return self.lsh.query(mh)
+
+    def add(self, rec: Record, mh: Any) -> None:
+        self.lsh.insert(f"{self._n}|{rec.get('_src', '?')}", mh)
+        self._n += 1
+
+
+def _near_dedup(audit: Audit, split: str, records: list[Record], cfg: dict[str, Any]) -> tuple[list[Record], NearDuplicates]:
+    index = NearDuplicates(float(cfg.get("threshold", 0.9)), int(cfg.get("num_perm", 128)), int(cfg.get("ngram", 3)))
+
+    def check(rec: Record) -> Record:
+        mh = index.signature(rec)
+        hits = index.query(mh)
+        if hits:
+            raise RecordProblem("near_duplicate", f"near-identical to {hits[0].split('|', 1)[1]}")
+        index.add(rec, mh)
+        return rec
+
+    return run_step(audit, split, "dedup_near", records, check), index
+
+
+def _leakage(
+    audit: Audit, split: str, records: list[Record], train_keys: dict[str, str], train_index: NearDuplicates | None
+) -> list[Record]:
+    """Drop evaluation records that duplicate (exactly or nearly) a training record."""
+
+    def check(rec: Record) -> Record:
+        key = dedup_key(rec)
+        if key in train_keys:
+            raise RecordProblem("duplicate_of_train", f"identical to train record {train_keys[key]}")
+        if train_index is not None and (hits := train_index.query(train_index.signature(rec))):
+            raise RecordProblem("near_duplicate_of_train", f"near-identical to train record {hits[0].split('|', 1)[1]}")
+        return rec
+
+    return run_step(audit, split, "leakage", records, check)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -211,32 +270,57 @@ TOO_LONG = ("truncate", "drop")
 
 
 class Preprocessor:
-    """Runs the configured steps over all splits, in order, recording each in the audit."""
+    """Runs the configured steps over all splits, in order, recording each in the audit.
+
+    Per split: fields -> clean -> pii -> drop_empty -> dedup_exact -> dedup_near; then, across splits,
+    leakage (validation/test records that duplicate a training record). Tokenisation (truncate/drop) is
+    the DataModule's last audited step.
+    """
 
     def __init__(self, cfg: DictConfig | dict[str, Any], task: Task):
         self.cfg = to_dict(cfg)
         self.task = task
         if self.cfg.get("too_long", "truncate") not in TOO_LONG:
             raise unknown_option("data.preprocess.too_long", self.cfg["too_long"], TOO_LONG, "Use truncate or drop.")
+        pii = self.cfg.get("pii") or {}
+        self.scrub = (
+            PiiScrubber(
+                pii.get("types") or TYPES,
+                pii.get("region", "US"),
+                pii.get("placeholder", "[{}]"),
+                int(pii.get("id_min_digits", 9)),
+            )
+            if pii.get("enabled", False)
+            else None
+        )
+        self.dedup = self.cfg.get("dedup") or {}
 
-    def run(self, splits: dict[str, list[Record]], audit: Audit, on_error: str = "raise") -> dict[str, list[Record]]:
+    def run(
+        self, splits: dict[str, list[Record]], audit: Audit, on_error: str = "raise", prefix: str = ""
+    ) -> dict[str, list[Record]]:
+        """Preprocess every split; audit entries are named `<prefix><split>` (prefix: a mixture component)."""
         out: dict[str, list[Record]] = {}
-        for split, records in splits.items():
-            out[split] = self._per_split(split, records, audit, on_error)
+        train_index = None
+        for split in sorted(splits, key=lambda s: s != "train"):  # train first: leakage checks need it
+            out[split], index = self._per_split(prefix + split, splits[split], audit, on_error)
+            if split == "train":
+                train_index = index
         if self.cfg.get("leakage", True) and "train" in out:
-            train_keys = {dedup_key(r) for r in out["train"]}
+            train_keys = {dedup_key(r): r.get("_src", "?") for r in out["train"]}
             for split in out:
                 if split != "train":
-                    out[split] = _exact_dedup(audit, split, out[split], seen=train_keys, step="leakage")
+                    out[split] = _leakage(audit, prefix + split, out[split], train_keys, train_index)
         for split, records in out.items():
             if not records:
                 raise DomainTuneError(
-                    f"The {split} split is empty after preprocessing (see the audit above for what removed its records).",
+                    f"The {prefix}{split} split is empty after preprocessing (data_report.json says what removed its records).",
                     "Check data.task.fields and the data files, or relax data.preprocess (dedup, drop steps).",
                 )
-        return out
+        return {s: out[s] for s in splits}
 
-    def _per_split(self, split: str, records: list[Record], audit: Audit, on_error: str) -> list[Record]:
+    def _per_split(
+        self, split: str, records: list[Record], audit: Audit, on_error: str
+    ) -> tuple[list[Record], NearDuplicates | None]:
         cfg, task = self.cfg, self.task
 
         def select(rec: Record) -> Record:
@@ -256,7 +340,12 @@ class Preprocessor:
         if cfg.get("unicode", True) or cfg.get("html", True) or cfg.get("whitespace", True):
             clean = lambda text: clean_text(text, cfg.get("unicode", True), cfg.get("html", True), cfg.get("whitespace", True))
             records = run_step(audit, split, "clean", records, lambda r: _map_text(r, names, clean))
+        if self.scrub is not None:
+            records = run_step(audit, split, "pii", records, lambda r: _map_text(r, names, self.scrub))
         records = run_step(audit, split, "drop_empty", records, _check_not_empty(task))
-        if cfg.get("dedup", True):
+        if self.dedup.get("exact", True):
             records = _exact_dedup(audit, split, records)
-        return records
+        index = None
+        if self.dedup.get("near", False):
+            records, index = _near_dedup(audit, split, records, self.dedup)
+        return records, index

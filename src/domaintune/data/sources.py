@@ -8,9 +8,11 @@ through `datasets`, which is also the code path for hub ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,55 @@ def split_by_ratio(records: list[Record], ratios: dict[str, float], seed: int) -
     return out
 
 
+@dataclass
+class Source:
+    """Where a data config's records come from, resolved but not yet read."""
+
+    kind: str  # hub | files | saved
+    hub: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    folder: Path | None = None
+
+    def fingerprint(self, extra: str = "") -> str:
+        """A hash of everything this source would read: file bytes locally, id and revision on the hub."""
+        h = hashlib.sha256(f"{self.kind}|{self.hub}|{extra}".encode())
+        paths = sorted(self.folder.rglob("*")) if self.folder else [self.files[s] for s in sorted(self.files)]
+        for path in paths:
+            if path.is_file():
+                h.update(f"{path.name}|{path.stat().st_size}|".encode())
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+        return h.hexdigest()
+
+
+def locate(cfg: DictConfig | dict[str, Any]) -> Source:
+    """Resolve data.hub / data.files / data.dir to a Source, with clear errors for missing paths."""
+    cfg = to_dict(cfg)
+    if cfg.get("hub"):
+        return Source("hub", hub=str(cfg["hub"]))
+    if cfg.get("files"):
+        files = cfg["files"]
+        mapping = {"train": files} if isinstance(files, str) else {s: p for s, p in files.items() if p}
+        return Source("files", files={s: Path(str(p)) for s, p in mapping.items()})
+    folder = Path(str(cfg.get("dir")))
+    if not folder.is_dir():
+        raise DomainTuneError(
+            f"The data directory '{folder}' does not exist (resolved to '{folder.resolve()}').",
+            "Set data.dir to a folder with train/validation/test files, paths.data_dir to a root holding "
+            "'<domain>/' folders, or data.files / data.hub.",
+        )
+    if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+        return Source("saved", folder=folder)
+    files = _split_files(folder)
+    if not files:
+        present = sorted(p.name for p in folder.iterdir())[:20]
+        raise DomainTuneError(
+            f"The data directory '{folder}' has no split files ({', '.join(f'{s}.jsonl' for s in SPLITS)} or "
+            f".json/.csv/.parquet). It contains: {present}.",
+            "Name the files by split, or list them with data.files.train=... data.files.validation=...",
+        )
+    return Source("files", files=files)
+
+
 def load_records(cfg: DictConfig | dict[str, Any], seed: int, stats: ReadStats) -> dict[str, list[Record]]:
     """Load every available split of the configured source."""
     cfg = to_dict(cfg)
@@ -202,45 +253,24 @@ def load_records(cfg: DictConfig | dict[str, Any], seed: int, stats: ReadStats) 
     if on_error not in ("raise", "skip"):
         raise DomainTuneError(f"data.on_error={on_error!r} is not valid.", "Use raise or skip.")
     split_names = {**{s: s for s in SPLITS}, **(cfg.get("split_names") or {})}
-    if cfg.get("hub"):
+    source = locate(cfg)
+    if source.kind == "hub":
         import datasets
 
         try:
-            obj = datasets.load_dataset(cfg["hub"], name=cfg.get("hub_config"), revision=cfg.get("revision"))
+            obj = datasets.load_dataset(source.hub, name=cfg.get("hub_config"), revision=cfg.get("revision"))
         except Exception as exc:
             raise DomainTuneError(
-                f"Could not load the dataset '{cfg['hub']}' from the Hugging Face Hub: {type(exc).__name__}: {exc}.",
+                f"Could not load the dataset '{source.hub}' from the Hugging Face Hub: {type(exc).__name__}: {exc}.",
                 "Without network, download it elsewhere, save it with `save_to_disk` or as JSONL, and point data.dir at it.",
             ) from exc
-        splits = _from_datasets_object(obj, cfg["hub"], split_names)
-    elif cfg.get("files"):
-        files = cfg["files"]
-        if isinstance(files, str):
-            splits = {"train": read_file(Path(files), "train", on_error, stats)}
-        else:
-            splits = {s: read_file(Path(p), s, on_error, stats) for s, p in files.items() if p}
-    else:
-        folder = Path(str(cfg.get("dir")))
-        if not folder.is_dir():
-            raise DomainTuneError(
-                f"The data directory '{folder}' does not exist (resolved to '{folder.resolve()}').",
-                "Set data.dir to a folder with train/validation/test files, paths.data_dir to a root holding "
-                "'<domain>/' folders, or data.files / data.hub.",
-            )
-        if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
-            import datasets
+        splits = _from_datasets_object(obj, source.hub, split_names)
+    elif source.kind == "saved":
+        import datasets
 
-            splits = _from_datasets_object(datasets.load_from_disk(str(folder)), str(folder), split_names)
-        else:
-            files = _split_files(folder)
-            if not files:
-                present = sorted(p.name for p in folder.iterdir())[:20]
-                raise DomainTuneError(
-                    f"The data directory '{folder}' has no split files ({', '.join(f'{s}.jsonl' for s in SPLITS)} or "
-                    f".json/.csv/.parquet). It contains: {present}.",
-                    "Name the files by split, or list them with data.files.train=... data.files.validation=...",
-                )
-            splits = {s: read_file(p, s, on_error, stats) for s, p in files.items()}
+        splits = _from_datasets_object(datasets.load_from_disk(str(source.folder)), str(source.folder), split_names)
+    else:
+        splits = {s: read_file(p, s, on_error, stats) for s, p in source.files.items()}
     if set(splits) == {"train"}:
         ratios = cfg.get("split_ratios") or {"train": 0.8, "validation": 0.1, "test": 0.1}
         log.info(f"Only a train split was given: splitting it {ratios} with seed {seed}")

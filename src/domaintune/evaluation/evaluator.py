@@ -49,7 +49,7 @@ class Evaluator:
             loss, n = forward_loss(model, batch)
             nll += float(loss) * int(n)
             tokens += int(n)
-            seen += int(batch["attention_mask"].sum())
+            seen += int(batch["n_real"].sum())
         mean = nll / max(tokens, 1)
         return {
             "loss": mean,
@@ -61,15 +61,21 @@ class Evaluator:
         """Generate for the first `generation.num_samples` eval records (deterministic choice)."""
         gcfg = self.cfg.get("generation") or {}
         n = int(gcfg.get("num_samples", 0))
-        if n <= 0 or self.dm.task.type == "text":
+        if n <= 0:
             return [], 0.0
         self.dm.require(self.split)
-        records = self.dm.records[self.split][:n]
-        task = self.dm.task
-        convs = [task.conversation(r) for r in records]
+        records = [r for r in self.dm.records[self.split] if self.dm.task_of(r).type != "text"][:n]
+        if not records:
+            return [], 0.0
+        convs = [self.dm.conversation(r) for r in records]
         outs, speed = generate(model, self.dm.tokenizer, self.dm.renderer, convs, gcfg)
         samples = [
-            {"id": r["_src"], "prompt": c[-2]["content"] if len(c) >= 2 else "", "reference": task.reference(r), "output": o.text}
+            {
+                "id": r["_src"],
+                "prompt": c[-2]["content"] if len(c) >= 2 else "",
+                "reference": self.dm.task_of(r).reference(r),
+                "output": o.text,
+            }
             for r, c, o in zip(records, convs, outs, strict=True)
         ]
         return samples, speed

@@ -79,6 +79,11 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
     return model
 
 
+def is_prompt_learning(model: nn.Module) -> bool:
+    """Prompt/prefix tuning prepend virtual tokens, which packed rows (restarting positions) cannot hold."""
+    return isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning
+
+
 def save_adapter(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
     """Save what was trained in Hugging Face format: PEFT weights (+ config) or the whole model.
 

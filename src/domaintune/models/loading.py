@@ -155,10 +155,19 @@ def _load_error(source: str, exc: Exception) -> DomainTuneError:
     )
 
 
+def tokenizer_source(spec: dict[str, Any]) -> str:
+    """Where a model config's tokenizer lives, without dequantising a GGUF model just for its tokenizer."""
+    gguf = _gguf_location(spec)
+    if gguf is not None:
+        model_dir = cache_root(spec) / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+        return str(model_dir) if _cached(model_dir) else _tokenizer_source(spec, cache_root(spec))
+    return materialize(spec)
+
+
 def load_tokenizer(cfg: DictConfig | dict, source: str | None = None) -> PreTrainedTokenizerBase:
     """Load the tokenizer for a model config; give it a pad token and a chat template if it lacks them."""
     spec = to_dict(cfg)
-    source = source or materialize(spec)
+    source = source or tokenizer_source(spec)
     try:
         tok = AutoTokenizer.from_pretrained(
             source, revision=spec.get("revision"), trust_remote_code=bool(spec.get("trust_remote_code"))

@@ -31,3 +31,17 @@ def wandb_logger(offline: bool | str = "auto", **kwargs: Any) -> WandbLogger:
     if offline:
         log.info("W&B runs offline (no API key configured); upload the run folder's wandb/offline-run-* with `wandb sync <dir>`")
     return WandbLogger(offline=bool(offline), **kwargs)
+
+
+def log_to_wandb(
+    loggers: list[Any],
+    tables: dict[str, tuple[list[str], list[list[Any]]]] | None = None,
+    images: dict[str, Any] | None = None,
+) -> None:
+    """Send tables and images to every W&B logger of a trainer (other loggers have no place for them)."""
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            for key, (columns, rows) in (tables or {}).items():
+                lg.log_table(key=key, columns=columns, data=rows)
+            for key, path in (images or {}).items():
+                lg.log_image(key=key, images=[str(path)])
