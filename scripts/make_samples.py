@@ -16,21 +16,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "domaintune" / "data" / "samples"
-DOMAINS = ("healthcare", "marketing", "education", "fact_checking", "customer_service")
+DOMAINS = ("healthcare", "marketing", "education", "fact_checking", "customer_service", "benchmark_piqa")
 SPLIT = {"validation": 30, "test": 30}  # the rest is train
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent / "samples"))
     for domain in DOMAINS:
-        try:
-            records = importlib.import_module(domain).records()
-        except ModuleNotFoundError:
-            continue
+        module = importlib.import_module(domain)
+        records = module.records()
+        sizes = getattr(module, "SPLIT", SPLIT)
         # records of one `group` (e.g. a fact and its variants) stay in one split, so no split leaks into another
         records.sort(key=lambda r: (hashlib.sha256(f"domaintune-sample:{r.get('group', r['id'])}".encode()).hexdigest(), r["id"]))
-        n_val, n_test = SPLIT["validation"], SPLIT["test"]
+        n_val, n_test = sizes["validation"], sizes["test"]
         splits = {"validation": records[:n_val], "test": records[n_val : n_val + n_test], "train": records[n_val + n_test :]}
+        splits = {k: v for k, v in splits.items() if v}
         folder = OUT / domain
         folder.mkdir(parents=True, exist_ok=True)
         for name, rows in splits.items():

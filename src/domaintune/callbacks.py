@@ -26,3 +26,18 @@ class TokenThroughput(pl.Callback):
             tokens = int(batch["n_real"].sum()) * trainer.world_size
             pl_module.log("train/tokens_per_s", tokens / max(now - self._last, 1e-9), prog_bar=True, batch_size=1)
         self._last = now
+
+
+class GenerationMetrics(pl.Callback):
+    """Scores generations on the eval subset every N training epochs (the same Evaluator as before/after)."""
+
+    def __init__(self, evaluator: Any, every_n_epochs: int):
+        self.evaluator = evaluator
+        self.every = max(1, every_n_epochs)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every or not trainer.is_global_zero:
+            return
+        scores, _ = self.evaluator.generation(pl_module.model)
+        for lg in trainer.loggers:
+            lg.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=trainer.global_step)

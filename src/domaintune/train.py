@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
+from domaintune.callbacks import GenerationMetrics
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import Evaluator
-from domaintune.evaluation.report import compare, print_table, write_metrics, write_samples
+from domaintune.evaluation.report import compare, print_table, samples_table, write_report
 from domaintune.models.adapters import apply_adapter, is_prompt_learning, save_adapter
-from domaintune.models.loading import load_model
+from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule
 from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.errors import DomainTuneError
@@ -66,7 +67,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None
 
-    evaluator = Evaluator(cfg.eval, dm)
+    evaluator = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
     base = evaluator.run(model, "base") if is_zero else None
 
@@ -77,7 +78,9 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
             "Use data.packing=false, or a LoRA-family, full or freeze adapter.",
         )
     module = CausalLMModule(model, cfg.optim)
-    trainer = build_trainer(cfg, extra_callbacks=callbacks)
+    every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
+    during = [GenerationMetrics(evaluator, int(every))] if every else []
+    trainer = build_trainer(cfg, extra_callbacks=[*during, *(callbacks or [])])
     for lg in trainer.loggers:
         lg.log_hyperparams(to_dict(cfg))
     if data_report is not None:
@@ -101,8 +104,8 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
         "split": evaluator.split,
         "global_step": trainer.global_step,
     }
-    write_metrics(out, rows, info)
-    write_samples(out, base.samples, tuned.samples)
+    write_report(out, rows, info, base.samples, tuned.samples, int(cfg.eval.generation.get("num_samples", 4)))
+    log_to_wandb(trainer.loggers, tables={"eval/samples": samples_table(base.samples, tuned.samples)})
     flat = {f"{stage}/{k}": r[stage] for k, r in rows.items() for stage in ("base", "tuned", "change") if r[stage] is not None}
     for lg in trainer.loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=trainer.global_step)

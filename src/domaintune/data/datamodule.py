@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -255,11 +256,13 @@ class DomainDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> StatefulDataLoader:
         # Stateful: Lightning stores its position in checkpoints, so a resumed run continues mid-epoch
-        # with the same shuffled order instead of replaying the epoch from the start.
+        # with the same shuffled order instead of replaying the epoch from the start. The order depends
+        # on the seed alone, not on whatever else drew from the global RNG before training.
         return StatefulDataLoader(
             ListDataset(self.train_rows()),
             batch_size=int(self.cfg.get("batch_size", 8)),
             shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=self.collate,
             num_workers=int(self.cfg.get("num_workers", 0)),
         )

@@ -193,6 +193,10 @@ class Task:
             return self.conversation(rec)[-1]["content"] if self.type == "chat" else rec["text"]
         return self._render(self._response, rec, "response")
 
-    def text_fields(self) -> list[str]:
-        """Canonical fields holding free text, which preprocessing cleans."""
-        return [n for n in self.fields if n not in self.spec.dict_fields and n not in ("label",)]
+    def references(self, rec: dict[str, Any]) -> list[str]:
+        """All acceptable answers, for metrics: the gold label, the record's reference list, or the response."""
+        if self.type == "fact_check":
+            return [rec["label"]]
+        if rec.get("references"):
+            return list(rec["references"])
+        return [self.reference(rec)]

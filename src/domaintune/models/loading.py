@@ -139,6 +139,36 @@ def materialize(cfg: DictConfig | dict) -> str:
     return os.path.expanduser(str(spec["path"]))
 
 
+def load_adapted(base: PreTrainedModel, path: str | Path) -> PreTrainedModel:
+    """Put a run's saved `adapter/` on a base model: PEFT weights, or a whole fine-tuned model (full/freeze)."""
+    path = Path(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(path))
+    if (path / "config.json").exists():
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=base.dtype, attn_implementation=base.config._attn_implementation
+        )
+    raise DomainTuneError(
+        f"'{path}' holds no adapter (adapter_config.json) and no model (config.json).",
+        "Pass run_dir=<a finished training run folder> or adapter_path=<a folder written by save_pretrained>.",
+    )
+
+
+def model_identity(cfg: DictConfig | dict) -> str:
+    """What identifies a model's weights for result caching: its materialised source and loading options."""
+    spec = to_dict(cfg)
+    source = materialize(spec)
+    stamp = ""
+    if Path(source).is_dir():  # a local directory can change in place: include its weights' size and time
+        stamp = ",".join(
+            f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(Path(source).glob("*.safetensors"))
+        )
+    keys = ("revision", "dtype", "attn_implementation", "chat_template")
+    return json.dumps({"source": source, "stamp": stamp, **{k: spec.get(k) for k in keys}}, sort_keys=True)
+
+
 def _load_error(source: str, exc: Exception) -> DomainTuneError:
     if Path(source).exists():
         return DomainTuneError(

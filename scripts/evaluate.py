@@ -1,0 +1,52 @@
+"""Evaluate a training run, an adapter or the base model with the same Evaluator that training uses.
+
+python scripts/evaluate.py run_dir=outputs/train/2026-11-27/10-00-00_healthcare_lora eval.split=test
+python scripts/evaluate.py data=education eval.general=piqa            # the base model only
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from domaintune.data.datamodule import DomainDataModule
+from domaintune.evaluation.evaluator import Evaluator
+from domaintune.evaluation.report import compare, print_table, write_report
+from domaintune.inference import adapter_path, with_run_config
+from domaintune.models.loading import load_adapted, load_model, model_identity
+from domaintune.utils.config import CONFIG_DIR
+from domaintune.utils.hydra import run_task
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    cfg = with_run_config(cfg)
+    path = adapter_path(cfg)
+    model, tok = load_model(cfg.model)
+    dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
+    evaluator = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model))
+    base = evaluator.run(model, "base") if cfg.compare_base or path is None else None
+    tuned = evaluator.run(load_adapted(model, path), "tuned") if path is not None else None
+    rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {})
+    info = {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "adapter": str(path) if path else "none (base model)",
+        "split": evaluator.split,
+    }
+    out = Path(cfg.paths.output_dir)
+    samples_b, samples_t = (base or tuned).samples, (tuned or base).samples
+    write_report(out, rows, info, samples_b, samples_t, int(cfg.eval.generation.get("num_samples", 4)))
+    print_table(rows, title=f"{cfg.data.name}: {evaluator.split} split" + (", base vs tuned" if base and tuned else ""))
+    print(f"Report: {out / 'report.md'}")
+    return {f"{stage}/{k}": r[stage] for k, r in rows.items() for stage in ("base", "tuned") if r[stage] is not None}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_task(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

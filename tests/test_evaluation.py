@@ -1,0 +1,182 @@
+"""Metrics on hand-checked examples, lm-eval's multiple-choice definitions, the evaluator and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domaintune.data.datamodule import DomainDataModule
+from domaintune.evaluation import metrics, multiple_choice
+from domaintune.evaluation.evaluator import Evaluator
+from domaintune.evaluation.multiple_choice import MCItem
+from domaintune.evaluation.report import compare
+from domaintune.models.loading import load_model, materialize, model_identity
+from domaintune.utils.errors import DomainTuneError
+from tests.conftest import ROOT
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_rouge_by_hand() -> None:
+    # pred "the cat sat" vs ref "the cat sat down": unigram P=3/3, R=3/4 -> F=6/7; bigram P=2/2, R=2/3 -> F=0.8
+    s = metrics.rouge(["the cat sat"], [["the cat sat down"]])
+    assert (
+        s["rouge1"] == pytest.approx(100 * 6 / 7)
+        and s["rouge2"] == pytest.approx(80.0)
+        and s["rougeL"] == pytest.approx(100 * 6 / 7)
+    )
+    # multi-reference: the best reference counts
+    assert metrics.rouge(["a dog"], [["the cat", "a dog"]])["rouge1"] == pytest.approx(100.0)
+
+
+def test_squad_f1_and_exact_match_by_hand() -> None:
+    # SQuAD normalisation drops case, punctuation and articles: "The Cat sat!" == "cat sat" exactly
+    s = metrics.squad(["The Cat sat!", "blue"], [["cat sat"], ["a red car", "blue sky"]])
+    # second: best of F1("blue","red car")=0 and F1("blue","blue sky")=2*(1*0.5)/(1.5)=2/3
+    assert s["exact_match"] == pytest.approx(50.0)
+    assert s["token_f1"] == pytest.approx((100 + 100 * 2 / 3) / 2)
+
+
+def test_bleu_chrf_identity_and_length() -> None:
+    refs = [["the quick brown fox jumps over the lazy dog"]]
+    assert metrics.bleu([refs[0][0]], refs)["bleu"] == pytest.approx(100.0)
+    assert metrics.chrf([refs[0][0]], refs)["chrf"] == pytest.approx(100.0)
+    assert metrics.length(["a b", "c d e f"], [["x y z"], ["x"]]) == {"length_words": 3.0, "length_ratio": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("False. The evidence contradicts it.", "false"),
+        ("The claim is TRUE", "true"),
+        ("Not enough info to decide", "not_enough_info"),
+        ("not_enough_info", "not_enough_info"),
+        ("I cannot say.", None),
+        ("untrue", None),
+    ],
+)
+def test_parse_label(text: str, expected: str | None) -> None:
+    assert metrics.parse_label(text, ["true", "false", "not_enough_info"]) == expected
+
+
+def test_label_accuracy_macro_f1_and_unparseable_by_hand() -> None:
+    labels = ["true", "false"]
+    s = metrics.label(["true", "false", "gibberish", "true"], [["true"], ["true"], ["false"], ["false"]], labels=labels)
+    # correct: 1 of 4. true: TP=1 FP=1 FN=1 -> F1=0.5; false: TP=0 -> F1=0; macro=25
+    assert s == {"accuracy": 25.0, "macro_f1": pytest.approx(25.0), "unparseable_rate": 25.0}
+
+
+def test_unknown_metric_name(make_cfg, tokenizer) -> None:
+    cfg = make_cfg("eval.metrics=[rouge,bertscore]")
+    with pytest.raises(DomainTuneError, match="Unknown metric 'bertscore'"):
+        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer))
+
+
+def test_report_directions() -> None:
+    rows = compare(
+        {"loss": 2.0, "gen/rougeL": 10.0, "gen/length_words": 5.0, "gen/unparseable_rate": 10.0},
+        {"loss": 1.0, "gen/rougeL": 8.0, "gen/length_words": 9.0, "gen/unparseable_rate": 0.0},
+    )
+    assert rows["loss"]["improved"] is True and rows["gen/rougeL"]["improved"] is False
+    assert rows["gen/length_words"]["improved"] is None and rows["gen/unparseable_rate"]["improved"] is True
+    assert rows["loss"]["relative_change"] == pytest.approx(-0.5)
+
+
+# ------------------------------------------------------------------------------------------ multiple choice
+def test_acc_and_acc_norm_definitions_by_hand() -> None:
+    items = [MCItem("q", ["ab", "abcdef"], 1, "x"), MCItem("q", ["abc", "a"], 0, "y")]
+    lls = [[-2.0, -3.0], [-3.0, -1.5]]
+    # item 1: acc picks 0 (wrong); per character -1.0 vs -0.5 -> acc_norm picks 1 (right)
+    # item 2: acc picks 1 (wrong); per character -1.0 vs -1.5 -> acc_norm picks 0 (right)
+    assert multiple_choice.score(items, lls) == {"acc": 0.0, "acc_norm": 100.0, "acc_bytes": 100.0}
+    # bytes differ from characters for non-ASCII text: "éé" is 2 characters but 4 bytes
+    # per character -1.1 vs -1.033 picks "abc" (right); per byte -0.55 vs -1.033 picks "éé" (wrong)
+    items = [MCItem("q", ["éé", "abc"], 1, "z")]
+    assert multiple_choice.score(items, [[-2.2, -3.1]]) == {"acc": 0.0, "acc_norm": 100.0, "acc_bytes": 0.0}
+
+
+def test_encode_pair_moves_trailing_space_to_the_continuation(tokenizer) -> None:
+    ctx, cont = multiple_choice.encode_pair(tokenizer, "Question: x\nAnswer: ", "yes")
+    assert tokenizer.decode(cont) == " yes" and tokenizer.decode(ctx) == "Question: x\nAnswer:"
+
+
+def test_answer_index_out_of_range(tmp_path: Path) -> None:
+    (tmp_path / "validation.jsonl").write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer_index": 2}) + "\n")
+    with pytest.raises(DomainTuneError, match=r"validation.jsonl:1: answer_index=2 is out of range for 2 choices"):
+        multiple_choice.load_items(tmp_path, "validation")
+
+
+def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
+    """Same model, same items: our log-likelihoods, acc and acc_norm equal lm-evaluation-harness's."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    cfg = make_cfg()
+    bench = ROOT / "src/domaintune/data/samples/benchmark_piqa"
+    (tmp_path / "dt_mc.yaml").write_text(
+        "task: dt_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {bench / 'validation.jsonl'}\noutput_type: multiple_choice\ntest_split: test\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_target: answer_index\ndoc_to_choice: "{{choices}}"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    theirs = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={materialize(cfg.model)},dtype=float32",
+        tasks=["dt_mc"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        batch_size=8,
+        device="cpu",
+        log_samples=True,
+    )
+    model, tok = load_model(cfg.model)
+    items = multiple_choice.load_items(bench, "validation")
+    ours = multiple_choice.evaluate(model, tok, items, cfg.eval.benchmarks.piqa.prompt)
+    assert ours["acc"] == pytest.approx(100 * theirs["results"]["dt_mc"]["acc,none"])
+    assert ours["acc_norm"] == pytest.approx(100 * theirs["results"]["dt_mc"]["acc_norm,none"])
+    pairs = [multiple_choice.encode_pair(tok, f"Question: {it.question}\nAnswer:", " " + c) for it in items for c in it.choices]
+    our_lls = multiple_choice.loglikelihoods(model, tok, pairs)
+    their_lls = [ll for s in sorted(theirs["samples"]["dt_mc"], key=lambda s: s["doc_id"]) for ll, _ in s["filtered_resps"]]
+    assert our_lls == pytest.approx(their_lls, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ evaluator
+def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, tmp_path: Path) -> None:
+    cfg = make_cfg("data=fact_checking", "eval.general=piqa", "eval.generation.max_samples=6")
+    dm = DomainDataModule(cfg.data, tokenizer)
+    model, _ = load_model(cfg.model)
+    evaluator = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model))
+    first = evaluator.run(model, "base")
+    assert {
+        "loss",
+        "perplexity",
+        "gen/accuracy",
+        "gen/macro_f1",
+        "gen/unparseable_rate",
+        "mc/piqa/acc",
+        "mc/piqa/acc_norm",
+    } <= set(first.metrics)
+    assert len(first.samples) == 6
+    assert evaluator.cache_path().exists()
+    again = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
+    assert again.metrics == first.metrics, "the second base evaluation comes from the cache (no model needed)"
+
+
+def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
+    cfg = make_cfg("eval.split=test", "eval.max_samples=0")
+    dm = DomainDataModule(cfg.data, tokenizer)
+    dm.prepare()
+    dm.examples["test"] = []
+    model, _ = load_model(cfg.model)
+    with pytest.raises(DomainTuneError, match="test split has no examples"):
+        Evaluator(cfg.eval, dm).loss(model, "base")
+
+
+def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
+    from tests.test_errors import qa_rows, write_jsonl
+
+    write_jsonl(tmp_path / "d" / "train.jsonl", qa_rows(5))
+    write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(7)[5:])
+    cfg = make_cfg("data=custom", f"data.dir={tmp_path}/d", "eval.split=test")
+    with pytest.raises(DomainTuneError, match="no 'test' split"):
+        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer)).run(load_model(cfg.model)[0], "base")

@@ -1,0 +1,107 @@
+"""evaluate / chat / generate / merge on a finished tiny run, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from domaintune.inference import with_run_config
+from domaintune.models.loading import load_adapted, load_model
+from tests.conftest import ROOT, TINY
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `python train.py` run (Hydra saves its config there, as for users)."""
+    logs = tmp_path_factory.mktemp("logs")
+    script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=education", f"paths.log_dir={logs}")
+    [out] = list(logs.glob("train/*/*"))
+    return out
+
+
+def script(*args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, input=stdin)
+    if ok:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def test_evaluate_reuses_the_run_config(run_dir: Path, tmp_path: Path) -> None:
+    script("scripts/evaluate.py", f"run_dir={run_dir}", "eval=fast", "eval.split=test", f"paths.log_dir={tmp_path}")
+    [report] = list(tmp_path.glob("evaluate/*/*/metrics.json"))
+    metrics = json.loads(report.read_text())
+    assert metrics["data"] == "education" and metrics["split"] == "test", "data comes from the run, split from the CLI"
+    assert {"loss", "gen/rougeL"} <= set(metrics["tuned"]) and metrics["base"]["loss"] != metrics["tuned"]["loss"]
+    assert (report.parent / "report.md").read_text().count("| gen/rouge1 |") == 1
+
+
+def test_run_config_overrides(run_dir: Path, make_cfg) -> None:
+    cfg = make_cfg("data=healthcare")
+    with __import__("omegaconf").open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    merged = with_run_config(cfg.copy(), overrides=["data.max_length=99"])
+    assert merged.data.name == "education" and merged.data.max_length == 99
+    assert with_run_config(cfg.copy(), overrides=["data=healthcare"]).data.name == "healthcare"
+
+
+def test_chat_streams_and_handles_commands(run_dir: Path, tmp_path: Path) -> None:
+    out = script(
+        "scripts/chat.py",
+        f"run_dir={run_dir}",
+        "generation.max_new_tokens=5",
+        "generation.do_sample=false",
+        f"paths.log_dir={tmp_path}",
+        stdin="Summarise this.\n/reset\nAgain?\n/quit\n",
+    )
+    assert "Chatting with tiny-llama + " in out.stdout and "(new conversation)" in out.stdout
+    assert out.stdout.count("bot>") == 2
+
+
+def test_generate_writes_one_output_per_line(run_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [{"prompt": "hi"}, {"document": "We study cats."}, {"messages": [{"role": "user", "content": "yo"}]}]
+        )
+        + "\n"
+    )
+    dst = tmp_path / "out.jsonl"
+    script(
+        "scripts/generate.py",
+        f"run_dir={run_dir}",
+        f"input={src}",
+        f"output={dst}",
+        "generation.max_new_tokens=4",
+        f"paths.log_dir={tmp_path}",
+    )
+    rows = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert len(rows) == 3 and all("output" in r for r in rows) and rows[1]["document"] == "We study cats."
+
+
+def test_merge_gives_the_same_logits_as_the_adapter(run_dir: Path, tmp_path: Path, make_cfg) -> None:
+    script("scripts/merge.py", f"run_dir={run_dir}", f"output={tmp_path / 'merged'}", f"paths.log_dir={tmp_path}")
+    cfg = make_cfg()
+    base, tok = load_model(cfg.model)
+    adapted = load_adapted(base, run_dir / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    ids = tok("Summarise in one sentence: we study cats.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, atol=1e-4, rtol=0)
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+
+
+def test_run_dir_without_adapter(tmp_path: Path) -> None:
+    fake = tmp_path / "run"
+    (fake / ".hydra").mkdir(parents=True)
+    (fake / ".hydra" / "config.yaml").write_text("{}\n")
+    out = script("scripts/evaluate.py", f"run_dir={fake}", "model=tiny", f"paths.log_dir={tmp_path}", ok=False)
+    assert out.returncode == 1 and "There is no adapter at" in out.stdout + out.stderr
+    out = script("scripts/merge.py", f"run_dir={fake}", "model=tiny", f"paths.log_dir={tmp_path}", ok=False)
+    assert out.returncode == 1 and "There is no adapter at" in out.stdout + out.stderr
