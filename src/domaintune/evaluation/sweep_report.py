@@ -1,0 +1,256 @@
+"""Turn a multirun folder into one comparison: a table (markdown + CSV), a heatmap and overlaid curves.
+
+Jobs are read from their folders, so the report works while a sweep runs, after it crashed, or for jobs
+launched elsewhere: a job is `ok` (metrics.json), `failed` (failure.json, with its error) or `incomplete`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from domaintune.evaluation.report import direction
+from domaintune.utils.errors import DomainTuneError
+
+VALUES = ("relative_change", "change", "tuned", "base")
+
+
+@dataclass
+class Job:
+    folder: Path
+    num: int
+    overrides: dict[str, str]
+    data: str
+    adapter: str
+    status: str
+    error: str = ""
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def value(self, metric: str, kind: str) -> float | None:
+        v = self.metrics.get(kind, {}).get(metric)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _overrides(folder: Path) -> dict[str, str]:
+    path = folder / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) if path.exists() else []
+    return dict(o.lstrip("+~").split("=", 1) for o in items or [] if "=" in o)
+
+
+def _names(folder: Path) -> tuple[str, str]:
+    """data and adapter names from the job's saved config (their values are plain strings there)."""
+    cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+    return str((cfg.get("data") or {}).get("name", "?")), str((cfg.get("adapter") or {}).get("name", "?"))
+
+
+def _curve(folder: Path, key: str = "val/loss") -> list[tuple[int, float]]:
+    path = folder / "csv" / "metrics.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key) not in (None, "")]
+
+
+def collect(sweep: Path) -> list[Job]:
+    if not sweep.is_dir():
+        raise DomainTuneError(f"The sweep folder '{sweep}' does not exist.", "Pass outputs/multirun/<date>/<time>.")
+    jobs = []
+    for folder in sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0])):
+        data, adapter = _names(folder)
+        job = Job(folder, int(folder.name.split("_")[0]), _overrides(folder), data, adapter, "incomplete", curve=_curve(folder))
+        if (folder / "failure.json").exists():
+            job.status, job.error = "failed", json.loads((folder / "failure.json").read_text())["error"]
+        elif (folder / "metrics.json").exists():
+            payload = json.loads((folder / "metrics.json").read_text())
+            job.status, job.metrics = "ok", {k: payload.get(k, {}) for k in VALUES}
+        jobs.append(job)
+    if not jobs:
+        raise DomainTuneError(f"'{sweep}' holds no job folders (with .hydra/).", "Pass the folder a multirun printed.")
+    return jobs
+
+
+def varying(jobs: list[Job]) -> list[str]:
+    """Override keys whose values differ between jobs: what the sweep compares."""
+    keys = sorted({k for j in jobs for k in j.overrides})
+    return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+
+
+def _fmt(v: float | None, kind: str) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:+.1f}%" if kind == "relative_change" else f"{v:.4g}"
+
+
+def best_per_cell(jobs: list[Job], metric: str, kind: str) -> dict[tuple[str, str], Job]:
+    """The best finished job for each (data, adapter), by the metric's direction (extra sweep axes collapse)."""
+    sign = direction(metric) or 1
+    best: dict[tuple[str, str], Job] = {}
+    for j in jobs:
+        v = j.value(metric, kind)
+        if j.status != "ok" or v is None:
+            continue
+        cell = (j.data, j.adapter)
+        if cell not in best or sign * v > sign * best[cell].value(metric, kind):  # type: ignore[operator]
+            best[cell] = j
+    return best
+
+
+def heatmap(jobs: list[Job], metric: str, kind: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datas = sorted({j.data for j in jobs})
+    adapters = sorted({j.adapter for j in jobs})
+    best = best_per_cell(jobs, metric, kind)
+    grid = np.full((len(datas), len(adapters)), np.nan)
+    for (d, a), j in best.items():
+        grid[datas.index(d), adapters.index(a)] = j.value(metric, kind) * (100 if kind == "relative_change" else 1)
+    sign = direction(metric) or 1
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(adapters), 1.2 + 0.7 * len(datas)))
+    finite = grid[np.isfinite(grid)]
+    lim = float(np.abs(finite).max()) if finite.size else 1.0
+    # green = better than the base model whatever the metric's direction
+    im = ax.imshow(sign * grid, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(adapters)), adapters)
+    ax.set_yticks(range(len(datas)), datas)
+    for r in range(len(datas)):
+        for c in range(len(adapters)):
+            failed = any(j.status != "ok" for j in jobs if (j.data, j.adapter) == (datas[r], adapters[c]))
+            text = "failed" if np.isnan(grid[r, c]) and failed else ("-" if np.isnan(grid[r, c]) else f"{grid[r, c]:+.1f}")
+            ax.text(c, r, text, ha="center", va="center", fontsize=9)
+    unit = " (%)" if kind == "relative_change" else ""
+    ax.set_title(f"{metric}: {kind.replace('_', ' ')} vs base{unit}")
+    fig.colorbar(im, ax=ax, label="better →" if sign > 0 else "better → (sign flipped: lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves(jobs: list[Job], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for j in jobs:
+        if j.curve:
+            steps, values = zip(*j.curve, strict=True)
+            ax.plot(steps, values, marker="o", markersize=3, label=f"{j.num}: {j.data}/{j.adapter}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss (answer tokens)")
+    ax.set_title("Validation loss per job")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def rows(jobs: list[Job], metrics: list[str]) -> tuple[list[str], list[list[Any]]]:
+    keys = varying(jobs)
+    columns = ["job", "status", "data", "adapter", *keys]
+    for m in metrics:
+        columns += [f"base/{m}", f"tuned/{m}", f"change/{m}", f"relative_change/{m}"]
+    columns.append("error")
+    table = []
+    for j in jobs:
+        row: list[Any] = [j.num, j.status, j.data, j.adapter, *[j.overrides.get(k, "") for k in keys]]
+        for m in metrics:
+            row += [j.value(m, k) for k in ("base", "tuned", "change", "relative_change")]
+        table.append([*row, j.error])
+    return columns, table
+
+
+def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change", wandb_log: bool = True) -> dict[str, Path]:
+    """Write sweep_report.{md,csv}, sweep_heatmap.png and sweep_curves.png into the sweep folder."""
+    if kind not in VALUES:
+        raise DomainTuneError(f"Unknown value kind '{kind}'.", f"Use one of {', '.join(VALUES)}.")
+    jobs = collect(sweep)
+    known = sorted({m for j in jobs for m in j.metrics.get("tuned", {})})
+    if known and metric not in known:
+        raise DomainTuneError(f"No job has the metric '{metric}'.", f"Choose one of: {', '.join(known)}.")
+    shown = [m for m in ("loss", "perplexity", metric) if m in known or not known]
+    shown = list(dict.fromkeys(shown))
+    columns, table = rows(jobs, shown)
+    with (sweep / "sweep_report.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(table)
+    heat = heatmap(jobs, metric, kind, sweep / "sweep_heatmap.png")
+    curve = curves(jobs, sweep / "sweep_curves.png")
+
+    keys = varying(jobs)
+    lines = [
+        f"# Sweep report: `{sweep}`",
+        "",
+        f"{sum(j.status == 'ok' for j in jobs)} ok, {sum(j.status == 'failed' for j in jobs)} failed, "
+        f"{sum(j.status == 'incomplete' for j in jobs)} incomplete; varying: {', '.join(keys) or '-'}.",
+        "",
+        f"| job | {' | '.join(keys)} | status | {metric} base | {metric} tuned | change | relative |",
+        "|---|" + "---|" * len(keys) + "---|---:|---:|---:|---:|",
+    ]
+    for j in jobs:
+        vals = [_fmt(j.value(metric, k), k) for k in ("base", "tuned", "change", "relative_change")]
+        lines.append(f"| {j.num} | {' | '.join(j.overrides.get(k, '') for k in keys)} | {j.status} | {' | '.join(vals)} |")
+    best = best_per_cell(jobs, metric, kind)
+    if best:
+        winner = max(best.values(), key=lambda j: (direction(metric) or 1) * j.value(metric, kind))  # type: ignore[operator]
+        lines += [
+            "",
+            f"Best {kind.replace('_', ' ')} of {metric}: job {winner.num} ({winner.data} / {winner.adapter}), "
+            f"{_fmt(winner.value(metric, kind), kind)}.",
+        ]
+    failed = [j for j in jobs if j.status == "failed"]
+    if failed:
+        lines += ["", "## Failed jobs", ""] + [f"- job {j.num} (`{j.folder.name}`): {j.error}" for j in failed]
+    lines += [
+        "",
+        f"![heatmap]({heat.name}) ![curves]({curve.name})",
+        "",
+        f"Heatmap: {metric} {kind.replace('_', ' ')} of the tuned model against the base model, by data (rows) and "
+        "adapter (columns), best job per cell; green is better. Curves: validation loss during training.",
+        "All columns of every metric: sweep_report.csv.",
+    ]
+    (sweep / "sweep_report.md").write_text("\n".join(lines) + "\n")
+    if wandb_log:
+        _to_wandb(sweep, columns, table, heat, curve)
+    return {"md": sweep / "sweep_report.md", "csv": sweep / "sweep_report.csv", "heatmap": heat, "curves": curve}
+
+
+def _to_wandb(sweep: Path, columns: list[str], table: list[list[Any]], heat: Path, curve: Path) -> None:
+    import os
+
+    import wandb
+
+    from domaintune.utils.loggers import wandb_has_credentials
+
+    mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
+    run = wandb.init(
+        project="domaintune",
+        group=f"sweep-{sweep.parent.name}_{sweep.name}",
+        job_type="sweep_report",
+        name=f"report-{sweep.parent.name}_{sweep.name}",
+        dir=str(sweep),
+        mode=mode,
+    )
+    run.log(
+        {
+            "sweep/table": wandb.Table(columns=columns, data=[[("" if v is None else v) for v in r] for r in table]),
+            "sweep/heatmap": wandb.Image(str(heat)),
+            "sweep/curves": wandb.Image(str(curve)),
+        }
+    )
+    run.finish()

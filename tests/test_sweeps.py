@@ -1,0 +1,104 @@
+"""Multirun sweeps shelled out like a user runs them (as lightning-hydra-template's test_sweeps.py does)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from domaintune.evaluation.sweep_report import write as write_sweep_report
+from tests.conftest import ROOT, TINY
+
+# the fastest real training: the tiny model, two steps, loss-only evaluation
+FAST = [*TINY, "trainer.max_steps=2", "eval.generation.max_samples=0", "eval.max_samples=4", "logger=csv"]
+
+
+def multirun(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[Path]]:
+    env = {**os.environ, "SQLALCHEMY_SILENCE_UBER_WARNING": "1"}
+    out = subprocess.run(
+        [sys.executable, "train.py", "-m", *args, f"paths.log_dir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [sweep] = list(tmp_path.glob("multirun/*/*"))
+    jobs = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0]))
+    return out, jobs
+
+
+def test_domain_by_adapter_sweep_with_wandb_and_report(tmp_path: Path) -> None:
+    _, jobs = multirun(tmp_path, "data=healthcare,marketing", "adapter=lora,ia3", *FAST, "logger=wandb")
+    assert [j.name for j in jobs] == ["0_healthcare_lora", "1_healthcare_ia3", "2_marketing_lora", "3_marketing_ia3"]
+    groups = set()
+    for job in jobs:
+        assert (job / "metrics.json").exists() and (job / "report.md").exists()
+        [run] = list(job.glob("wandb/offline-run-*/run-*.wandb"))  # exactly one W&B run per job
+        blob = run.read_bytes()
+        assert b"eval/tuned/perplexity" in blob
+        groups.update(re.findall(rb"sweep-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", blob) or [None])
+    assert len(groups) == 1 and None not in groups, "all jobs share the sweep's W&B group"
+    paths = write_sweep_report(jobs[0].parent, metric="loss", wandb_log=False)
+    with paths["csv"].open() as f:
+        table = list(csv.DictReader(f))
+    assert [(r["data"], r["adapter"], r["status"]) for r in table] == [
+        ("healthcare", "lora", "ok"),
+        ("healthcare", "ia3", "ok"),
+        ("marketing", "lora", "ok"),
+        ("marketing", "ia3", "ok"),
+    ]
+    assert paths["heatmap"].stat().st_size > 5000 and paths["curves"].stat().st_size > 5000
+    assert "| job | adapter | data | status |" in paths["md"].read_text()
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    # max_length=8 leaves no answer tokens: that job fails with a clear error; the other one runs
+    _, jobs = multirun(tmp_path, "data.max_length=8,384", *FAST)
+    failure = json.loads((jobs[0] / "failure.json").read_text())
+    assert "No train example has answer tokens left" in failure["error"]
+    assert (jobs[1] / "metrics.json").exists()
+    md = write_sweep_report(jobs[0].parent, metric="loss", wandb_log=False)["md"].read_text()
+    assert "1 ok, 1 failed" in md and "## Failed jobs" in md and "No train example has answer tokens left" in md
+
+
+def test_every_experiment_preset_runs(tmp_path: Path) -> None:
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if p.stem != "domain_sweep")
+    _, jobs = multirun(tmp_path, "experiment=glob(*,exclude=domain_sweep)", *FAST, "trainer=debug")
+    assert len(jobs) == len(presets) and all((j / "metrics.json").exists() for j in jobs)
+
+
+def test_domain_sweep_preset_expands_to_the_full_grid() -> None:
+    out = subprocess.run(
+        [sys.executable, "train.py", "experiment=domain_sweep", "--cfg", "hydra"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "data: healthcare,marketing,education,fact_checking,customer_service" in out.stdout
+    assert "adapter: lora,ia3,freeze" in out.stdout and "mode: MULTIRUN" in out.stdout
+
+
+def test_optuna_search_runs_three_seeded_trials(tmp_path: Path) -> None:
+    _, jobs = multirun(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST, "trainer=debug")
+    assert len(jobs) == 3
+    [results] = list(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
+    text = results.read_text()
+    assert "best_params" in text and "optim.lr" in text and "best_value" in text
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> None:
+    _, jobs = multirun(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "adapter=lora,ia3", *FAST, "trainer=debug")
+    assert len(jobs) == 2 and all((j / "metrics.json").exists() for j in jobs)
+
+
+def test_submitit_local_launcher(tmp_path: Path) -> None:
+    _, jobs = multirun(tmp_path, "hydra/launcher=submitit_local", "adapter=lora,ia3", *FAST, "trainer=debug")
+    assert len(jobs) == 2 and all((j / "metrics.json").exists() for j in jobs)
