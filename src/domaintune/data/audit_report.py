@@ -24,6 +24,8 @@ def print_audit(report: dict[str, Any], console: Console | None = None) -> None:
         table.add_section()
     console = console or Console()
     console.print(table)
+    for note in report.get("notes", []):
+        console.print(note)
     if report.get("from_cache"):
         console.print(f"(from the cache {report['from_cache']}: preprocessing was skipped)")
     tokens = report.get("tokens", {})

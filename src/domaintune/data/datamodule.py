@@ -12,6 +12,7 @@ import hashlib
 import json
 import pickle
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +103,14 @@ class DomainDataModule(pl.LightningDataModule):
             self.from_cache = cache
             log.info(f"Loaded the prepared data from the cache ({cache}); preprocessing skipped")
             return
+        started = time.perf_counter()
         if self.parts:
             self._prepare_mixture()
         else:
             self.records, self.examples = self._prepare_source(self.cfg, self.tasks[""], "", self.audit)
         self.audit.check()
+        self.audit.notes.append(f"prepared in {time.perf_counter() - started:.1f} s (load, preprocess, tokenise)")
+        log.info(self.audit.notes[-1])
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")

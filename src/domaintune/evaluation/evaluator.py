@@ -117,7 +117,8 @@ class Evaluator:
         out = {}
         for name in self.general:
             b = self.cfg["benchmarks"][name]
-            items = multiple_choice.load_items(b["dir"], b.get("split", "validation"), b.get("max_samples"))
+            split = b.get("split", "validation")
+            items = multiple_choice.load_items(b["dir"], split if isinstance(split, str) else list(split), b.get("max_samples"))
             scores = multiple_choice.evaluate(
                 model,
                 self.dm.tokenizer,

@@ -33,8 +33,11 @@ class MCItem:
     origin: str
 
 
-def load_items(folder: str | Path, split: str, max_samples: int | None = None) -> list[MCItem]:
-    """Read `{question, choices, answer_index}` JSONL records, checking each."""
+def load_items(folder: str | Path, split: str | list[str], max_samples: int | None = None) -> list[MCItem]:
+    """Read `{question, choices, answer_index}` JSONL records of one split or several, checking each."""
+    if not isinstance(split, str):
+        items = [item for s in split for item in load_items(folder, s)]
+        return items[:max_samples] if max_samples else items
     path = Path(folder) / f"{split}.jsonl"
     if not path.is_file():
         raise DomainTuneError(
