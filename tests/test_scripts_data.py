@@ -57,3 +57,12 @@ def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, 
         assert steps[0].records_in == lines, "every line of the file enters the audit"
         removed = sum(sum(s.removed.values()) for s in steps)
         assert lines - removed == len(dm.examples[split]) > 0, "and every record that leaves it is counted"
+
+
+def test_benchmark_script_measures_speed(tmp_path: Path) -> None:
+    run_script("scripts/benchmark.py", "model=tiny", "bench.steps=1", "bench.attentions=[sdpa]", "bench.seq_len=32",
+               f"paths.log_dir={tmp_path}")
+    [result] = list(tmp_path.glob("benchmark/*/*/benchmark.json"))
+    data = json.loads(result.read_text())
+    assert data["train"]["32-true/sdpa"]["tokens_per_s"] > 0 and data["matmul_gflops"]["fp32"] > 0
+    assert "bf16-mixed/sdpa" in data["train"]  # measured, or skipped with the reason

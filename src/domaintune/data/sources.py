@@ -56,6 +56,37 @@ def _bad_line(path: Path, lineno: int, raw: bytes, what: str, fix: str) -> Domai
 _SKIP_HINT = "or set data.on_error=skip to skip such lines (they are counted in the data report)."
 
 
+class _LineProblem(ValueError):
+    def __init__(self, reason: str, what: str, fix: str):
+        super().__init__(what)
+        self.reason, self.what, self.fix = reason, what, fix
+
+
+def _parse_line(raw: bytes) -> dict[str, Any]:
+    """One JSONL line -> an object, or a _LineProblem naming what is wrong and the fix."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _LineProblem(
+            "not_utf8",
+            f"the line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+            "Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+        ) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _LineProblem(
+            "malformed_json", f"malformed JSON ({exc.msg} at column {exc.colno})", "Fix the line so it is one JSON object"
+        ) from None
+    if not isinstance(obj, dict):
+        raise _LineProblem(
+            "not_an_object",
+            f"each line must be a JSON object, got a {type(obj).__name__}",
+            'Write one {"field": ...} object per line',
+        )
+    return obj
+
+
 def read_jsonl(path: Path, split: str, on_error: str, stats: ReadStats) -> list[Record]:
     records = []
     with path.open("rb") as f:
@@ -63,42 +94,12 @@ def read_jsonl(path: Path, split: str, on_error: str, stats: ReadStats) -> list[
             if not raw.strip():
                 continue
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
+                obj = _parse_line(raw)
+            except _LineProblem as problem:
                 if on_error == "skip":
-                    stats.skip(split, "not_utf8", f"{path}:{lineno}")
+                    stats.skip(split, problem.reason, f"{path}:{lineno}")
                     continue
-                raise _bad_line(
-                    path,
-                    lineno,
-                    raw,
-                    f"the line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
-                    f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), {_SKIP_HINT}",
-                ) from None
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if on_error == "skip":
-                    stats.skip(split, "malformed_json", f"{path}:{lineno}")
-                    continue
-                raise _bad_line(
-                    path,
-                    lineno,
-                    raw,
-                    f"malformed JSON ({exc.msg} at column {exc.colno})",
-                    f"Fix the line so it is one JSON object, {_SKIP_HINT}",
-                ) from None
-            if not isinstance(obj, dict):
-                if on_error == "skip":
-                    stats.skip(split, "not_an_object", f"{path}:{lineno}")
-                    continue
-                raise _bad_line(
-                    path,
-                    lineno,
-                    raw,
-                    f"each line must be a JSON object, got a {type(obj).__name__}",
-                    f'Write one {{"field": ...}} object per line, {_SKIP_HINT}',
-                )
+                raise _bad_line(path, lineno, raw, problem.what, f"{problem.fix}, {_SKIP_HINT}") from None
             obj["_src"] = f"{path}:{lineno}"
             records.append(obj)
     return records

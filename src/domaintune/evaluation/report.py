@@ -87,26 +87,14 @@ def write_report(
 
     md = ["# Samples: base vs tuned", ""]
     for i, (b, t) in enumerate(zip(base_samples[:num_samples], tuned_samples[:num_samples], strict=True), start=1):
-        md += [
-            f"## {i}. `{b['id']}`",
-            "",
-            "**Prompt**",
-            "",
-            _quote(b["prompt"]),
-            "",
-            "**Reference**",
-            "",
-            _quote(b["reference"]),
-            "",
-            "**Base model**",
-            "",
-            _quote(b["output"]),
-            "",
-            "**Tuned model**",
-            "",
-            _quote(t["output"]),
-            "",
-        ]
+        md += [f"## {i}. `{b['id']}`", ""]
+        for title, text in (
+            ("Prompt", b["prompt"]),
+            ("Reference", b["reference"]),
+            ("Base model", b["output"]),
+            ("Tuned model", t["output"]),
+        ):
+            md += [f"**{title}**", "", _quote(text), ""]
     (folder / "samples.md").write_text("\n".join(md))
 
 
