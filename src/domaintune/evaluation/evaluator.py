@@ -67,12 +67,14 @@ class Evaluator:
         loader = self.dm.eval_dataloader(self.split, self.cfg.get("max_samples"))
         if len(loader.dataset) == 0:
             raise DomainTuneError(f"The {self.split} split has no examples to evaluate.", "Use another eval.split or more data.")
-        for batch in tqdm(loader, desc=f"eval {label} loss [{self.split}]", leave=False):
+        bar = tqdm(loader, desc=f"eval {label} loss [{self.split}]", leave=False)
+        for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
             loss, n = forward_loss(model, batch)
             nll += float(loss) * int(n)
             tokens += int(n)
             seen += int(batch["n_real"].sum())
+            bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}", tokens_per_s=f"{seen / (time.perf_counter() - started):.0f}")
         mean = nll / max(tokens, 1)
         return {
             "loss": mean,
