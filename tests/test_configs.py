@@ -49,3 +49,14 @@ def test_cli_prints_composed_config() -> None:
     cfg = OmegaConf.create(out.stdout)
     assert cfg.data.name == "marketing" and cfg.adapter.name == "ia3"
     assert cfg.data.task.type == "generation"
+
+
+@pytest.mark.parametrize("script", ["evaluate", "chat", "generate", "merge"])
+def test_inference_run_folder_is_named_after_the_run_it_uses(script: str, tmp_path: Path) -> None:
+    """`scripts/evaluate.py run_dir=.../12-00-00_education_lora` lands in `..._education_lora`, not under
+    the default data name; a sweep job folder (`3_education_ia3`) is named the same way."""
+    cases = {"outputs/train/2026-01-01/12-00-00_education_lora": "education_lora", "m/3_education_ia3": "education_ia3"}
+    for run_dir, label in cases.items():
+        cfg = compose_train([f"run_dir={run_dir}"], tmp_path, config_name=script)
+        assert cfg.run_name == label
+    assert compose_train([], tmp_path, config_name=script).run_name in ("healthcare", "smollm2-135m-instruct")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,25 @@ def _wandb_name(single_run_name: str) -> str:
     return single_run_name
 
 
+def _run_label(run_dir: str | None, fallback: str) -> str:
+    """Name of a run folder an inference script works on (`12-00-00_education_lora` -> `education_lora`),
+    so `outputs/evaluate/...` says which run it evaluated; `fallback` when no run is given."""
+    if not run_dir:
+        return fallback
+    return re.sub(r"^(\d{2}-\d{2}-\d{2}|\d+)_", "", Path(str(run_dir)).name) or fallback
+
+
 def register_resolvers() -> None:
     """Resolvers used by conf/: `${dt.samples:}` is the illustrative data shipped inside the package;
-    `${dt.wandb_group:x}` / `${dt.wandb_name:x}` group and name W&B runs by sweep and job."""
-    for name, fn in (("dt.samples", lambda: str(SAMPLES_DIR)), ("dt.wandb_group", _wandb_group), ("dt.wandb_name", _wandb_name)):
+    `${dt.wandb_group:x}` / `${dt.wandb_name:x}` group and name W&B runs by sweep and job;
+    `${dt.run_label:run_dir,x}` names an evaluate/chat/generate folder after the run it used."""
+    resolvers = {
+        "dt.samples": lambda: str(SAMPLES_DIR),
+        "dt.wandb_group": _wandb_group,
+        "dt.wandb_name": _wandb_name,
+        "dt.run_label": _run_label,
+    }
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
