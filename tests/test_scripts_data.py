@@ -60,8 +60,14 @@ def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, 
 
 
 def test_benchmark_script_measures_speed(tmp_path: Path) -> None:
-    run_script("scripts/benchmark.py", "model=tiny", "bench.steps=1", "bench.attentions=[sdpa]", "bench.seq_len=32",
-               f"paths.log_dir={tmp_path}")
+    run_script(
+        "scripts/benchmark.py",
+        "model=tiny",
+        "bench.steps=1",
+        "bench.attentions=[sdpa]",
+        "bench.seq_len=32",
+        f"paths.log_dir={tmp_path}",
+    )
     [result] = list(tmp_path.glob("benchmark/*/*/benchmark.json"))
     data = json.loads(result.read_text())
     assert data["train"]["32-true/sdpa"]["tokens_per_s"] > 0 and data["matmul_gflops"]["fp32"] > 0
