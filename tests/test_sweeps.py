@@ -53,6 +53,7 @@ def test_domain_by_adapter_sweep_with_wandb_and_report(tmp_path: Path) -> None:
         ("marketing", "lora", "ok"),
         ("marketing", "ia3", "ok"),
     ]
+    assert {"tuned/perplexity", "change/eval_tokens_per_s"} <= set(table[0]), "every metric is in the CSV"
     assert paths["heatmap"].stat().st_size > 5000 and paths["curves"].stat().st_size > 5000
     assert "| job | adapter | data | status |" in paths["md"].read_text()
 
@@ -102,3 +103,35 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> None
 def test_submitit_local_launcher(tmp_path: Path) -> None:
     _, jobs = multirun(tmp_path, "hydra/launcher=submitit_local", "adapter=lora,ia3", *FAST, "trainer=debug")
     assert len(jobs) == 2 and all((j / "metrics.json").exists() for j in jobs)
+
+
+def _fake_job(sweep: Path, num: int, data: str, metrics: dict[str, tuple[float, float]]) -> None:
+    """A finished job folder as train.py leaves it (config, overrides, metrics.json), without training."""
+    job = sweep / f"{num}_{data}_lora"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(f"data:\n  name: {data}\nadapter:\n  name: lora\n")
+    (job / ".hydra" / "overrides.yaml").write_text(f"- data={data}\n")
+    payload = {
+        "base": {m: b for m, (b, _) in metrics.items()},
+        "tuned": {m: t for m, (_, t) in metrics.items()},
+        "change": {m: t - b for m, (b, t) in metrics.items()},
+        "relative_change": {m: (t - b) / b for m, (b, t) in metrics.items()},
+    }
+    (job / "metrics.json").write_text(json.dumps(payload))
+
+
+def test_report_of_domains_with_different_task_metrics(tmp_path: Path) -> None:
+    """Summaries score ROUGE, fact-checking scores accuracy: the CSV and the W&B table hold both (a job lacks
+    the other's metrics), the markdown lists each job's task metrics, and the W&B table accepts the gaps."""
+    sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
+    _fake_job(sweep, 0, "education", {"perplexity": (14.7, 10.8), "gen/rougeL": (22.6, 27.8), "gen/length_words": (41, 19)})
+    _fake_job(sweep, 1, "fact_checking", {"perplexity": (21.8, 1.5), "gen/accuracy": (25.0, 37.5)})
+    paths = write_sweep_report(sweep, wandb_log=True)
+    with paths["csv"].open() as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["tuned/gen/rougeL"] and not table[0]["tuned/gen/accuracy"] and table[1]["tuned/gen/accuracy"]
+    md = paths["md"].read_text()
+    assert "job 0 (education / lora): gen/rougeL 22.6 → 27.8" in md and "gen/accuracy 25 → 37.5" in md
+    assert "length_words 41" not in md, "descriptive metrics stay in the CSV"
+    [run] = list(sweep.glob("wandb/offline-run-*/run-*.wandb"))
+    assert b"sweep/table" in run.read_bytes()

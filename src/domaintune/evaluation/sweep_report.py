@@ -118,19 +118,24 @@ def heatmap(jobs: list[Job], metric: str, kind: str, path: Path) -> Path:
     sign = direction(metric) or 1
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(adapters), 1.2 + 0.7 * len(datas)))
     finite = grid[np.isfinite(grid)]
-    lim = float(np.abs(finite).max()) if finite.size else 1.0
-    # green = better than the base model whatever the metric's direction
-    im = ax.imshow(sign * grid, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+    if kind in ("change", "relative_change"):  # centred on "no change", so the colour says better or worse
+        lim = float(np.abs(finite).max()) if finite.size else 1.0
+        vmin, vmax = -lim, lim
+    else:
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    # green = better whatever the metric's direction; the colour bar keeps the real values
+    im = ax.imshow(grid, cmap="RdYlGn" if sign > 0 else "RdYlGn_r", vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(adapters)), adapters)
     ax.set_yticks(range(len(datas)), datas)
     for r in range(len(datas)):
         for c in range(len(adapters)):
             failed = any(j.status != "ok" for j in jobs if (j.data, j.adapter) == (datas[r], adapters[c]))
             text = "failed" if np.isnan(grid[r, c]) and failed else ("-" if np.isnan(grid[r, c]) else f"{grid[r, c]:+.1f}")
-            ax.text(c, r, text, ha="center", va="center", fontsize=9)
+            dark = np.isfinite(grid[r, c]) and abs(im.norm(grid[r, c]) - 0.5) > 0.35  # deep red/green cell
+            ax.text(c, r, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     unit = " (%)" if kind == "relative_change" else ""
     ax.set_title(f"{metric}: {kind.replace('_', ' ')} vs base{unit}")
-    fig.colorbar(im, ax=ax, label="better →" if sign > 0 else "better → (sign flipped: lower is better)")
+    fig.colorbar(im, ax=ax, label="green = better (higher is better)" if sign > 0 else "green = better (lower is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -182,8 +187,8 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
     known = sorted({m for j in jobs for m in j.metrics.get("tuned", {})})
     if known and metric not in known:
         raise DomainTuneError(f"No job has the metric '{metric}'.", f"Choose one of: {', '.join(known)}.")
-    shown = [m for m in ("loss", "perplexity", metric) if m in known or not known]
-    shown = list(dict.fromkeys(shown))
+    # the CSV (and the W&B table) hold every metric; loss, perplexity and the chosen one first
+    shown = list(dict.fromkeys([m for m in ("loss", "perplexity", metric) if m in known or not known] + known))
     columns, table = rows(jobs, shown)
     with (sweep / "sweep_report.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -213,6 +218,16 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
             f"Best {kind.replace('_', ' ')} of {metric}: job {winner.num} ({winner.data} / {winner.adapter}), "
             f"{_fmt(winner.value(metric, kind), kind)}.",
         ]
+    task = [m for m in known if m.startswith(("gen/", "mc/")) and direction(m) and m != metric]  # lengths are descriptive
+    if task:
+        lines += ["", "## Task metrics (base → tuned)", ""]
+        for j in jobs:
+            pairs = [
+                f"{m} {_fmt(j.value(m, 'base'), 'base')} → {_fmt(j.value(m, 'tuned'), 'tuned')}"
+                for m in task
+                if j.value(m, "tuned") is not None
+            ]
+            lines.append(f"- job {j.num} ({j.data} / {j.adapter}): " + ("; ".join(pairs) or "-"))
     failed = [j for j in jobs if j.status == "failed"]
     if failed:
         lines += ["", "## Failed jobs", ""] + [f"- job {j.num} (`{j.folder.name}`): {j.error}" for j in failed]
@@ -248,7 +263,7 @@ def _to_wandb(sweep: Path, columns: list[str], table: list[list[Any]], heat: Pat
     )
     run.log(
         {
-            "sweep/table": wandb.Table(columns=columns, data=[[("" if v is None else v) for v in r] for r in table]),
+            "sweep/table": wandb.Table(columns=columns, data=table),  # None marks a metric a job lacks
             "sweep/heatmap": wandb.Image(str(heat)),
             "sweep/curves": wandb.Image(str(curve)),
         }
