@@ -29,7 +29,7 @@ from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.collate import pad_collate
 from domaintune.data.formats import Message, Task
 from domaintune.data.packing import pack, padding_efficiency
-from domaintune.data.preprocess import Audit, Preprocessor, StepReport
+from domaintune.data.preprocess import MAX_EXAMPLES, Audit, Preprocessor, StepReport
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
@@ -133,7 +133,7 @@ class DomainDataModule(pl.LightningDataModule):
                     len(records) + sum(skipped.values()),
                     len(records),
                     removed=dict(skipped),
-                    examples=[{"record": e} for e in stats.examples][:3],
+                    examples=[{"record": e} for e in stats.examples][:MAX_EXAMPLES],
                 ),
             )
             task.check_columns({k for r in records for k in r if not k.startswith("_")}, origin_of(records[0]["_src"]))
@@ -170,14 +170,10 @@ class DomainDataModule(pl.LightningDataModule):
             elif enc.n_trained == 0:
                 reason = "no_trainable_tokens"  # the prompt alone fills max_length
             if reason:
-                report.removed[reason] = report.removed.get(reason, 0) + 1
-                if len(report.examples) < 3:
-                    report.examples.append({"record": rec["_src"], "removed": reason})
+                report.remove(rec["_src"], reason)
                 continue
             if enc.truncated:
-                report.changed += 1
-                if len(report.examples) < 3:
-                    report.examples.append({"record": rec["_src"], "changed": f"truncated to {renderer.max_length} tokens"})
+                report.change(rec["_src"], f"truncated to {renderer.max_length} tokens")
             kept_records.append(rec)
             kept.append({"input_ids": enc.input_ids, "labels": enc.labels})
         report.records_out = len(kept)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import itertools
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +35,18 @@ class StepReport:
     changed: int = 0
     added: int = 0  # records a step adds (upsampling in a mixture)
     examples: list[dict[str, str]] = field(default_factory=list)
+
+    def remove(self, src: str, reason: str, detail: str = "") -> None:
+        """Count one removed record under `reason`; the first few become examples in the audit."""
+        self.removed[reason] = self.removed.get(reason, 0) + 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"record": src, "removed": detail or reason})
+
+    def change(self, src: str, detail: str) -> None:
+        """Count one record a step changed; the first few become examples in the audit."""
+        self.changed += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"record": src, "changed": detail})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,22 +102,16 @@ def run_step(
     With `track_changes`, records that come back different are counted as changed (with examples).
     """
     report = StepReport(step, len(records), 0)
-    removed: Counter[str] = Counter()
     kept = []
     for rec in records:
         try:
             new = fn(rec)
         except RecordProblem as problem:
-            removed[problem.reason] += 1
-            if len(report.examples) < MAX_EXAMPLES:
-                report.examples.append({"record": rec.get("_src", "?"), "removed": f"{problem.reason}: {problem}"})
+            report.remove(rec.get("_src", "?"), problem.reason, f"{problem.reason}: {problem}")
             continue
         if track_changes and new is not rec and _visible(new) != _visible(rec):
-            report.changed += 1
-            if len(report.examples) < MAX_EXAMPLES:
-                report.examples.append({"record": rec.get("_src", "?"), "changed": _diff(rec, new)})
+            report.change(rec.get("_src", "?"), _diff(rec, new))
         kept.append(new)
-    report.removed = dict(removed)
     report.records_out = len(kept)
     audit.add(split, report)
     return kept
