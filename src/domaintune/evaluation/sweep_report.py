@@ -246,20 +246,17 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
 
 
 def _to_wandb(sweep: Path, columns: list[str], table: list[list[Any]], heat: Path, curve: Path) -> None:
-    import os
-
     import wandb
 
-    from domaintune.utils.loggers import wandb_has_credentials
+    from domaintune.utils.loggers import wandb_mode
 
-    mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
     run = wandb.init(
         project="domaintune",
         group=f"sweep-{sweep.parent.name}_{sweep.name}",
         job_type="sweep_report",
         name=f"report-{sweep.parent.name}_{sweep.name}",
         dir=str(sweep),
-        mode=mode,
+        mode=wandb_mode(),
     )
     run.log(
         {

@@ -23,10 +23,15 @@ def wandb_has_credentials() -> bool:
         return False
 
 
+def wandb_mode() -> str:
+    """The W&B mode of every run DomainTune starts: WANDB_MODE when set, else online only with credentials."""
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
+
+
 def wandb_logger(offline: bool | str = "auto", **kwargs: Any) -> WandbLogger:
     """WandbLogger that goes offline by itself when no API key is configured (WANDB_MODE still wins)."""
     if offline == "auto":
-        mode = os.environ.get("WANDB_MODE", "")
+        mode = wandb_mode()
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_has_credentials())
     if offline:
         log.info("W&B runs offline (no API key configured); upload the run folder's wandb/offline-run-* with `wandb sync <dir>`")
