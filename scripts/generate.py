@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import TARGET_FIELD, RecordProblem, Task
+from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.generation import generate
 from domaintune.inference import load_for_inference, with_run_config
 from domaintune.utils.config import CONFIG_DIR, to_dict
@@ -23,7 +24,8 @@ from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import run_task
 
 
-def to_messages(rec: dict[str, Any], task: Task, where: str) -> list[dict[str, str]]:
+def to_messages(rec: dict[str, Any], task: Task) -> list[dict[str, str]]:
+    where = rec["_src"]  # file:line, for errors
     if "messages" in rec:
         msgs = list(rec["messages"])
     elif "prompt" in rec:
@@ -34,7 +36,7 @@ def to_messages(rec: dict[str, Any], task: Task, where: str) -> list[dict[str, s
         target = task.fields.get(TARGET_FIELD.get(task.type, ""), "")
         stand_in = (task.labels or ["-"])[0]
         try:
-            return task.conversation(task.select({target: stand_in, **rec, "_src": where}))[:-1]
+            return task.conversation(task.select({target: stand_in, **rec}))[:-1]
         except RecordProblem as exc:
             raise DomainTuneError(
                 f"{where}: {exc}.", 'Give each line a "prompt", "messages", or the data config\'s fields.'
@@ -50,22 +52,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not src.is_file():
         raise DomainTuneError(f"The input file '{src}' does not exist.", "Pass input=<a JSONL file of prompts>.")
     task = Task(to_dict(cfg.data.task))
-    records = []
-    for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append((json.loads(line), f"{src}:{lineno}"))
-            except json.JSONDecodeError as exc:
-                raise DomainTuneError(f"{src}:{lineno}: malformed JSON ({exc.msg}).", "Write one JSON object per line.") from None
+    records = read_jsonl(src, "input", "raise", ReadStats(), hint="then run again.")
     model, tok, _ = load_for_inference(cfg)
     renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
-    convs = [to_messages(rec, task, where) for rec, where in records]
+    convs = [to_messages(rec, task) for rec in records]
     outs, speed = generate(model, tok, renderer, convs, to_dict(cfg.generation))
     dst = Path(cfg.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with dst.open("w", encoding="utf-8") as f:
-        for (rec, _), out in zip(records, outs, strict=True):
-            f.write(json.dumps({**rec, "output": out.text}, ensure_ascii=False) + "\n")
+        for rec, out in zip(records, outs, strict=True):
+            line = {k: v for k, v in rec.items() if k != "_src"}  # the reader's file:line tag
+            f.write(json.dumps({**line, "output": out.text}, ensure_ascii=False) + "\n")
     print(f"Wrote {len(outs)} generations to {dst} ({speed:.1f} generated tokens/s)")
     return {"generated_tokens_per_s": speed}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,13 @@ def test_generate_writes_one_output_per_line(run_dir: Path, tmp_path: Path) -> N
     )
     rows = [json.loads(line) for line in dst.read_text().splitlines()]
     assert len(rows) == 3 and all("output" in r for r in rows) and rows[1]["document"] == "We study cats."
+    inputs = [json.loads(line) for line in src.read_text().splitlines()]
+    assert [set(r) - {"output"} for r in rows] == [set(i) for i in inputs], "no internal keys leak into the output"
+
+    src.write_text('{"prompt": "hi"}\n{"prompt": "cut off\n')
+    args = (f"run_dir={run_dir}", f"input={src}", f"output={dst}", f"paths.log_dir={tmp_path}")
+    out = script("scripts/generate.py", *args, ok=False)
+    assert out.returncode == 1 and re.search(r"in\.jsonl:2: malformed JSON.*starts with", out.stdout + out.stderr)
 
 
 def test_merge_gives_the_same_logits_as_the_adapter(run_dir: Path, tmp_path: Path, make_cfg) -> None:

@@ -87,7 +87,9 @@ def _parse_line(raw: bytes) -> dict[str, Any]:
     return obj
 
 
-def read_jsonl(path: Path, split: str, on_error: str, stats: ReadStats) -> list[Record]:
+def read_jsonl(path: Path, split: str, on_error: str, stats: ReadStats, hint: str = _SKIP_HINT) -> list[Record]:
+    """JSONL -> records tagged with `_src` (file:line); a bad line raises (naming file, line and fix) or is
+    skipped and counted in `stats`. `hint` ends the error's fix (the data pipeline offers data.on_error)."""
     records = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -99,7 +101,7 @@ def read_jsonl(path: Path, split: str, on_error: str, stats: ReadStats) -> list[
                 if on_error == "skip":
                     stats.skip(split, problem.reason, f"{path}:{lineno}")
                     continue
-                raise _bad_line(path, lineno, raw, problem.what, f"{problem.fix}, {_SKIP_HINT}") from None
+                raise _bad_line(path, lineno, raw, problem.what, f"{problem.fix}, {hint}") from None
             obj["_src"] = f"{path}:{lineno}"
             records.append(obj)
     return records
