@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 from transformers import TextStreamer
 
 from domaintune.data.chat import ChatRenderer
+from domaintune.evaluation.generation import generate_options
 from domaintune.inference import load_for_inference, with_run_config
-from domaintune.utils.config import CONFIG_DIR
+from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.hydra import run_task
 
 
@@ -25,7 +26,7 @@ def chat(cfg: DictConfig) -> None:
     renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.get("system_prompt") else []
     history = list(system)
-    g = cfg.generation
+    options = generate_options(to_dict(cfg.generation), renderer, tok)
     print(f"Chatting with {cfg.model.name}" + (f" + {path}" if path else " (base model)") + ". /reset, /quit", flush=True)
     while True:
         try:
@@ -45,18 +46,7 @@ def chat(cfg: DictConfig) -> None:
         print("bot> ", end="", flush=True)
         streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=int(g.max_new_tokens),
-                do_sample=bool(g.do_sample),
-                temperature=float(g.temperature),
-                top_p=float(g.top_p),
-                eos_token_id=renderer.stop_token_ids(),
-                pad_token_id=tok.pad_token_id,
-                streamer=streamer,
-                use_cache=True,
-            )
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **options)
         reply = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
         history.append({"role": "assistant", "content": reply})
         sys.stdout.flush()

@@ -24,6 +24,21 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def generate_options(cfg: dict[str, Any], renderer: ChatRenderer, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """`model.generate` keyword arguments from a generation config: greedy unless do_sample, stopping at
+    the template's end-of-turn token or EOS (shared by batch generation and chat.py)."""
+    sampling = bool(cfg.get("do_sample", False))
+    options = {"temperature": float(cfg.get("temperature", 1.0)), "top_p": float(cfg.get("top_p", 1.0))} if sampling else {}
+    return {
+        "max_new_tokens": int(cfg.get("max_new_tokens", 128)),
+        "do_sample": sampling,
+        "eos_token_id": renderer.stop_token_ids(),
+        "pad_token_id": tokenizer.pad_token_id,
+        "use_cache": True,
+        **options,
+    }
+
+
 @torch.inference_mode()
 def generate(
     model: nn.Module,
@@ -40,10 +55,9 @@ def generate(
     was_training = model.training
     model.eval()
     device = model_device(model)
-    stop_ids = renderer.stop_token_ids()
+    options = generate_options(cfg, renderer, tokenizer)
+    stop_ids = options["eos_token_id"]
     batch_size = int(cfg.get("batch_size", 8))
-    sampling = bool(cfg.get("do_sample", False))
-    options = {"temperature": float(cfg.get("temperature", 1.0)), "top_p": float(cfg.get("top_p", 1.0))} if sampling else {}
     out: list[Generation] = []
     n_new, started = 0, time.perf_counter()
     for i in range(0, len(conversations), batch_size):
@@ -51,16 +65,7 @@ def generate(
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        generated = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=int(cfg.get("max_new_tokens", 128)),
-            do_sample=sampling,
-            eos_token_id=stop_ids,
-            pad_token_id=tokenizer.pad_token_id,
-            use_cache=True,
-            **options,
-        )[:, width:]
+        generated = model.generate(input_ids=ids, attention_mask=mask, **options)[:, width:]
         for row in generated.tolist():
             # Cut at the first stop token; what follows is padding of rows that finished early.
             cut = next((j for j, t in enumerate(row) if t in stop_ids), len(row))
