@@ -107,6 +107,16 @@ def test_answer_index_out_of_range(tmp_path: Path) -> None:
         multiple_choice.load_items(tmp_path, "validation")
 
 
+def test_malformed_benchmark_line_and_bad_prompt(tmp_path: Path, tokenizer) -> None:
+    good = json.dumps({"question": "q", "choices": ["a", "b"], "answer_index": 0})
+    (tmp_path / "validation.jsonl").write_text(good + "\n" + '{"question": "cut off' + "\n")
+    with pytest.raises(DomainTuneError, match=r"validation.jsonl:2: malformed JSON.*starts with"):
+        multiple_choice.load_items(tmp_path, "validation")
+    item = multiple_choice.MCItem("q", ["a", "b"], 0, "x:1")
+    with pytest.raises(DomainTuneError, match=r"The piqa benchmark prompt is not a valid Jinja template"):
+        multiple_choice.evaluate(None, tokenizer, [item], "{{ question ", name="piqa")  # type: ignore[arg-type]
+
+
 def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
     """Same model, same items: our log-likelihoods, acc and acc_norm equal lm-evaluation-harness's."""
     lm_eval = pytest.importorskip("lm_eval")

@@ -22,6 +22,14 @@ Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
 
 
+def compile_template(text: str, what: str) -> jinja2.Template:
+    """A prompt template from config (sandboxed; an undefined field is an error, not an empty string)."""
+    try:
+        return SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False).from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise DomainTuneError(f"{what} is not a valid Jinja template: {exc}.", "Fix the template text.") from exc
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     required: tuple[str, ...]
@@ -74,13 +82,12 @@ class Task:
         self.train_on = cfg.get("train_on", "all")
         if self.train_on not in ("all", "last"):
             raise unknown_option("data.task.train_on", self.train_on, ("all", "last"), "Use all or last.")
-        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        self._prompt = self._template(env, cfg, "prompt")
-        self._response = self._template(env, cfg, "response")
+        self._prompt = self._template(cfg, "prompt")
+        self._response = self._template(cfg, "response")
         if self.type == "fact_check" and not self.labels:
             raise DomainTuneError("Task type 'fact_check' needs its label set.", "Set data.task.labels, e.g. [true, false].")
 
-    def _template(self, env: SandboxedEnvironment, cfg: dict[str, Any], key: str) -> jinja2.Template | None:
+    def _template(self, cfg: dict[str, Any], key: str) -> jinja2.Template | None:
         text = cfg.get(key)
         if text is None:
             if self.type in ("chat", "text"):
@@ -88,10 +95,7 @@ class Task:
             raise DomainTuneError(
                 f"data.task.{key} is not set for task type '{self.type}'.", "Give a Jinja template, e.g. '{{ question }}'."
             )
-        try:
-            return env.from_string(text)
-        except jinja2.TemplateSyntaxError as exc:
-            raise DomainTuneError(f"data.task.{key} is not a valid Jinja template: {exc}.", "Fix the template text.") from exc
+        return compile_template(text, f"data.task.{key}")
 
     # ---------------------------------------------------------------- fields
     def check_columns(self, columns: set[str], origin: str) -> None:

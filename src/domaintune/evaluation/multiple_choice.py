@@ -10,17 +10,16 @@ choice's tokens. Definitions follow lm-eval 0.4 exactly:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import torch
-from jinja2.sandbox import SandboxedEnvironment
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from domaintune.data.formats import compile_template
+from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.generation import model_device
 from domaintune.utils.errors import DomainTuneError
 
@@ -45,11 +44,8 @@ def load_items(folder: str | Path, split: str | list[str], max_samples: int | No
             "Point eval.benchmarks.<name>.dir at a folder with <split>.jsonl (question, choices, answer_index).",
         )
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        where = f"{path}:{lineno}"
+    for rec in read_jsonl(path, split, "raise", ReadStats(), hint="then run again."):
+        where = rec["_src"]
         choices = rec.get("choices")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
             raise DomainTuneError(f"{where}: 'choices' must be a list of at least two strings.", "Fix the record.")
@@ -112,10 +108,7 @@ def evaluate(
     name: str = "mc",
 ) -> dict[str, float]:
     """acc, acc_norm and acc_bytes (in %) of a model on multiple-choice items."""
-    try:
-        template = SandboxedEnvironment(undefined=jinja2.StrictUndefined).from_string(prompt)
-    except jinja2.TemplateSyntaxError as exc:
-        raise DomainTuneError(f"The benchmark prompt is not a valid Jinja template: {exc}.", "Fix the prompt.") from exc
+    template = compile_template(prompt, f"The {name} benchmark prompt")
     pairs, owner = [], []
     for k, item in enumerate(items):
         context = template.render(question=item.question, choices=item.choices)
