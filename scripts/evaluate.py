@@ -25,7 +25,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     path = adapter_path(cfg)
     model, tok = load_model(cfg.model)
     dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
-    evaluator = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model))
+    evaluator = Evaluator(cfg.eval, dm, bool(cfg.model.answer_only_logits), model_key=model_identity(cfg.model))
     base = evaluator.run(model, "base") if cfg.compare_base or path is None else None
     tuned = evaluator.run(load_adapted(model, path), "tuned") if path is not None else None
     rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {})

@@ -70,7 +70,7 @@ def test_label_accuracy_macro_f1_and_unparseable_by_hand() -> None:
 def test_unknown_metric_name(make_cfg, tokenizer) -> None:
     cfg = make_cfg("eval.metrics=[rouge,bertscore]")
     with pytest.raises(DomainTuneError, match="Unknown metric 'bertscore'"):
-        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer))
+        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), True)
 
 
 def test_report_directions() -> None:
@@ -114,7 +114,7 @@ def test_malformed_benchmark_line_and_bad_prompt(tmp_path: Path, tokenizer) -> N
         multiple_choice.load_items(tmp_path, "validation")
     item = multiple_choice.MCItem("q", ["a", "b"], 0, "x:1")
     with pytest.raises(DomainTuneError, match=r"The piqa benchmark prompt is not a valid Jinja template"):
-        multiple_choice.evaluate(None, tokenizer, [item], "{{ question ", name="piqa")  # type: ignore[arg-type]
+        multiple_choice.evaluate(None, tokenizer, [item], "{{ question ", " ", 8, True, True, name="piqa")  # type: ignore[arg-type]
 
 
 def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
@@ -141,11 +141,11 @@ def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
     )
     model, tok = load_model(cfg.model)
     items = multiple_choice.load_items(bench, "validation")
-    ours = multiple_choice.evaluate(model, tok, items, cfg.eval.benchmarks.piqa.prompt)
+    ours = multiple_choice.evaluate(model, tok, items, cfg.eval.benchmarks.piqa.prompt, " ", 8, True, True)
     assert ours["acc"] == pytest.approx(100 * theirs["results"]["dt_mc"]["acc,none"])
     assert ours["acc_norm"] == pytest.approx(100 * theirs["results"]["dt_mc"]["acc_norm,none"])
     pairs = [multiple_choice.encode_pair(tok, f"Question: {it.question}\nAnswer:", " " + c) for it in items for c in it.choices]
-    our_lls = multiple_choice.loglikelihoods(model, tok, pairs)
+    our_lls = multiple_choice.loglikelihoods(model, tok, pairs, 8, True, True)
     their_lls = [ll for s in sorted(theirs["samples"]["dt_mc"], key=lambda s: s["doc_id"]) for ll, _ in s["filtered_resps"]]
     assert our_lls == pytest.approx(their_lls, abs=1e-3)
 
@@ -155,7 +155,7 @@ def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, t
     cfg = make_cfg("data=fact_checking", "eval.general=piqa", "eval.generation.max_samples=6")
     dm = DomainDataModule(cfg.data, tokenizer)
     model, _ = load_model(cfg.model)
-    evaluator = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model))
+    evaluator = Evaluator(cfg.eval, dm, True, model_key=model_identity(cfg.model))
     first = evaluator.run(model, "base")
     assert {
         "loss",
@@ -168,7 +168,7 @@ def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, t
     } <= set(first.metrics)
     assert len(first.samples) == 6
     assert evaluator.cache_path().exists()
-    again = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
+    again = Evaluator(cfg.eval, dm, True, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
     assert again.metrics == first.metrics, "the second base evaluation comes from the cache (no model needed)"
 
 
@@ -179,7 +179,7 @@ def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> No
     dm.examples["test"] = []
     model, _ = load_model(cfg.model)
     with pytest.raises(DomainTuneError, match="test split has no examples"):
-        Evaluator(cfg.eval, dm).loss(model, "base")
+        Evaluator(cfg.eval, dm, True).loss(model, "base")
 
 
 def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
@@ -189,4 +189,20 @@ def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> 
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(7)[5:])
     cfg = make_cfg("data=custom", f"data.dir={tmp_path}/d", "eval.split=test")
     with pytest.raises(DomainTuneError, match="no 'test' split"):
-        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer)).run(load_model(cfg.model)[0], "base")
+        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), True).run(load_model(cfg.model)[0], "base")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_mc_shared_context_and_answer_only_logits_keep_the_log_likelihoods(make_cfg, attention: str) -> None:
+    """Every fast path (context once per question, head at continuation positions only) equals the plain
+    one-row-per-choice computation that lm-eval does, to float rounding."""
+    cfg = make_cfg(f"model.attn_implementation={attention}")
+    model, tok = load_model(cfg.model)
+    items = multiple_choice.load_items(ROOT / "src/domaintune/data/samples/benchmark_piqa", "validation")
+    pairs = [multiple_choice.encode_pair(tok, f"Question: {it.question}\nAnswer:", " " + c) for it in items for c in it.choices]
+    pairs.append(multiple_choice.encode_pair(tok, "Question: one token?\nAnswer:", " a"))  # a one-token choice
+    plain = multiple_choice.loglikelihoods(model, tok, pairs, 4, share_context=False, answer_only_logits=False)
+    for share, answer_only in ((True, True), (True, False), (False, True)):
+        got = multiple_choice.loglikelihoods(model, tok, pairs, 4, share_context=share, answer_only_logits=answer_only)
+        assert got == pytest.approx(plain, abs=1e-4, rel=1e-5), (share, answer_only)
+    assert len({tuple(c) for c, _ in pairs}) < len(pairs), "the items must share contexts for this test to mean anything"

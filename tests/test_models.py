@@ -52,3 +52,51 @@ def test_embedded_smollm2_loads_and_caches(make_cfg, tmp_path: Path) -> None:
         assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
         next_token = tok.decode(again(input_ids=ids).logits[0, -1].argmax())
     assert next_token.strip() == "Paris"
+
+
+# ------------------------------------------------------------------------------------------ fast loss
+@pytest.mark.parametrize("packing", [False, True])
+@pytest.mark.parametrize("adapter", ["lora", "full", "prompt_tuning"])
+def test_answer_only_logits_give_the_same_loss_and_gradients(make_cfg, tokenizer, packing: bool, adapter: str) -> None:
+    """The LM head at trained positions only (the default) changes neither the loss nor its gradients."""
+    from domaintune.data.datamodule import DomainDataModule
+    from domaintune.models.adapters import apply_adapter
+    from domaintune.models.module import forward_loss
+
+    cfg = make_cfg(f"adapter={adapter}", f"data.packing={str(packing).lower()}")
+    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    assert (batch["labels"] == -100).any(), "the batch must have untrained positions (prompt or padding)"
+    torch.manual_seed(0)
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter).train()
+    for p in model.parameters():  # LoRA B starts at zero: perturb so the adapter's gradients are non-trivial
+        if p.requires_grad:
+            p.data.normal_(0, 0.02)
+    results = []
+    for answer_only in (False, True):
+        model.zero_grad()
+        torch.manual_seed(1)  # same dropout masks
+        loss, n = forward_loss(model, batch, answer_only)
+        loss.backward()
+        results.append((loss.detach(), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
+    (full_loss, n_full, full_grads), (fast_loss, n_fast, fast_grads) = results
+    assert n_full == n_fast and int(n_full) > 0
+    assert torch.allclose(full_loss, fast_loss, atol=1e-5, rtol=0)
+    for k, g in full_grads.items():
+        assert torch.allclose(g, fast_grads[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, tokenizer) -> None:
+    from domaintune.models.module import forward_loss
+    from domaintune.utils.errors import DomainTuneError
+
+    model, _ = load_model(make_cfg().model)
+
+    class AllLogits(torch.nn.Module):  # an architecture whose forward has no boolean logits_to_keep
+        def forward(self, logits_to_keep=None, **kwargs):
+            return model(**kwargs)
+
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, -100, 7, 8]])}
+    with pytest.raises(DomainTuneError, match="model.answer_only_logits=false"):
+        forward_loss(AllLogits(), batch, True)

@@ -43,6 +43,9 @@ def with_run_config(cfg: DictConfig, overrides: list[str] | None = None) -> Dict
                 key, _, value = o.lstrip("+~").partition("=")
                 if key.startswith(group + "."):
                     OmegaConf.update(node, key[len(group) + 1 :], yaml.safe_load(value), merge=True, force_add=True)
+            for key in cfg[group]:  # a run saved by an older version gets today's defaults for keys it lacks
+                if key not in node:
+                    node[key] = cfg[group][key]
             cfg[group] = node
         for key in ("data_dir", "cache_dir"):
             if f"paths.{key}" not in chosen and key in saved.get("paths", {}):

@@ -67,7 +67,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None
 
-    evaluator = Evaluator(cfg.eval, dm, model_key=model_identity(cfg.model))
+    evaluator = Evaluator(cfg.eval, dm, bool(cfg.model.answer_only_logits), model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
     base = evaluator.run(model, "base") if is_zero else None
 
@@ -77,7 +77,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
             f"data.packing=true does not work with adapter={cfg.adapter.name} (virtual tokens).",
             "Use data.packing=false, or a LoRA-family, full or freeze adapter.",
         )
-    module = CausalLMModule(model, cfg.optim)
+    module = CausalLMModule(model, cfg.optim, answer_only_logits=bool(cfg.model.answer_only_logits))
     every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
     during = [GenerationMetrics(evaluator, int(every))] if every else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, *(callbacks or [])])

@@ -38,8 +38,11 @@ class EvalResult:
 
 
 class Evaluator:
-    def __init__(self, cfg: DictConfig | dict[str, Any], datamodule: DomainDataModule, model_key: str = ""):
+    def __init__(
+        self, cfg: DictConfig | dict[str, Any], datamodule: DomainDataModule, answer_only_logits: bool, model_key: str = ""
+    ):
         self.cfg = to_dict(cfg)
+        self.answer_only_logits = answer_only_logits
         self.dm = datamodule
         self.split = self.cfg.get("split", "validation")
         self.gcfg = self.cfg.get("generation") or {}
@@ -70,7 +73,7 @@ class Evaluator:
         bar = tqdm(loader, desc=f"eval {label} loss [{self.split}]", leave=False)
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss, n = forward_loss(model, batch)
+            loss, n = forward_loss(model, batch, self.answer_only_logits)
             nll += float(loss) * int(n)
             tokens += int(n)
             seen += int(batch["n_real"].sum())
@@ -125,9 +128,11 @@ class Evaluator:
                 model,
                 self.dm.tokenizer,
                 items,
-                b.get("prompt", "{{ question }}"),
-                b.get("delimiter", " "),
-                int(b.get("batch_size", 16)),
+                b["prompt"],
+                b["delimiter"],
+                int(b["batch_size"]),
+                bool(self.cfg["share_context"]),
+                self.answer_only_logits,
                 name,
             )
             out.update({f"mc/{name}/{k}": v for k, v in scores.items()})

@@ -62,13 +62,41 @@ def load_items(folder: str | Path, split: str | list[str], max_samples: int | No
 
 
 def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's causal `_encode_pair`: move trailing context spaces to the continuation, tokenise the whole."""
+    """lm-eval's causal `_encode_pair`: move trailing context spaces to the continuation, tokenise the whole.
+
+    An empty context becomes the EOS token, as in lm-eval (the first continuation token needs a position
+    that predicts it).
+    """
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+    if not context:
+        return [tok.eos_token_id], tok(continuation)["input_ids"]
     whole = tok(context + continuation)["input_ids"]
     ctx = tok(context)["input_ids"]
     return ctx, whole[len(ctx) :]
+
+
+@dataclass
+class _Row:
+    """One model input: a context and the continuations that share it, each continuation (less its last
+    token) in its own segment after the context. Segment tokens see the context and their own segment only."""
+
+    ctx: list[int]
+    members: list[int]  # indexes into `pairs`
+
+
+def _rows(pairs: list[tuple[list[int], list[int]]], share_context: bool) -> list[_Row]:
+    if not share_context:
+        return [_Row(ctx, [i]) for i, (ctx, _) in enumerate(pairs)]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(pairs):
+        groups.setdefault(tuple(ctx), []).append(i)
+    return [_Row(list(ctx), members) for ctx, members in groups.items()]
+
+
+def _row_length(row: _Row, pairs: list[tuple[list[int], list[int]]]) -> int:
+    return len(row.ctx) + sum(len(pairs[i][1]) - 1 for i in row.members)
 
 
 @torch.inference_mode()
@@ -76,26 +104,95 @@ def loglikelihoods(
     model: nn.Module,
     tok: PreTrainedTokenizerBase,
     pairs: list[tuple[list[int], list[int]]],
-    batch_size: int = 16,
+    batch_size: int,
+    share_context: bool,
+    answer_only_logits: bool,
     desc: str = "mc",
 ) -> list[float]:
-    """Summed log-probability of each continuation given its context."""
+    """Summed log-probability of each continuation given its context (lm-eval's `loglikelihood`).
+
+    Two switches make it fast without changing the numbers beyond float rounding (tests compare both
+    ways and with lm-eval itself):
+    - `share_context`: the choices of one question share its context, so one row holds the context once
+      and every continuation in its own segment (position ids restart after the context, and a 4-D mask
+      lets a segment see only the context and itself). lm-eval runs the context once per choice.
+    - `answer_only_logits`: the LM head runs only at the positions that predict a continuation token.
+    Rows of similar length are batched together (fewer pad tokens).
+    """
     device = model_device(model)
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
+    share_context = share_context and attn in ("sdpa", "eager")  # other kernels take no custom 4-D mask
+    rows = _rows(pairs, share_context)
+    rows.sort(key=lambda r: -_row_length(r, pairs))
     out: list[float] = [0.0] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))  # similar lengths together
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        idx = order[start : start + batch_size]
-        seqs = [(pairs[i][0] + pairs[i][1])[:-1] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-        for row, i in enumerate(idx):
-            ctx, cont = pairs[i]
-            end = len(ctx) + len(cont) - 1
-            logprobs = torch.log_softmax(logits[row, end - len(cont) : end], dim=-1)
-            out[i] = float(logprobs.gather(1, torch.tensor(cont, device=device)[:, None]).sum())
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
+        batch = rows[start : start + batch_size]
+        width = max(_row_length(r, pairs) for r in batch)
+        ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+        pos = torch.zeros((len(batch), width), dtype=torch.long)
+        allowed = torch.zeros((len(batch), width, width), dtype=torch.bool)
+        keep = torch.zeros((len(batch), width), dtype=torch.bool)
+        # (row, position) of the logit that predicts each continuation token, per pair
+        where: dict[int, list[tuple[int, int]]] = {}
+        for b, row in enumerate(batch):
+            c = len(row.ctx)
+            ids[b, :c] = torch.tensor(row.ctx)
+            pos[b, :c] = torch.arange(c)
+            allowed[b, :c, :c] = torch.ones(c, c, dtype=torch.bool).tril()
+            keep[b, c - 1] = True
+            at = c
+            for i in row.members:
+                seg = pairs[i][1][:-1]
+                n = len(seg)
+                ids[b, at : at + n] = torch.tensor(seg, dtype=torch.long)
+                pos[b, at : at + n] = torch.arange(c, c + n)
+                allowed[b, at : at + n, :c] = True
+                allowed[b, at : at + n, at : at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                keep[b, at : at + n] = True
+                where[i] = [(b, c - 1)] + [(b, at + k) for k in range(n)]
+                at += n
+            allowed[b, at:, at:] = torch.eye(width - at, dtype=torch.bool)  # padding sees itself only (no NaN rows)
+        inputs = {k: v.to(device) for k, v in _model_inputs(model, ids, pos, allowed, batch, pairs, share_context).items()}
+        if answer_only_logits:
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep.to(device)).logits
+            index = torch.full(keep.shape, -1, dtype=torch.long)
+            index[keep] = torch.arange(int(keep.sum()))  # (row, position) -> row of the flattened logits
+        else:
+            logits = model(**inputs, use_cache=False).logits.flatten(0, 1)
+            index = torch.arange(keep.numel()).view(keep.shape)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        members = [i for row in batch for i in row.members]
+        at = [index[b, p] for i in members for b, p in where[i]]
+        targets = [t for i in members for t in pairs[i][1]]
+        owner = [k for k, i in enumerate(members) for _ in pairs[i][1]]
+        picked = logprobs[torch.stack(at).to(device), torch.tensor(targets, device=device)]
+        sums = torch.zeros(len(members), dtype=picked.dtype, device=device).index_add_(0, torch.tensor(owner, device=device), picked)
+        for k, i in enumerate(members):
+            out[i] = float(sums[k])
     return out
+
+
+def _model_inputs(
+    model: nn.Module,
+    ids: torch.Tensor,
+    pos: torch.Tensor,
+    allowed: torch.Tensor,
+    batch: list[_Row],
+    pairs: list[tuple[list[int], list[int]]],
+    share_context: bool,
+) -> dict[str, torch.Tensor]:
+    """Plain rows get a padding mask (the model builds the causal mask); shared rows get the 4-D mask:
+    boolean for SDPA, additive in the model's dtype for eager attention."""
+    if not share_context:
+        lengths = torch.tensor([_row_length(r, pairs) for r in batch])
+        return {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()}
+    attn = model.config._attn_implementation
+    if attn == "sdpa":
+        mask = allowed[:, None]
+    else:
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask}
 
 
 def evaluate(
@@ -103,8 +200,10 @@ def evaluate(
     tok: PreTrainedTokenizerBase,
     items: list[MCItem],
     prompt: str,
-    delimiter: str = " ",
-    batch_size: int = 16,
+    delimiter: str,
+    batch_size: int,
+    share_context: bool,
+    answer_only_logits: bool,
     name: str = "mc",
 ) -> dict[str, float]:
     """acc, acc_norm and acc_bytes (in %) of a model on multiple-choice items."""
@@ -115,7 +214,7 @@ def evaluate(
         for choice in item.choices:
             pairs.append(encode_pair(tok, context, delimiter + choice))
             owner.append(k)
-    lls = loglikelihoods(model, tok, pairs, batch_size, desc=f"{name} log-likelihoods")
+    lls = loglikelihoods(model, tok, pairs, batch_size, share_context, answer_only_logits, desc=f"{name} log-likelihoods")
     per_item: list[list[float]] = [[] for _ in items]
     for k, ll in zip(owner, lls, strict=True):
         per_item[k].append(ll)
