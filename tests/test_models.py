@@ -98,5 +98,5 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
             return model(**kwargs)
 
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, -100, 7, 8]])}
-    with pytest.raises(DomainTuneError, match="model.answer_only_logits=false"):
+    with pytest.raises(DomainTuneError, match=r"model\.answer_only_logits=false"):
         forward_loss(AllLogits(), batch, True)

@@ -166,7 +166,8 @@ def loglikelihoods(
         targets = [t for i in members for t in pairs[i][1]]
         owner = [k for k, i in enumerate(members) for _ in pairs[i][1]]
         picked = logprobs[torch.stack(at).to(device), torch.tensor(targets, device=device)]
-        sums = torch.zeros(len(members), dtype=picked.dtype, device=device).index_add_(0, torch.tensor(owner, device=device), picked)
+        sums = torch.zeros(len(members), dtype=picked.dtype, device=device)
+        sums.index_add_(0, torch.tensor(owner, device=device), picked)
         for k, i in enumerate(members):
             out[i] = float(sums[k])
     return out
