@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from transformers import TextStreamer
 
 from domaintune.data.chat import ChatRenderer
-from domaintune.evaluation.generation import generate_options
+from domaintune.evaluation.generation import generate_options, merged_adapter
 from domaintune.inference import load_for_inference, with_run_config
 from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.hydra import run_task
@@ -28,28 +28,29 @@ def chat(cfg: DictConfig) -> None:
     history = list(system)
     options = generate_options(to_dict(cfg.generation), renderer, tok)
     print(f"Chatting with {cfg.model.name}" + (f" + {path}" if path else " (base model)") + ". /reset, /quit", flush=True)
-    while True:
-        try:
-            text = input("\nyou> ").strip()
-        except EOFError:
-            break
-        if text in ("/quit", "/exit"):
-            break
-        if text == "/reset":
-            history = list(system)
-            print("(new conversation)")
-            continue
-        if not text:
-            continue
-        history.append({"role": "user", "content": text})
-        ids = torch.tensor([renderer.prompt_ids(history)])
-        print("bot> ", end="", flush=True)
-        streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **options)
-        reply = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-        history.append({"role": "assistant", "content": reply})
-        sys.stdout.flush()
+    with merged_adapter(model, bool(cfg.generation.merge_adapter)) as fast:
+        while True:
+            try:
+                text = input("\nyou> ").strip()
+            except EOFError:
+                break
+            if text in ("/quit", "/exit"):
+                break
+            if text == "/reset":
+                history = list(system)
+                print("(new conversation)")
+                continue
+            if not text:
+                continue
+            history.append({"role": "user", "content": text})
+            ids = torch.tensor([renderer.prompt_ids(history)])
+            print("bot> ", end="", flush=True)
+            streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+            with torch.inference_mode():
+                out = fast.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **options)
+            reply = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+            history.append({"role": "assistant", "content": reply})
+            sys.stdout.flush()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="chat")

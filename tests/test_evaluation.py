@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation import metrics, multiple_choice
@@ -206,3 +207,31 @@ def test_mc_shared_context_and_answer_only_logits_keep_the_log_likelihoods(make_
         got = multiple_choice.loglikelihoods(model, tok, pairs, 4, share_context=share, answer_only_logits=answer_only)
         assert got == pytest.approx(plain, abs=1e-4, rel=1e-5), (share, answer_only)
     assert len({tuple(c) for c, _ in pairs}) < len(pairs), "the items must share contexts for this test to mean anything"
+
+
+def test_fast_generation_gives_the_same_answers_and_keeps_the_weights(make_cfg, tokenizer) -> None:
+    """Merged LoRA + length-sorted batches generate exactly what the plain path generates, in input order,
+    and leave every weight bit-identical (training may continue after an evaluation)."""
+    from domaintune.data.chat import ChatRenderer
+    from domaintune.evaluation.generation import generate
+    from domaintune.models.adapters import apply_adapter
+
+    cfg = make_cfg("eval.generation.max_new_tokens=6")
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # a non-zero adapter, so merging changes the weights
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dm = DomainDataModule(cfg.data, tokenizer)
+    dm.prepare()
+    convs = [dm.conversation(r) for r in dm.records["validation"][:7]]
+    renderer = ChatRenderer(tokenizer, 384)
+    plain_cfg = {**cfg.eval.generation, "sort_by_length": False, "merge_adapter": False, "batch_size": 1}
+    plain, _ = generate(model, tokenizer, renderer, convs, plain_cfg)
+    fast, _ = generate(model, tokenizer, renderer, convs, {**cfg.eval.generation, "batch_size": 3})
+    assert [g.text for g in fast] == [g.text for g in plain]
+    assert any(g.n_tokens for g in plain)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m.merged for m in model.modules() if hasattr(m, "merged_adapters"))
