@@ -76,5 +76,38 @@ def test_packing_refuses_prompt_tuning(make_cfg) -> None:
     from domaintune.train import fit_and_evaluate
     from domaintune.utils.errors import DomainTuneError
 
-    with pytest.raises(DomainTuneError, match="packing=true does not work with adapter=prompt_tuning"):
+    with pytest.raises(DomainTuneError, match="packing=true does not work with an adapter that prepends virtual tokens"):
         fit_and_evaluate(make_cfg("data.packing=true", "adapter=prompt_tuning", "logger=none"))
+
+
+def test_auto_packing_follows_the_padding_efficiency(make_cfg, tokenizer) -> None:
+    """auto packs when packing raises the padding efficiency enough, never for virtual-token adapters, and
+    the data report records the decision."""
+    from domaintune.data.datamodule import DomainDataModule
+
+    cfg = make_cfg("data.packing=auto", "data.packing_min_gain=0.0", "data.group_by_length=false")
+    dm = DomainDataModule(cfg.data, tokenizer)
+    dm.prepare()
+    eff = dm.padding_efficiency()
+    assert eff["packed"] > eff["shuffled"] and eff["grouped"] > eff["shuffled"]
+    assert dm.batching()["packed"] and "position_ids" in next(iter(dm.train_dataloader()))
+    assert dm.report()["batching"]["mode"] == "packed"
+
+    never = DomainDataModule(make_cfg("data.packing=auto", "data.packing_min_gain=1.0").data, tokenizer)
+    assert not never.batching()["packed"] and never.batching()["mode"] == "grouped by length"
+    prompt = DomainDataModule(make_cfg("data.packing=auto", "data.packing_min_gain=0.0").data, tokenizer, packing_allowed=False)
+    assert not prompt.batching()["packed"] and "virtual tokens" in prompt.batching()["reason"]
+
+
+def test_length_grouped_batches_pad_less_and_cover_every_example_once(make_cfg, tokenizer) -> None:
+    from domaintune.data.datamodule import DomainDataModule
+
+    dm = DomainDataModule(make_cfg("data.packing=false", "data.group_by_length=true", "data.max_samples=40").data, tokenizer)
+    batches = list(dm.train_dataloader())
+    seen = sorted(tuple(row[row != tokenizer.pad_token_id].tolist()[:8]) for b in batches for row in b["input_ids"])
+    want = sorted(tuple(e["input_ids"][:8]) for e in dm.examples["train"])
+    assert seen == want, "every training example exactly once per epoch"
+    real = sum(int(b["n_real"].sum()) for b in batches)
+    processed = sum(b["input_ids"].numel() for b in batches)
+    assert real / processed == pytest.approx(dm.padding_efficiency()["grouped"])
+    assert dm.padding_efficiency()["grouped"] > dm.padding_efficiency()["shuffled"]

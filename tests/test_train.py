@@ -118,7 +118,8 @@ def test_freeze_trains_only_the_top_blocks(make_cfg) -> None:
     model = apply_adapter(model, cfg.adapter)
     trainable = {n.split(".")[2] if n.startswith("model.layers") else n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"1", "model.norm.weight"}
-    CausalLMModule(model, cfg.optim)  # builds with a frozen majority
+    module = CausalLMModule(model, cfg.optim, answer_only_logits=True)
+    assert sum(p.requires_grad for p in module.parameters()) == sum(p.requires_grad for p in model.parameters()) > 0
 
 
 def test_ddp_on_cpu_with_two_gloo_processes(tmp_path: Path) -> None:

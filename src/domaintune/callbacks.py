@@ -41,3 +41,37 @@ class GenerationMetrics(pl.Callback):
         scores, _ = self.evaluator.generation(pl_module.model)
         for lg in trainer.loggers:
             lg.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=trainer.global_step)
+
+
+class Stopwatch:
+    """Named laps from the start of a run (model load, data, base evaluation...), for the time-to-first-step line."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+
+class FirstStepTime(pl.Callback):
+    """Prints and logs how long a run took to reach its first training step, and where that time went.
+
+    With warm model and data caches this is what every experiment pays before learning starts."""
+
+    def __init__(self, clock: Stopwatch) -> None:
+        self.clock = clock
+        self.seconds: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.seconds is not None:
+            return
+        self.clock.lap("trainer setup")
+        self.seconds = time.perf_counter() - self.clock.started
+        if trainer.is_global_zero:
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.clock.laps.items())
+            print(f"Time to first training step: {self.seconds:.1f} s ({parts})", flush=True)
+        for lg in trainer.loggers:
+            lg.log_metrics({"time/first_step_s": self.seconds}, step=trainer.global_step)

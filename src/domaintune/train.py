@@ -17,16 +17,15 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
-from domaintune.callbacks import GenerationMetrics
+from domaintune.callbacks import FirstStepTime, GenerationMetrics, Stopwatch
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
-from domaintune.evaluation.evaluator import Evaluator
+from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.report import compare, print_table, samples_table, write_report
-from domaintune.models.adapters import apply_adapter, is_prompt_learning, save_adapter
+from domaintune.models.adapters import apply_adapter, prepends_virtual_tokens, save_adapter
 from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule
 from domaintune.utils.config import CONFIG_DIR, to_dict
-from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import instantiate_all, run_task
 from domaintune.utils.loggers import log_to_wandb
@@ -55,32 +54,37 @@ class Run:
     flat: dict[str, float]
 
 
-def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
-    """Base evaluation, fit, tuned evaluation, report. Returns None on non-zero DDP ranks."""
+def prepare_training(
+    cfg: DictConfig, callbacks: list[pl.Callback] | None = None, base_eval: bool = True
+) -> tuple[pl.Trainer, CausalLMModule, DomainDataModule, Evaluator, EvalResult | None, dict[str, Any] | None]:
+    """Everything before `trainer.fit`: model, data (+ audit), base evaluation, adapter, module, trainer.
+
+    scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
+    benchmark measures the code a run executes, not a copy of it.
+    """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     is_zero = rank_zero_only.rank == 0
     pl.seed_everything(cfg.seed, workers=True)
+    clock = Stopwatch()
 
     model, tokenizer = load_model(cfg.model)
-    dm = DomainDataModule(cfg.data, tokenizer, seed=cfg.seed)
+    clock.lap("model")
+    dm = DomainDataModule(cfg.data, tokenizer, seed=cfg.seed, packing_allowed=not prepends_virtual_tokens(cfg.adapter))
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None
+    clock.lap("data")
 
     evaluator = Evaluator(cfg.eval, dm, bool(cfg.model.answer_only_logits), model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
-    base = evaluator.run(model, "base") if is_zero else None
+    base = evaluator.run(model, "base") if is_zero and base_eval else None
+    clock.lap("base evaluation")
 
     model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")))
-    if cfg.data.get("packing") and is_prompt_learning(model):
-        raise DomainTuneError(
-            f"data.packing=true does not work with adapter={cfg.adapter.name} (virtual tokens).",
-            "Use data.packing=false, or a LoRA-family, full or freeze adapter.",
-        )
     module = CausalLMModule(model, cfg.optim, answer_only_logits=bool(cfg.model.answer_only_logits))
     every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
     during = [GenerationMetrics(evaluator, int(every))] if every else []
-    trainer = build_trainer(cfg, extra_callbacks=[*during, *(callbacks or [])])
+    trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
     for lg in trainer.loggers:
         lg.log_hyperparams(to_dict(cfg))
     if data_report is not None:
@@ -89,10 +93,19 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
             tables={"data/audit": audit_rows(data_report)},
             images={"data/token_lengths": out / "token_lengths.png"},
         )
+    return trainer, module, dm, evaluator, base, data_report
+
+
+def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
+    """Base evaluation, fit, tuned evaluation, report. Returns None on non-zero DDP ranks."""
+    out = Path(cfg.paths.output_dir)
+    trainer, module, dm, evaluator, base, _ = prepare_training(cfg, callbacks)
+    tokenizer = dm.tokenizer
     if cfg.get("train", True):
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    if not is_zero:
+    if rank_zero_only.rank != 0:
         return None
+    assert base is not None
 
     tuned = evaluator.run(module.model, "tuned")
     save_adapter(module.model, tokenizer, out / "adapter")

@@ -37,7 +37,12 @@ def print_audit(report: dict[str, Any], console: Console | None = None) -> None:
         ]
         console.print("\n".join(lines))
     if eff := report.get("padding_efficiency"):
-        console.print(f"padding efficiency (real / processed tokens): {eff['unpacked']:.3f} unpacked, {eff['packed']:.3f} packed")
+        console.print(
+            f"padding efficiency (real / processed tokens): {eff['shuffled']:.3f} shuffled, {eff['grouped']:.3f} grouped by "
+            f"length, {eff['packed']:.3f} packed"
+        )
+    if batching := report.get("batching"):
+        console.print(f"training batches: {batching['mode']} ({batching['reason']})")
 
 
 def audit_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

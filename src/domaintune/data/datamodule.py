@@ -28,32 +28,30 @@ from domaintune.data.audit_report import plot_lengths, print_audit
 from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.collate import pad_collate
 from domaintune.data.formats import Message, Task
-from domaintune.data.packing import pack, padding_efficiency
+from domaintune.data.packing import group_by_length, pack, padding_efficiency
 from domaintune.data.preprocess import MAX_EXAMPLES, Audit, Preprocessor, StepReport
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.utils.config import to_dict
-from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 # Keys that change how batches are served, not what the prepared examples are: not part of the cache key.
-SERVING_KEYS = ("batch_size", "eval_batch_size", "num_workers", "val_max_samples", "packing", "cache", "cache_dir")
+SERVING_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "val_max_samples",
+    "packing",
+    "packing_min_gain",
+    "group_by_length",
+    "cache",
+    "cache_dir",
+)
+PACKING = (True, False, "auto")
 # Bump when preprocessing or tokenisation changes what a config produces.
 PIPELINE_VERSION = 2
-
-
-class ListDataset:
-    """A map-style dataset over already tokenised examples."""
-
-    def __init__(self, items: list[dict[str, Any]]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
 
 
 class DomainDataModule(pl.LightningDataModule):
@@ -63,7 +61,11 @@ class DomainDataModule(pl.LightningDataModule):
     labels) stay aligned, so evaluation can generate from a record's prompt and compare with its reference.
     """
 
-    def __init__(self, cfg: DictConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0):
+    def __init__(
+        self, cfg: DictConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0, packing_allowed: bool = True
+    ):
+        """`packing_allowed=False` for adapters that prepend virtual tokens (prompt/prefix tuning): packed rows
+        restart positions, which they cannot hold, so `packing: auto` never packs and `packing: true` is refused."""
         super().__init__()
         self.cfg = to_dict(cfg)
         self.tokenizer = tokenizer
@@ -78,6 +80,17 @@ class DomainDataModule(pl.LightningDataModule):
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.audit = Audit()
         self.from_cache: Path | None = None
+        self.packing_allowed = packing_allowed
+        if self.cfg.get("packing") not in PACKING:
+            raise unknown_option(
+                "data.packing value", str(self.cfg.get("packing")), map(str, PACKING), "Use data.packing=auto, true or false."
+            )
+        if self.cfg["packing"] is True and not packing_allowed:
+            raise DomainTuneError(
+                "data.packing=true does not work with an adapter that prepends virtual tokens (prompt or prefix tuning).",
+                "Use data.packing=auto or false, or a LoRA-family, full or freeze adapter.",
+            )
+        self._batching: dict[str, Any] | None = None
 
     @property
     def task(self) -> Task:
@@ -247,10 +260,38 @@ class DomainDataModule(pl.LightningDataModule):
     def collate(self) -> Any:
         return functools.partial(pad_collate, pad_id=self.tokenizer.pad_token_id)
 
+    def batching(self) -> dict[str, Any]:
+        """How training batches are formed, decided once from the padding efficiency of each way.
+
+        `packing: auto` packs when that raises the share of real tokens per processed token by at least
+        `packing_min_gain` over unpacked batches (length-grouped when `group_by_length`). Packed rows are
+        full `max_length` rows, so attention costs more per token than in short rows: a small gain in
+        efficiency does not pay (scripts/benchmark.py measures both).
+        """
+        if self._batching is None:
+            eff = self.padding_efficiency()
+            unpacked = eff["grouped" if self.cfg["group_by_length"] else "shuffled"]
+            wanted = self.cfg["packing"]
+            if wanted == "auto":
+                gain = eff["packed"] - unpacked
+                pack_it = self.packing_allowed and gain >= float(self.cfg["packing_min_gain"])
+                why = (
+                    "the adapter prepends virtual tokens"
+                    if not self.packing_allowed
+                    else f"packing changes the padding efficiency by {gain:+.3f} (threshold {self.cfg['packing_min_gain']})"
+                )
+            else:
+                pack_it, why = bool(wanted), f"data.packing={str(wanted).lower()}"
+            mode = "packed" if pack_it else ("grouped by length" if self.cfg["group_by_length"] else "shuffled")
+            used = "packed" if pack_it else "grouped" if self.cfg["group_by_length"] else "shuffled"
+            self._batching = {"mode": mode, "packed": pack_it, "reason": why, "efficiency": eff[used]}
+            log.info(f"Training batches: {mode} ({why}); padding efficiency {self._batching['efficiency']:.3f}")
+        return self._batching
+
     def train_rows(self) -> list[dict[str, Any]]:
-        """Training rows: the examples, or packed rows of several examples when data.packing is on."""
+        """Training rows: the examples, or packed rows of several examples when packing is chosen."""
         examples = self.require("train")
-        if self.cfg.get("packing"):
+        if self.batching()["packed"]:
             return pack(examples, self.renderer.max_length, self.seed)
         return examples
 
@@ -258,20 +299,28 @@ class DomainDataModule(pl.LightningDataModule):
         # Stateful: Lightning stores its position in checkpoints, so a resumed run continues mid-epoch
         # with the same shuffled order instead of replaying the epoch from the start. The order depends
         # on the seed alone, not on whatever else drew from the global RNG before training.
-        return StatefulDataLoader(
-            ListDataset(self.train_rows()),
-            batch_size=int(self.cfg.get("batch_size", 8)),
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=self.collate,
-            num_workers=int(self.cfg.get("num_workers", 0)),
-        )
+        rows = self.train_rows()
+        size = int(self.cfg["batch_size"])
+        common = {
+            "shuffle": True,
+            "generator": torch.Generator().manual_seed(self.seed),
+            "num_workers": int(self.cfg.get("num_workers", 0)),
+        }
+        if self.batching()["mode"] == "grouped by length":
+            # Fixed buckets of similar length, formed once by seed; the sampler shuffles whole buckets each
+            # epoch (and stays resumable), so batches pad little and their order is still random.
+            buckets = [[rows[i] for i in b] for b in group_by_length(rows, size, self.seed)]
+            return StatefulDataLoader(buckets, batch_size=1, collate_fn=self._collate_bucket, **common)
+        return StatefulDataLoader(rows, batch_size=size, collate_fn=self.collate, **common)
+
+    def _collate_bucket(self, buckets: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        return pad_collate(buckets[0], pad_id=self.tokenizer.pad_token_id)
 
     def eval_dataloader(self, split: str, max_samples: int | None = None) -> DataLoader:
         items = self.require(split)
         items = items[:max_samples] if max_samples else items
         return DataLoader(
-            ListDataset(items),
+            items,
             batch_size=int(self.cfg.get("eval_batch_size", 8)),
             shuffle=False,
             collate_fn=self.collate,
@@ -286,14 +335,17 @@ class DomainDataModule(pl.LightningDataModule):
         return [len(e["input_ids"]) for e in self.examples.get(split, [])]
 
     def padding_efficiency(self) -> dict[str, float]:
-        """Real tokens / processed tokens for shuffled training batches, without and with packing."""
-        examples = list(self.require("train"))
-        random.Random(self.seed).shuffle(examples)
+        """Real tokens / processed tokens of training batches: shuffled, grouped by length, and packed."""
+        examples = self.require("train")
+        size = int(self.cfg["batch_size"])
+        shuffled = list(examples)
+        random.Random(self.seed).shuffle(shuffled)
         packed = pack(examples, self.renderer.max_length, self.seed)
         random.Random(self.seed).shuffle(packed)
-        size = int(self.cfg.get("batch_size", 8))
+        grouped = [examples[i] for b in group_by_length(examples, size, self.seed) for i in b]
         return {
-            "unpacked": padding_efficiency(examples, size),
+            "shuffled": padding_efficiency(shuffled, size),
+            "grouped": padding_efficiency(grouped, size),
             "packed": padding_efficiency(packed, size),
             "rows_unpacked": len(examples),
             "rows_packed": len(packed),
@@ -317,6 +369,7 @@ class DomainDataModule(pl.LightningDataModule):
             }
         if "train" in self.examples:
             out["padding_efficiency"] = self.padding_efficiency()
+            out["batching"] = self.batching()
         return out
 
     def write_report(self, folder: str | Path, show: bool = True) -> dict[str, Any]:

@@ -44,6 +44,15 @@ def pack(examples: list[Example], max_length: int, seed: int) -> list[Example]:
     return packed
 
 
+def group_by_length(rows: list[dict[str, Any]], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of row indexes with similar lengths: a seeded shuffle (ties fall randomly), sorted by length,
+    cut into batches. Batch membership is fixed for the run; the loader shuffles the batches' order."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda i: len(rows[i]["input_ids"]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def padding_efficiency(rows: list[dict[str, Any]], batch_size: int) -> float:
     """Real tokens / tokens processed when rows are batched in order and padded to each batch's longest row."""
     real = processed = 0

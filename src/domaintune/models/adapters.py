@@ -79,6 +79,12 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
     return model
 
 
+def prepends_virtual_tokens(cfg: DictConfig) -> bool:
+    """Whether an adapter config is a prompt-learning method (prompt/prefix tuning), known before any model
+    is loaded, so that option combinations it cannot serve (packing) are settled up front."""
+    return cfg.get("kind") == "peft" and bool(instantiate(cfg.peft, _convert_="all").is_prompt_learning)
+
+
 def is_prompt_learning(model: nn.Module) -> bool:
     """Prompt/prefix tuning prepend virtual tokens, which packed rows (restarting positions) cannot hold."""
     return isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning
