@@ -1,29 +1,45 @@
-"""Measure training tokens/s per precision and attention kernel, and matmul GFLOP/s per dtype.
+"""DomainTune against its peers on identical work, on this machine, in one invocation.
 
-    python scripts/benchmark.py                       # SmolLM2 + LoRA, batch 8 x 256 tokens
-    python scripts/benchmark.py bench.attentions=[sdpa] adapter=full
-Writes benchmark.json and prints a table; these are the figures behind `precision: auto` and the
-default attention kernel.
+    python scripts/benchmark.py paths.data_dir=../shared/data              # everything (about 40 min on 2 cores)
+    python scripts/benchmark.py paths.data_dir=../shared/data bench.parts=[train] bench.rounds=2
+    python scripts/benchmark.py bench.parts=[hardware]                      # matmul GFLOP/s per dtype only
+
+Parts:
+- hardware: matmul GFLOP/s per dtype (what `precision: auto` decides from);
+- train: DomainTune's own training path (train.prepare_training + Lightning fit) in each configured variant,
+  TRL's SFTTrainer and a plain transformers Trainer + PEFT: same model, token ids, answer-only labels, LoRA,
+  precision, batch, max length, schedule and seed; answer / real / processed tokens/s, padding efficiency,
+  s/step, peak RSS, and DomainTune / peer ratios;
+- eval: PIQA through our scorer and through lm-evaluation-harness (time, and whether scores are equal);
+  generated tokens/s base vs tuned, and our batched generation vs a plain `generate` loop.
+Each measurement runs in its own subprocess, one at a time, systems alternating across rounds; the CPU
+time other processes used meanwhile is recorded beside it. Writes benchmark.json and benchmark.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, open_dict
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from rich.console import Console
-from rich.table import Table
 
-from domaintune.models.adapters import apply_adapter
-from domaintune.models.loading import load_model
-from domaintune.models.module import forward_loss
 from domaintune.utils.config import CONFIG_DIR
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hardware import cpu_has_fast_bf16
 from domaintune.utils.hydra import run_task
+
+SCRIPT = Path(__file__).resolve()
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 1024, budget_s: float = 5.0) -> float:
@@ -35,61 +51,161 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, budget_s: float = 5.0) -> f
     return 2 * n**3 * runs / (time.perf_counter() - started) / 1e9
 
 
-def train_speed(cfg: DictConfig, precision: str, attention: str) -> dict[str, float]:
-    with open_dict(cfg):
-        cfg.model.attn_implementation = attention
-    model, tok = load_model(cfg.model)
-    model = apply_adapter(model, cfg.adapter).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(cfg.optim.lr))
-    b = cfg.bench
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, tok.vocab_size - 100, (int(b.batch_size), int(b.seq_len)), generator=gen)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
-    times = []
-    for step in range(int(b.warmup) + int(b.steps)):
-        started = time.perf_counter()
-        with autocast:
-            loss, _ = forward_loss(model, batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if step >= int(b.warmup):
-            times.append(time.perf_counter() - started)
-    tokens = ids.numel()
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine have used (user + nice + system + irq), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), ""
+    )
     return {
-        "tokens_per_s": tokens / (sum(times) / len(times)),
-        "step_s": sum(times) / len(times),
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "native_bf16": cpu_has_fast_bf16(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
-def benchmark(cfg: DictConfig) -> dict[str, float]:
-    results: dict[str, dict] = {"matmul_gflops": {}, "train": {}}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        results["matmul_gflops"][name] = matmul_gflops(dtype)
-    fp32 = results["matmul_gflops"]["fp32"]
-    for precision in cfg.bench.precisions:
-        rel = results["matmul_gflops"]["bf16"] / fp32 if precision.startswith("bf16") else 1.0
-        for attention in cfg.bench.attentions:
-            key = f"{precision}/{attention}"
-            if rel < float(cfg.bench.min_relative_matmul):
-                results["train"][key] = {"skipped": f"bf16 matmul runs at {100 * rel:.2f}% of fp32 speed on this CPU"}
-                continue
-            results["train"][key] = train_speed(cfg, precision, attention)
-    table = Table(title=f"{cfg.model.name} + {cfg.adapter.name}, batch {cfg.bench.batch_size} x {cfg.bench.seq_len} tokens")
-    for col in ("precision/attention", "tokens/s", "step s", "peak RSS GiB (process so far)"):
-        table.add_column(col)
-    for key, r in results["train"].items():
-        if "skipped" in r:
-            table.add_row(key, "skipped", r["skipped"], "")
-        else:
-            table.add_row(key, f"{r['tokens_per_s']:.0f}", f"{r['step_s']:.2f}", f"{r['peak_rss_gib']:.1f}")
+def run_job(name: str, overrides: list[str], folder: Path) -> dict[str, Any]:
+    """One measurement in a fresh process; returns its result plus the other processes' CPU use meanwhile."""
+    result = folder / f"{name}-{time.time_ns()}.json"
+    cmd = [sys.executable, str(SCRIPT), f"+bench_worker={name}", f"+bench_result={result}", *overrides]
+    load_before = os.getloadavg()[0]
+    busy, mine = busy_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime - mine.ru_utime) + (after.ru_stime - mine.ru_stime)
+    if proc.returncode != 0 or not result.exists():
+        (folder / f"{name}.log").write_text(proc.stdout + proc.stderr)
+        tail = (proc.stdout + proc.stderr)[-1500:]
+        return {"error": f"exit {proc.returncode}; log in {folder / (name + '.log')}", "tail": tail}
+    data = json.loads(result.read_text())
+    data["other_cpu_s"] = max(0.0, busy_cpu_seconds() - busy - child_cpu)
+    data["other_cpu_share"] = data["other_cpu_s"] / (wall * (os.cpu_count() or 1))
+    data["loadavg_before"] = load_before
+    return data
+
+
+def passthrough() -> list[str]:
+    """The command line's overrides (data, model, adapter...) go to every worker, so all see the same config."""
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("bench.parts", "bench.rounds"))]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def train_table(results: dict[str, list[dict[str, Any]]], reference: str) -> list[str]:
+    cols = ("answer_tok_s", "real_tok_s", "processed_tok_s", "padding_efficiency", "step_s", "peak_rss_gib")
+    ok = {k: [r for r in v if "error" not in r] for k, v in results.items()}
+    avg = {k: {c: mean([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
+    peers = [k for k in avg if not k.startswith(reference)]
+    lines = [
+        "| system | batching | answer tok/s | real tok/s | processed tok/s | padding eff. | s/step | peak RSS GiB | other CPU | "
+        + " | ".join(f"answer tok/s ÷ {p}" for p in peers)
+        + " | "
+        + " | ".join(f"RSS ÷ {p}" for p in peers)
+        + " |",
+        "|---|---|" + "---:|" * (7 + 2 * len(peers)),
+    ]
+    for name, a in avg.items():
+        other = mean([r["other_cpu_share"] for r in ok[name]])
+        ratios = [f"{a['answer_tok_s'] / avg[p]['answer_tok_s']:.2f}" for p in peers]
+        rss = [f"{a['peak_rss_gib'] / avg[p]['peak_rss_gib']:.2f}" for p in peers]
+        lines.append(
+            f"| {name} | {ok[name][0].get('batching', 'padded (shuffled)')} | {a['answer_tok_s']:.1f} | {a['real_tok_s']:.1f} | "
+            f"{a['processed_tok_s']:.1f} | {a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | "
+            f"{100 * other:.0f}% | " + " | ".join(ratios) + " | " + " | ".join(rss) + " |"
+        )
+    for name, runs in results.items():
+        for r in runs:
+            if "error" in r:
+                lines.append(f"\n{name} failed: {r['error']}\n```\n{r['tail']}\n```")
+    return lines
+
+
+def benchmark(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("bench_worker"):
+        from domaintune.bench import run_worker
+
+        run_worker(cfg, cfg.bench, str(cfg.bench_worker), str(cfg.bench_result))
+        return {}
+    out = Path(cfg.paths.output_dir)
+    unknown = set(cfg.bench.parts) - {"hardware", "train", "eval"}
+    if unknown:
+        raise DomainTuneError(f"Unknown bench.parts {sorted(unknown)}.", "Use any of hardware, train, eval.")
+    report: dict[str, Any] = {"machine": machine(), "command": " ".join(["python scripts/benchmark.py", *passthrough()])}
+    md = [f"Machine: {report['machine']}", f"Command: `{report['command']}`", ""]
     console = Console()
-    console.print(table)
-    console.print("matmul GFLOP/s (1024x1024): " + ", ".join(f"{k} {v:.1f}" for k, v in results["matmul_gflops"].items()))
-    (Path(cfg.paths.output_dir) / "benchmark.json").write_text(json.dumps(results, indent=2))
+    if "hardware" in cfg.bench.parts:
+        report["matmul_gflops"] = {name: matmul_gflops(dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        md += ["matmul GFLOP/s (1024²): " + ", ".join(f"{k} {v:.1f}" for k, v in report["matmul_gflops"].items()), ""]
+    if "train" in cfg.bench.parts:
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.bench.systems}
+        for rnd in range(int(cfg.bench.rounds)):
+            names = list(cfg.bench.systems)
+            for name in names if rnd % 2 == 0 else reversed(names):  # alternate the order across rounds
+                console.print(f"[bold]round {rnd + 1}: {name}[/bold]")
+                extra = [str(o) for o in (cfg.bench.systems[name].overrides or [])]
+                results[name].append(run_job(name, [*passthrough(), *extra], out))
+                console.print(json.dumps(results[name][-1])[:400])
+        report["train"] = results
+        md += [
+            f"Training: {cfg.bench.steps} measured steps after {cfg.bench.warmup} warm-up, batch {cfg.data.batch_size}, "
+            f"max_length {cfg.data.max_length}, adapter {cfg.adapter.name}, {cfg.bench.rounds} round(s)",
+            "",
+            *train_table(results, "domaintune"),
+            "",
+        ]
+    if "eval" in cfg.bench.parts:
+        for part in ("mc", "generation"):
+            console.print(f"[bold]{part}[/bold]")
+            report[part] = run_job(part, passthrough(), out)
+            console.print(json.dumps(report[part])[:600])
+        md += eval_lines(report["mc"], report["generation"])
+    (out / "benchmark.json").write_text(json.dumps(report, indent=2))
+    (out / "benchmark.md").write_text("\n".join(md) + "\n")
+    console.print("\n".join(md))
+    console.print(f"Written: {out / 'benchmark.md'}")
     return {}
+
+
+def eval_lines(mc: dict[str, Any], gen: dict[str, Any]) -> list[str]:
+    lines = []
+    if "error" in mc:
+        lines.append(f"PIQA failed: {mc['error']}")
+    else:
+        lines += [
+            f"PIQA ({mc['items']} items, batch {mc['batch_size']}): DomainTune {mc['ours_s']:.1f} s, lm-evaluation-harness "
+            f"{mc['lm_eval_s']:.1f} s, speed-up {mc['speedup']:.2f}x; acc {mc['ours']['acc']:.2f} vs {mc['lm_eval']['acc']:.2f}, "
+            f"acc_norm {mc['ours']['acc_norm']:.2f} vs {mc['lm_eval']['acc_norm']:.2f} (identical: {mc['identical']})",
+            "",
+        ]
+    if "error" in gen:
+        lines.append(f"Generation failed: {gen['error']}")
+    else:
+        lines += [
+            f"Generation ({gen['prompts']} prompts, greedy, max {gen['max_new_tokens']} new tokens; ours batch "
+            f"{gen['batch_size']}, length-sorted; same answers everywhere: {gen['same_answers']}):",
+            "",
+            "| path | s | tokens | tokens/s |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {k} | {gen[k]['s']:.1f} | {gen[k]['tokens']} | {gen[k]['tok_s']:.1f} |"
+                for k in ("plain_loop_base", "ours_base", "ours_tuned_merged", "ours_tuned_unmerged")
+            ),
+            "",
+            f"tuned (merged) / base: {gen['tuned_vs_base']:.2f}; tuned unmerged / base: {gen['unmerged_vs_base']:.2f}; "
+            f"ours / plain loop: {gen['ours_vs_plain_loop']:.2f}",
+        ]
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="benchmark")

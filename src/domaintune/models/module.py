@@ -58,6 +58,11 @@ def forward_loss(
     return F.cross_entropy(logits.float(), targets, reduction="mean"), n_tokens
 
 
+def warmup_steps(optim: DictConfig | dict[str, Any], total: int) -> int:
+    """optim.warmup_steps, or optim.warmup_ratio of the total steps (rounded up)."""
+    return int(optim["warmup_steps"] or math.ceil(float(optim["warmup_ratio"]) * total))
+
+
 class CausalLMModule(pl.LightningModule):
     """Wraps the model to train; checkpoints hold only its trainable weights."""
 
@@ -118,7 +123,7 @@ class CausalLMModule(pl.LightningModule):
             eps=float(self.optim.get("eps", 1e-8)),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(self.optim.get("warmup_steps") or math.ceil(float(self.optim.get("warmup_ratio", 0.0)) * total))
+        warmup = warmup_steps(self.optim, total)
         scheduler = get_scheduler(
             self.optim.get("scheduler", "cosine"),
             optimizer,

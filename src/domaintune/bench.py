@@ -1,0 +1,313 @@
+"""Benchmark workers: one system's training speed, or evaluation speed, measured in its own process.
+
+`scripts/benchmark.py` runs each worker as a subprocess (one at a time, alternating between systems), so
+every system gets a fresh process and its own peak RSS. All training systems get identical work: the same
+model files, the same token ids and answer-only labels from DomainTune's pipeline (so the same chat
+rendering and masking), the same LoRA config, precision, batch size, learning-rate schedule and seed.
+TRL and lm-eval are imported here only (the `bench` extra); the runtime never needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from domaintune.data.chat import IGNORE
+from domaintune.models.module import warmup_steps
+from domaintune.utils.hardware import resolve_precision
+
+
+def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Tokens that enter the loss, real (non-padding) tokens, and tokens the model processes."""
+    labels = batch["labels"]
+    if "n_real" in batch:
+        real = int(batch["n_real"].sum())
+    elif batch.get("attention_mask") is not None:
+        real = int(batch["attention_mask"].sum())
+    else:
+        real = labels.numel()
+    return {"answer": int((labels[:, 1:] != IGNORE).sum()), "real": real, "processed": labels.numel()}
+
+
+def summarise(times: list[float], stats: list[dict[str, int]]) -> dict[str, float]:
+    """Throughput over the measured steps (after warm-up): totals / total time, not a mean of ratios."""
+    total = sum(times)
+    sums = {k: sum(s[k] for s in stats) for k in ("answer", "real", "processed")}
+    return {
+        "steps": len(times),
+        "step_s": total / len(times),
+        "answer_tok_s": sums["answer"] / total,
+        "real_tok_s": sums["real"] / total,
+        "processed_tok_s": sums["processed"] / total,
+        "padding_efficiency": sums["real"] / sums["processed"],
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- DomainTune
+class StepTimer(pl.Callback):
+    """Wall time between consecutive batch ends (data, forward, backward, optimizer: the whole step)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.times: list[float] = []
+        self.stats: list[dict[str, int]] = []
+        self._last: float | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int) -> None:
+        now = time.perf_counter()
+        if self._last is not None and trainer.global_step > self.warmup:
+            self.times.append(now - self._last)
+            self.stats.append(batch_stats(batch))
+        self._last = now
+
+
+def domaintune_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
+    """DomainTune's own training path: `train.prepare_training` (the code `train.py` runs) and Lightning's fit."""
+    from domaintune.train import prepare_training
+
+    timer = StepTimer(warmup)
+    with open_dict(cfg):
+        cfg.trainer.max_steps = warmup + steps
+    trainer, module, dm, *_ = prepare_training(cfg, callbacks=[timer], base_eval=False)
+    trainer.fit(module, datamodule=dm)
+    return {**summarise(timer.times, timer.stats), "batching": dm.batching()["mode"]}
+
+
+# ---------------------------------------------------------------------------------------------- peers
+def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, list[dict[str, list[int]]], bool]:
+    """The model with the same LoRA, the tokenizer, DomainTune's tokenised training examples, bf16 or not."""
+    from domaintune.data.datamodule import DomainDataModule
+    from domaintune.models.adapters import apply_adapter
+    from domaintune.models.loading import load_model
+
+    pl.seed_everything(cfg.seed)
+    model, tok = load_model(cfg.model)
+    dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
+    dm.prepare()
+    model = apply_adapter(model, cfg.adapter).train()
+    bf16 = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).startswith("bf16")
+    return model, tok, dm.examples["train"], bf16
+
+
+def _peer_args(cfg: DictConfig, steps: int, warmup: int, bf16: bool, out: str) -> dict[str, Any]:
+    """TrainingArguments shared by both peers, matching DomainTune's optim/trainer settings."""
+    return {
+        "output_dir": out,
+        "per_device_train_batch_size": int(cfg.data.batch_size),
+        "max_steps": steps + warmup,
+        "learning_rate": float(cfg.optim.lr),
+        "weight_decay": float(cfg.optim.weight_decay),
+        "lr_scheduler_type": str(cfg.optim.scheduler),
+        "warmup_steps": warmup_steps(cfg.optim, steps + warmup),
+        "max_grad_norm": float(cfg.trainer.gradient_clip_val),
+        "bf16": bf16,
+        "use_cpu": cfg.trainer.accelerator == "cpu",
+        "seed": int(cfg.seed),
+        "save_strategy": "no",
+        "report_to": [],
+        "logging_steps": 10_000,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+
+
+class _Recorder:
+    """A collator wrapper that keeps each batch's token counts, and a callback that times each step."""
+
+    def __init__(self, collate: Any, warmup: int) -> None:
+        self.collate, self.warmup = collate, warmup
+        self.batches: list[dict[str, int]] = []
+        self.ends: list[float] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.collate(features)
+        self.batches.append(batch_stats(batch))
+        return batch
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        recorder = self
+
+        class Times(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                recorder.ends.append(time.perf_counter())
+
+        return Times()
+
+    def result(self) -> dict[str, Any]:
+        # step k (1-based) ran on the k-th collated batch and took ends[k-1] - ends[k-2]; measured: k > warmup
+        steps = range(self.warmup + 1, len(self.ends) + 1)
+        return summarise([self.ends[k - 1] - self.ends[k - 2] for k in steps], [self.batches[k - 1] for k in steps])
+
+
+def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
+    """A plain transformers `Trainer` + PEFT on the same examples (padded per batch, labels -100)."""
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    model, tok, examples, bf16 = _peer_setup(cfg)
+    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+    recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(**_peer_args(cfg, steps, warmup, bf16, out), remove_unused_columns=False)
+        Trainer(model=model, args=args, train_dataset=data, data_collator=recorder, callbacks=[recorder.callback()]).train()
+    return recorder.result()
+
+
+def trl_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
+    """TRL's `SFTTrainer` at its defaults, given the same pre-tokenised examples (input_ids + labels)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok, examples, bf16 = _peer_setup(cfg)
+    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+    with tempfile.TemporaryDirectory() as out:
+        args = SFTConfig(**_peer_args(cfg, steps, warmup, bf16, out), max_length=int(cfg.data.max_length))
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        recorder = _Recorder(trainer.data_collator, warmup)
+        trainer.data_collator = recorder
+        trainer.add_callback(recorder.callback())
+        trainer.train()
+    return recorder.result()
+
+
+TRAINERS = {"domaintune": domaintune_train, "hf_trainer": hf_trainer_train, "trl": trl_train}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def mc_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
+    """PIQA through our scorer and through lm-evaluation-harness, same model object and items."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from domaintune.evaluation import multiple_choice
+    from domaintune.models.loading import load_model
+
+    b = cfg.eval.benchmarks[bench.benchmark]
+    items = multiple_choice.load_items(b.dir, list(b.split) if not isinstance(b.split, str) else b.split, bench.mc_max_items)
+    model, tok = load_model(cfg.model)
+    model.eval()
+    started = time.perf_counter()
+    ours = multiple_choice.evaluate(
+        model,
+        tok,
+        items,
+        b.prompt,
+        b.delimiter,
+        int(b.batch_size),
+        bool(cfg.eval.share_context),
+        bool(cfg.model.answer_only_logits),
+    )
+    ours_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [{"question": i.question, "choices": i.choices, "answer_index": i.answer} for i in items]
+        Path(tmp, "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        # lm-eval's own PIQA prompt; our config's template renders the same text (checked by the tests)
+        Path(tmp, "dt_bench.yaml").write_text(
+            "task: dt_bench\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+            f"    test: {Path(tmp, 'items.jsonl')}\noutput_type: multiple_choice\ntest_split: test\n"
+            'doc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_target: answer_index\ndoc_to_choice: "{{choices}}"\n'
+            "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+        )
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=int(b.batch_size))
+        started = time.perf_counter()
+        theirs = lm_eval.simple_evaluate(model=lm, tasks=["dt_bench"], task_manager=TaskManager(include_path=tmp))
+        theirs_s = time.perf_counter() - started
+    res = theirs["results"]["dt_bench"]
+    lm_scores = {"acc": 100 * res["acc,none"], "acc_norm": 100 * res["acc_norm,none"]}
+    return {
+        "items": len(items),
+        "batch_size": int(b.batch_size),
+        "ours_s": ours_s,
+        "lm_eval_s": theirs_s,
+        "speedup": theirs_s / ours_s,
+        "ours": ours,
+        "lm_eval": lm_scores,
+        "identical": all(abs(ours[k] - lm_scores[k]) < 1e-9 for k in lm_scores),
+    }
+
+
+def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
+    """Generated tokens/s: base vs tuned (LoRA merged, and unmerged for reference), and our batched
+    generation vs a plain transformers `generate` loop over the same prompts in file order."""
+    from domaintune.data.datamodule import DomainDataModule
+    from domaintune.evaluation.generation import generate
+    from domaintune.models.adapters import apply_adapter
+    from domaintune.models.loading import load_model
+
+    model, tok = load_model(cfg.model)
+    dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
+    dm.prepare()
+    convs = [dm.conversation(r) for r in dm.records[cfg.eval.split][: int(bench.gen_prompts)]]
+    gcfg = OmegaConf.to_container(cfg.eval.generation, resolve=True)
+    out: dict[str, Any] = {"prompts": len(convs), "max_new_tokens": gcfg["max_new_tokens"], "batch_size": gcfg["batch_size"]}
+
+    def timed(name: str, fn: Any) -> None:
+        started = time.perf_counter()
+        texts, tokens = fn()
+        out[name] = {"s": time.perf_counter() - started, "tokens": tokens, "tok_s": tokens / (time.perf_counter() - started)}
+        out.setdefault("_texts", {})[name] = texts
+
+    def ours(m: Any, **over: Any) -> Any:
+        gens, _ = generate(m, tok, dm.renderer, convs, {**gcfg, **over})
+        return [g.text for g in gens], sum(g.n_tokens for g in gens)
+
+    def plain(m: Any, batch_size: int) -> Any:
+        """What a user writes with transformers alone: chat template, left padding, generate, file order."""
+        tok.padding_side = "left"
+        texts, tokens = [], 0
+        stops = dm.renderer.stop_token_ids()
+        with torch.inference_mode():
+            for i in range(0, len(convs), batch_size):
+                prompts = [
+                    tok.apply_chat_template(c[:-1], tokenize=False, add_generation_prompt=True) for c in convs[i : i + batch_size]
+                ]
+                enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+                new = m.generate(
+                    **enc,
+                    max_new_tokens=int(gcfg["max_new_tokens"]),
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=tok.pad_token_id,
+                )
+                for row in new[:, enc["input_ids"].shape[1] :].tolist():
+                    cut = next((k for k, t in enumerate(row) if t in stops), len(row))
+                    tokens += cut
+                    texts.append(tok.decode(row[:cut], skip_special_tokens=True).strip())
+        return texts, tokens
+
+    model.eval()
+    timed("plain_loop_base", lambda: plain(model, int(bench.plain_batch_size)))
+    timed("ours_base", lambda: ours(model))
+    tuned = apply_adapter(model, cfg.adapter).eval()  # a fresh LoRA (B = 0): the same answers, so the same work
+    timed("ours_tuned_merged", lambda: ours(tuned))
+    timed("ours_tuned_unmerged", lambda: ours(tuned, merge_adapter=False))
+    texts = out.pop("_texts")
+    out["same_answers"] = len({tuple(t) for t in texts.values()}) == 1
+    out["tuned_vs_base"] = out["ours_tuned_merged"]["tok_s"] / out["ours_base"]["tok_s"]
+    out["unmerged_vs_base"] = out["ours_tuned_unmerged"]["tok_s"] / out["ours_base"]["tok_s"]
+    out["ours_vs_plain_loop"] = out["ours_base"]["tok_s"] / out["plain_loop_base"]["tok_s"]
+    return out
+
+
+def run_worker(cfg: DictConfig, bench: DictConfig, system: str, result: str) -> None:
+    """Entry of one benchmark subprocess: measure, then write the result JSON."""
+    started = time.perf_counter()
+    if system in ("mc", "generation"):
+        data = mc_speed(cfg, bench) if system == "mc" else generation_speed(cfg, bench)
+    else:
+        data = TRAINERS[str(bench.systems[system].kind)](cfg, int(bench.steps), int(bench.warmup))
+        data["precision"] = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    data["wall_s"] = time.perf_counter() - started
+    Path(result).write_text(json.dumps(data, indent=2))
