@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from domaintune.checks import Hardware, check_config
 from domaintune.utils.config import CONFIG_DIR
+from domaintune.utils.errors import DomainTuneError
 from tests.conftest import ROOT, compose_train
 
 # Options that need a value only the user can give.
@@ -60,3 +62,65 @@ def test_inference_run_folder_is_named_after_the_run_it_uses(script: str, tmp_pa
         cfg = compose_train([f"run_dir={run_dir}"], tmp_path, config_name=script)
         assert cfg.run_name == label
     assert compose_train([], tmp_path, config_name=script).run_name in ("healthcare", "smollm2-135m-instruct")
+
+
+# ------------------------------------------------------------------------------------------ combinations
+CPU = Hardware(gpus=0, bf16_gpu=False, deepspeed_installed=False)
+ONE_GPU = Hardware(gpus=1, bf16_gpu=True, deepspeed_installed=False)
+TWO_GPUS = Hardware(gpus=2, bf16_gpu=True, deepspeed_installed=True)
+# trainer option -> the error it gets on each machine (None: accepted as shipped)
+TRAINERS = {
+    "default": (None, None, None),
+    "cpu": (None, None, None),
+    "debug": (None, None, None),
+    "ddp": (None, None, None),  # accelerator auto: CPU processes without a GPU, GPUs with them
+    "gpu": ("needs a CUDA GPU", None, None),
+    "fsdp": ("needs a CUDA GPU", r"trainer\.devices=2 but 1 GPU", None),
+    "deepspeed": ("needs a CUDA GPU", "needs the `deepspeed` package", None),
+}
+
+
+@pytest.mark.parametrize("trainer", sorted(TRAINERS))
+def test_every_trainer_option_is_validated_on_every_machine(trainer: str, tmp_path: Path) -> None:
+    """Each shipped trainer config either runs as shipped or is refused up front, with the fix in the message."""
+    assert set(TRAINERS) == set(options("trainer")), "a trainer option without an expectation here"
+    cfg = compose_train([f"trainer={trainer}"], tmp_path)
+    for hw, expected in zip((CPU, ONE_GPU, TWO_GPUS), TRAINERS[trainer], strict=True):
+        if expected is None:
+            check_config(cfg, hw)
+        else:
+            with pytest.raises(DomainTuneError, match=expected) as err:
+                check_config(cfg, hw)
+            assert (
+                "Use " in str(err.value) or "Set " in str(err.value) or "Install " in str(err.value) or "Run " in str(err.value)
+            )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "hw", "expected"),
+    [
+        (["trainer.precision=16-mixed"], CPU, "fp16"),
+        (["trainer.precision=16-true"], CPU, "fp16"),
+        (["trainer=gpu", "trainer.precision=bf16-mixed"], Hardware(1, False, False), "no bf16 support"),
+        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.strategy=fsdp"], CPU, "does not run on the CPU"),
+        (["trainer=deepspeed", "trainer.gradient_clip_algorithm=value"], TWO_GPUS, "clips gradients by norm only"),
+        (["data.packing=true", "adapter=prompt_tuning"], CPU, "prepends virtual tokens"),
+        (["data.packing=true", "adapter=prefix_tuning"], CPU, "prepends virtual tokens"),
+    ],
+)
+def test_impossible_combinations_are_refused_before_loading(
+    overrides: list[str], hw: Hardware, expected: str, tmp_path: Path
+) -> None:
+    with pytest.raises(DomainTuneError, match=expected):
+        check_config(compose_train(overrides, tmp_path), hw)
+
+
+def test_run_refuses_a_bad_combination_before_loading_the_model(make_cfg, monkeypatch) -> None:
+    import domaintune.train as train_mod
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(train_mod, "load_model", never)
+    with pytest.raises(DomainTuneError, match="prepends virtual tokens"):
+        train_mod.fit_and_evaluate(make_cfg("data.packing=true", "adapter=prompt_tuning", "logger=none"))

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
 from domaintune.callbacks import FirstStepTime, GenerationMetrics, Stopwatch
+from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
@@ -62,6 +63,7 @@ def prepare_training(
     scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
     benchmark measures the code a run executes, not a copy of it.
     """
+    check_config(cfg)  # impossible option combinations fail here, before anything loads
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     is_zero = rank_zero_only.rank == 0

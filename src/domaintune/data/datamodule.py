@@ -28,7 +28,7 @@ from domaintune.data.audit_report import plot_lengths, print_audit
 from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.collate import pad_collate
 from domaintune.data.formats import Message, Task
-from domaintune.data.packing import group_by_length, pack, padding_efficiency
+from domaintune.data.packing import check_packing, group_by_length, pack, padding_efficiency
 from domaintune.data.preprocess import MAX_EXAMPLES, Audit, Preprocessor, StepReport
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.utils.config import to_dict
@@ -85,11 +85,7 @@ class DomainDataModule(pl.LightningDataModule):
             raise unknown_option(
                 "data.packing value", str(self.cfg.get("packing")), map(str, PACKING), "Use data.packing=auto, true or false."
             )
-        if self.cfg["packing"] is True and not packing_allowed:
-            raise DomainTuneError(
-                "data.packing=true does not work with an adapter that prepends virtual tokens (prompt or prefix tuning).",
-                "Use data.packing=auto or false, or a LoRA-family, full or freeze adapter.",
-            )
+        check_packing(self.cfg["packing"], virtual_tokens=not packing_allowed)
         self._batching: dict[str, Any] | None = None
 
     @property

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from domaintune.data.chat import IGNORE
+from domaintune.utils.errors import DomainTuneError
 
 Example = dict[str, list[int]]
 
@@ -61,3 +62,12 @@ def padding_efficiency(rows: list[dict[str, Any]], batch_size: int) -> float:
         real += sum(lengths)
         processed += max(lengths) * len(lengths)
     return real / max(processed, 1)
+
+
+def check_packing(packing: Any, virtual_tokens: bool) -> None:
+    """Packed rows restart position ids, which prompt/prefix tuning's virtual tokens cannot hold."""
+    if packing is True and virtual_tokens:
+        raise DomainTuneError(
+            "data.packing=true does not work with an adapter that prepends virtual tokens (prompt or prefix tuning).",
+            "Use data.packing=auto or false, or a LoRA-family, full or freeze adapter.",
+        )

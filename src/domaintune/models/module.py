@@ -7,7 +7,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import SumMetric
@@ -113,25 +115,33 @@ class CausalLMModule(pl.LightningModule):
         for p in self.model.parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": float(self.optim.get("weight_decay", 0.0))},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=float(self.optim["lr"]),
-            betas=tuple(self.optim.get("betas", (0.9, 0.999))),
-            eps=float(self.optim.get("eps", 1e-8)),
-        )
+        groups = [{"params": decay, "weight_decay": float(self.optim["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = instantiate(self.optim["optimizer"])(groups, lr=float(self.optim["lr"]))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = warmup_steps(self.optim, total)
         scheduler = get_scheduler(
-            self.optim.get("scheduler", "cosine"),
+            self.optim["scheduler"],
             optimizer,
             num_warmup_steps=warmup,
             num_training_steps=total,
-            scheduler_specific_kwargs=dict(self.optim.get("scheduler_kwargs") or {}),
+            scheduler_specific_kwargs=dict(self.optim["scheduler_kwargs"] or {}),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip by global norm under FSDP too.
+
+        FSDP shards the gradients, so only the root sharded module can compute their global norm; Lightning's
+        FSDP precision plugin refuses norm clipping for that reason and the shipped `trainer=fsdp` (which keeps
+        the default `gradient_clip_val: 1.0`) crashed at its first step. The root module's own
+        `clip_grad_norm_` is the documented way (torch FSDP docs, "Gradient Clipping")."""
+        by_norm = (gradient_clip_algorithm or "norm") == "norm"
+        if gradient_clip_val and by_norm and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable weights: a LoRA checkpoint is a few MB instead of the whole base model."""

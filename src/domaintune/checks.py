@@ -1,0 +1,94 @@
+"""Option combinations that cannot work, rejected before any model or data is loaded.
+
+Each rule names the options involved and the fix. The hardware facts are arguments (not read inside the
+rules) so that tests can walk every shipped trainer config through them on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from domaintune.data.packing import check_packing
+from domaintune.models.adapters import prepends_virtual_tokens
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    gpus: int
+    bf16_gpu: bool
+    deepspeed_installed: bool
+
+    @classmethod
+    def here(cls) -> Hardware:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return cls(gpus, gpus > 0 and torch.cuda.is_bf16_supported(), importlib.util.find_spec("deepspeed") is not None)
+
+
+def strategy_name(strategy: Any) -> str:
+    """'fsdp', 'deepspeed', 'ddp', ... from a strategy string or a `_target_` node."""
+    if isinstance(strategy, dict | DictConfig):
+        target = str(strategy.get("_target_", "")).rsplit(".", 1)[-1].lower()
+        return target.removesuffix("strategy")
+    return str(strategy or "auto").lower()
+
+
+def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
+    """Raise a DomainTuneError for the first combination of trainer, precision, adapter and data options that
+    cannot run on this hardware."""
+    hw = hw or Hardware.here()
+    t = cfg.trainer
+    strategy = strategy_name(OmegaConf.to_container(t.strategy, resolve=True) if "strategy" in t else "auto")
+    accelerator = str(t.get("accelerator") or "auto").lower()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and hw.gpus > 0)
+    devices = t.get("devices", 1)
+    precision = str(t.get("precision") or "auto")
+
+    if accelerator in ("gpu", "cuda") and hw.gpus == 0:
+        raise DomainTuneError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU, and none is visible to torch.",
+            "Run on a machine with a GPU, or train on the CPU with trainer=default (or trainer.accelerator=cpu).",
+        )
+    if strategy.startswith(("fsdp", "deepspeed")) and not on_gpu:
+        raise DomainTuneError(
+            f"The {strategy} strategy shards the model across GPUs and does not run on the CPU "
+            f"(trainer.accelerator={accelerator}).",
+            "Use trainer=ddp trainer.accelerator=cpu for data parallelism on CPU cores, or run trainer=fsdp on GPUs.",
+        )
+    if strategy.startswith("deepspeed") and not hw.deepspeed_installed:
+        raise DomainTuneError(
+            "trainer=deepspeed needs the `deepspeed` package, which is not installed (it is not a DomainTune dependency: it "
+            "builds CUDA kernels).",
+            "Install it into this environment with `pip install deepspeed` (a CUDA toolkit must be present), "
+            "or use trainer=fsdp.",
+        )
+    if on_gpu and isinstance(devices, int) and devices > hw.gpus:
+        raise DomainTuneError(
+            f"trainer.devices={devices} but {hw.gpus} GPU(s) are visible.",
+            f"Set trainer.devices={hw.gpus} (or trainer.devices=auto).",
+        )
+    if not on_gpu and precision.startswith("16"):
+        raise DomainTuneError(
+            f"trainer.precision={precision} (fp16) on the CPU: fp16 matrix products are unusably slow on CPUs (one took 43 s).",
+            "Use trainer.precision=auto (bf16 where the CPU has native bf16, else fp32).",
+        )
+    if on_gpu and precision.startswith("bf16") and not hw.bf16_gpu:
+        raise DomainTuneError(
+            f"trainer.precision={precision} but this GPU has no bf16 support.",
+            "Use trainer.precision=auto (it picks 16-mixed there) or 32-true.",
+        )
+    clip_algorithm = str(t.get("gradient_clip_algorithm") or "norm")
+    if strategy.startswith("deepspeed") and t.get("gradient_clip_val") and clip_algorithm != "norm":
+        raise DomainTuneError(
+            f"DeepSpeed clips gradients by norm only (trainer.gradient_clip_algorithm={clip_algorithm}).",
+            "Set trainer.gradient_clip_algorithm=norm or trainer.gradient_clip_val=null.",
+        )
+    check_packing(cfg.data.get("packing"), prepends_virtual_tokens(cfg.adapter))
