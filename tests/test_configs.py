@@ -73,7 +73,7 @@ TRAINERS = {
     "default": (None, None, None),
     "cpu": (None, None, None),
     "debug": (None, None, None),
-    "ddp": (None, None, None),  # accelerator auto: CPU processes without a GPU, GPUs with them
+    "ddp": (None, r"trainer\.devices=2 but 1 GPU", None),  # accelerator auto: CPU processes without a GPU
     "gpu": ("needs a CUDA GPU", None, None),
     "fsdp": ("needs a CUDA GPU", r"trainer\.devices=2 but 1 GPU", None),
     "deepspeed": ("needs a CUDA GPU", "needs the `deepspeed` package", None),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from peft import PeftModel
 
 from domaintune.models.adapters import apply_adapter
@@ -142,3 +143,40 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path: Path) -> None:
     assert metrics["global_step"] == 2 and "loss" in metrics["tuned"]
     assert "distributed_backend=gloo" in out.stdout + out.stderr
     assert "MEMBER: 2/2" in out.stdout + out.stderr
+
+
+def test_fsdp_clips_gradients_by_the_root_modules_norm(make_cfg) -> None:
+    """Lightning's FSDP precision plugin refuses norm clipping; the module clips through the sharded root."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    cfg = make_cfg()
+    module = CausalLMModule(apply_adapter(load_model(cfg.model)[0], cfg.adapter), cfg.optim, answer_only_logits=True)
+    calls: list[float] = []
+    strategy = FSDPStrategy.__new__(FSDPStrategy)
+    strategy.model = SimpleNamespace(clip_grad_norm_=calls.append)
+    module._trainer = SimpleNamespace(strategy=strategy)
+    module.configure_gradient_clipping(None, 1.0, "norm")  # type: ignore[arg-type]
+    assert calls == [1.0]
+
+
+def test_multi_tensor_adamw_takes_the_same_steps_as_the_loop(make_cfg) -> None:
+    import copy
+
+    cfg = make_cfg()
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    results = []
+    assert cfg.optim.optimizer.foreach is True
+    for foreach in (False, True):
+        m = copy.deepcopy(model)
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt = instantiate({**cfg.optim.optimizer, "foreach": foreach})([{"params": params, "weight_decay": 0.1}], lr=1e-2)
+        for step in range(3):
+            torch.manual_seed(step)
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt.step()
+        results.append(torch.cat([p.detach().flatten() for p in params]))
+    assert torch.allclose(results[0], results[1], atol=1e-6, rtol=0)
+    assert not torch.equal(results[0], torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from domaintune.data.packing import check_packing
 from domaintune.models.adapters import prepends_virtual_tokens
@@ -46,7 +46,7 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
     cannot run on this hardware."""
     hw = hw or Hardware.here()
     t = cfg.trainer
-    strategy = strategy_name(OmegaConf.to_container(t.strategy, resolve=True) if "strategy" in t else "auto")
+    strategy = strategy_name(t.get("strategy"))
     accelerator = str(t.get("accelerator") or "auto").lower()
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and hw.gpus > 0)
     devices = t.get("devices", 1)

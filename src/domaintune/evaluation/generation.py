@@ -57,17 +57,26 @@ def merged_adapter(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
     if not mergeable:
         yield model
         return
-    adapted = [m for m in model.modules() if isinstance(m, BaseTunerLayer) and not m.merged]
-    saved = {id(m): {k: v.detach().clone() for k, v in m.get_base_layer().state_dict().items()} for m in adapted}
+    # (parent, attribute, adapter layer) of every adapted layer; while merged, the parent holds the plain
+    # base layer, so generation does not pay the adapter wrapper's Python dispatch per layer and token
+    adapted = [
+        (model.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2], m)
+        for name, m in model.named_modules()
+        if isinstance(m, BaseTunerLayer) and not m.merged
+    ]
+    saved = [{k: v.detach().clone() for k, v in m.get_base_layer().state_dict().items()} for _, _, m in adapted]
     model.merge_adapter()
+    for parent, attr, m in adapted:
+        setattr(parent, attr, m.get_base_layer())
     try:
         yield model
     finally:
-        for m in adapted:
+        for (parent, attr, m), weights in zip(adapted, saved, strict=True):
+            setattr(parent, attr, m)
             m.merged_adapters.clear()
             with torch.no_grad():
                 for k, v in m.get_base_layer().state_dict(keep_vars=True).items():
-                    v.copy_(saved[id(m)][k])
+                    v.copy_(weights[k])
 
 
 @torch.inference_mode()
