@@ -95,7 +95,7 @@ def run_job(name: str, overrides: list[str], folder: Path) -> dict[str, Any]:
 
 def passthrough() -> list[str]:
     """The command line's overrides (data, model, adapter...) go to every worker, so all see the same config."""
-    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("bench.parts", "bench.rounds"))]
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("bench.parts", "bench.rounds", "bench.only"))]
 
 
 def mean(values: list[float]) -> float:
@@ -148,9 +148,13 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         report["matmul_gflops"] = {name: matmul_gflops(dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
         md += ["matmul GFLOP/s (1024²): " + ", ".join(f"{k} {v:.1f}" for k, v in report["matmul_gflops"].items()), ""]
     if "train" in cfg.bench.parts:
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.bench.systems}
+        unknown = set(cfg.bench.only or []) - set(cfg.bench.systems)
+        if unknown:
+            known = list(cfg.bench.systems)
+            raise DomainTuneError(f"bench.only names unknown systems {sorted(unknown)}.", f"Use any of {known}.")
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.bench.only or cfg.bench.systems}
         for rnd in range(int(cfg.bench.rounds)):
-            names = list(cfg.bench.systems)
+            names = list(cfg.bench.only or cfg.bench.systems)
             for name in names if rnd % 2 == 0 else reversed(names):  # alternate the order across rounds
                 console.print(f"[bold]round {rnd + 1}: {name}[/bold]")
                 extra = [str(o) for o in (cfg.bench.systems[name].overrides or [])]
@@ -183,9 +187,17 @@ def eval_lines(mc: dict[str, Any], gen: dict[str, Any]) -> list[str]:
         lines.append(f"PIQA failed: {mc['error']}")
     else:
         lines += [
-            f"PIQA ({mc['items']} items, batch {mc['batch_size']}): DomainTune {mc['ours_s']:.1f} s, lm-evaluation-harness "
-            f"{mc['lm_eval_s']:.1f} s, speed-up {mc['speedup']:.2f}x; acc {mc['ours']['acc']:.2f} vs {mc['lm_eval']['acc']:.2f}, "
-            f"acc_norm {mc['ours']['acc_norm']:.2f} vs {mc['lm_eval']['acc_norm']:.2f} (identical: {mc['identical']})",
+            f"Multiple choice ({mc['items']} items; scores identical to lm-evaluation-harness: {mc['identical']}):",
+            "",
+            "| scorer | batch | s | acc | acc_norm | lm-eval s ÷ ours |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| DomainTune | {mc['batch_size']} | {mc['ours_s']:.1f} | {mc['ours']['acc']:.2f} | "
+            f"{mc['ours']['acc_norm']:.2f} | |",
+            *(
+                f"| lm-evaluation-harness | {size} | {r['s']:.1f} | {r['acc']:.2f} | {r['acc_norm']:.2f} | "
+                f"{mc['speedup'][size]:.2f} |"
+                for size, r in mc["lm_eval"].items()
+            ),
             "",
         ]
     if "error" in gen:
