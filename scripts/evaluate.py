@@ -16,6 +16,7 @@ from domaintune.evaluation.evaluator import Evaluator
 from domaintune.evaluation.report import compare, print_table, write_report
 from domaintune.inference import adapter_path, with_run_config
 from domaintune.models.loading import load_adapted, load_model, model_identity
+from domaintune.models.module import LossOptions
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import run_task
 
@@ -25,7 +26,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     path = adapter_path(cfg)
     model, tok = load_model(cfg.model)
     dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
-    evaluator = Evaluator(cfg.eval, dm, bool(cfg.model.answer_only_logits), model_key=model_identity(cfg.model))
+    evaluator = Evaluator(cfg.eval, dm, LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
     base = evaluator.run(model, "base") if cfg.compare_base or path is None else None
     tuned = evaluator.run(load_adapted(model, path), "tuned") if path is not None else None
     rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {})

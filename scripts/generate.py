@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model, tok, _ = load_for_inference(cfg)
     renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
     convs = [to_messages(rec, task) for rec in records]
-    outs, speed = generate(model, tok, renderer, convs, to_dict(cfg.generation))
+    outs, speed = generate(model, tok, renderer, convs, to_dict(cfg.generation), bool(cfg.generation.merge_adapter))
     dst = Path(cfg.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with dst.open("w", encoding="utf-8") as f:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation import metrics, multiple_choice
@@ -14,8 +15,11 @@ from domaintune.evaluation.evaluator import Evaluator
 from domaintune.evaluation.multiple_choice import MCItem
 from domaintune.evaluation.report import compare
 from domaintune.models.loading import load_model, materialize, model_identity
+from domaintune.models.module import LossOptions
 from domaintune.utils.errors import DomainTuneError
 from tests.conftest import ROOT
+
+LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -71,7 +75,7 @@ def test_label_accuracy_macro_f1_and_unparseable_by_hand() -> None:
 def test_unknown_metric_name(make_cfg, tokenizer) -> None:
     cfg = make_cfg("eval.metrics=[rouge,bertscore]")
     with pytest.raises(DomainTuneError, match="Unknown metric 'bertscore'"):
-        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), True)
+        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), LOSS)
 
 
 def test_report_directions() -> None:
@@ -156,7 +160,7 @@ def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, t
     cfg = make_cfg("data=fact_checking", "eval.general=piqa", "eval.generation.max_samples=6")
     dm = DomainDataModule(cfg.data, tokenizer)
     model, _ = load_model(cfg.model)
-    evaluator = Evaluator(cfg.eval, dm, True, model_key=model_identity(cfg.model))
+    evaluator = Evaluator(cfg.eval, dm, LOSS, model_key=model_identity(cfg.model))
     first = evaluator.run(model, "base")
     assert {
         "loss",
@@ -169,7 +173,7 @@ def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, t
     } <= set(first.metrics)
     assert len(first.samples) == 6
     assert evaluator.cache_path().exists()
-    again = Evaluator(cfg.eval, dm, True, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
+    again = Evaluator(cfg.eval, dm, LOSS, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
     assert again.metrics == first.metrics, "the second base evaluation comes from the cache (no model needed)"
 
 
@@ -180,7 +184,7 @@ def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> No
     dm.examples["test"] = []
     model, _ = load_model(cfg.model)
     with pytest.raises(DomainTuneError, match="test split has no examples"):
-        Evaluator(cfg.eval, dm, True).loss(model, "base")
+        Evaluator(cfg.eval, dm, LOSS).loss(model, "base")
 
 
 def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
@@ -190,7 +194,7 @@ def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> 
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(7)[5:])
     cfg = make_cfg("data=custom", f"data.dir={tmp_path}/d", "eval.split=test")
     with pytest.raises(DomainTuneError, match="no 'test' split"):
-        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), True).run(load_model(cfg.model)[0], "base")
+        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), LOSS).run(load_model(cfg.model)[0], "base")
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -227,12 +231,33 @@ def test_fast_generation_gives_the_same_answers_and_keeps_the_weights(make_cfg, 
     dm.prepare()
     convs = [dm.conversation(r) for r in dm.records["validation"][:7]]
     renderer = ChatRenderer(tokenizer, 384)
-    plain_cfg = {**cfg.eval.generation, "sort_by_length": False, "merge_adapter": False, "batch_size": 1}
-    plain, _ = generate(model, tokenizer, renderer, convs, plain_cfg)
-    fast, _ = generate(model, tokenizer, renderer, convs, {**cfg.eval.generation, "batch_size": 3})
+    plain_cfg = {**cfg.eval.generation, "sort_by_length": False, "batch_size": 1}
+    plain, _ = generate(model, tokenizer, renderer, convs, plain_cfg, merge_adapter=False)
+    fast, _ = generate(model, tokenizer, renderer, convs, {**cfg.eval.generation, "batch_size": 3}, merge_adapter=True)
     assert [g.text for g in fast] == [g.text for g in plain]
     assert any(g.n_tokens for g in plain)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     layers = [m for m in model.modules() if hasattr(m, "merged_adapters")]
     assert len(layers) == 14 and not any(m.merged for m in layers), "every LoRA layer is back, unmerged (2 blocks x 7)"
+
+
+def test_merged_evaluation_scores_like_the_unmerged_model(make_cfg, tokenizer) -> None:
+    from domaintune.models.adapters import apply_adapter
+
+    cfg = make_cfg("eval.generation.max_samples=4", "eval.generation.max_new_tokens=5")
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dm = DomainDataModule(cfg.data, tokenizer)
+    results = {}
+    for merge in (False, True):
+        with open_dict(cfg):
+            cfg.eval.merge_adapter = merge
+        results[merge] = Evaluator(cfg.eval, dm, LOSS).run(model, "tuned")
+    assert results[True].metrics["loss"] == pytest.approx(results[False].metrics["loss"], abs=1e-5)
+    assert [s["output"] for s in results[True].samples] == [s["output"] for s in results[False].samples]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -55,13 +55,17 @@ def test_embedded_smollm2_loads_and_caches(make_cfg, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ fast loss
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("packing", [False, True])
 @pytest.mark.parametrize("adapter", ["lora", "full", "prompt_tuning"])
-def test_answer_only_logits_give_the_same_loss_and_gradients(make_cfg, tokenizer, packing: bool, adapter: str) -> None:
-    """The LM head at trained positions only (the default) changes neither the loss nor its gradients."""
+def test_answer_only_logits_give_the_same_loss_and_gradients(
+    make_cfg, tokenizer, packing: bool, adapter: str, chunk: int | None
+) -> None:
+    """The LM head at trained positions only (the default), in chunks or not, changes neither the loss nor
+    its gradients (for full fine-tuning that includes the head, tied to the embeddings)."""
     from domaintune.data.datamodule import DomainDataModule
     from domaintune.models.adapters import apply_adapter
-    from domaintune.models.module import forward_loss
+    from domaintune.models.module import LossOptions, forward_loss
 
     cfg = make_cfg(f"adapter={adapter}", f"data.packing={str(packing).lower()}")
     dm = DomainDataModule(cfg.data, tokenizer, seed=0)
@@ -74,10 +78,10 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(make_cfg, tokenizer
         if p.requires_grad:
             p.data.normal_(0, 0.02)
     results = []
-    for answer_only in (False, True):
+    for opts in (LossOptions(False, None), LossOptions(True, chunk)):
         model.zero_grad()
         torch.manual_seed(1)  # same dropout masks
-        loss, n = forward_loss(model, batch, answer_only)
+        loss, n = forward_loss(model, batch, opts)
         loss.backward()
         results.append((loss.detach(), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
     (full_loss, n_full, full_grads), (fast_loss, n_fast, fast_grads) = results
@@ -88,7 +92,7 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(make_cfg, tokenizer
 
 
 def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, tokenizer) -> None:
-    from domaintune.models.module import forward_loss
+    from domaintune.models.module import LossOptions, forward_loss
     from domaintune.utils.errors import DomainTuneError
 
     model, _ = load_model(make_cfg().model)
@@ -99,4 +103,4 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
 
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, -100, 7, 8]])}
     with pytest.raises(DomainTuneError, match=r"model\.answer_only_logits=false"):
-        forward_loss(AllLogits(), batch, True)
+        forward_loss(AllLogits(), batch, LossOptions(True, None))

@@ -265,8 +265,8 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
         out[name] = {"s": wall, "tokens": tokens, "tok_s": rate or tokens / wall}
         out.setdefault("_texts", {})[name] = texts
 
-    def ours(m: Any, **over: Any) -> Any:
-        gens, rate = generate(m, tok, dm.renderer, convs, {**gcfg, **over})
+    def ours(m: Any, merge: bool = True) -> Any:
+        gens, rate = generate(m, tok, dm.renderer, convs, gcfg, merge_adapter=merge and bool(cfg.eval.merge_adapter))
         return [g.text for g in gens], sum(g.n_tokens for g in gens), rate
 
     def plain(m: Any, batch_size: int) -> Any:
@@ -298,7 +298,7 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     timed("ours_base", lambda: ours(model))
     tuned = apply_adapter(model, cfg.adapter).eval()  # a fresh LoRA (B = 0): the same answers, so the same work
     timed("ours_tuned_merged", lambda: ours(tuned))
-    timed("ours_tuned_unmerged", lambda: ours(tuned, merge_adapter=False))
+    timed("ours_tuned_unmerged", lambda: ours(tuned, merge=False))
     texts = out.pop("_texts")
     out["same_answers"] = len({tuple(t) for t in texts.values()}) == 1
     out["tuned_vs_base"] = out["ours_tuned_merged"]["tok_s"] / out["ours_base"]["tok_s"]

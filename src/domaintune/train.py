@@ -25,7 +25,7 @@ from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.report import compare, print_table, samples_table, write_report
 from domaintune.models.adapters import apply_adapter, prepends_virtual_tokens, save_adapter
 from domaintune.models.loading import load_model, model_identity
-from domaintune.models.module import CausalLMModule
+from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import instantiate_all, run_task
@@ -77,13 +77,13 @@ def prepare_training(
     data_report = dm.write_report(out) if is_zero else None
     clock.lap("data")
 
-    evaluator = Evaluator(cfg.eval, dm, bool(cfg.model.answer_only_logits), model_key=model_identity(cfg.model))
+    evaluator = Evaluator(cfg.eval, dm, LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
     base = evaluator.run(model, "base") if is_zero and base_eval else None
     clock.lap("base evaluation")
 
     model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")))
-    module = CausalLMModule(model, cfg.optim, answer_only_logits=bool(cfg.model.answer_only_logits))
+    module = CausalLMModule(model, cfg.optim, LossOptions.from_config(cfg.model))
     every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
     during = [GenerationMetrics(evaluator, int(every))] if every else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])

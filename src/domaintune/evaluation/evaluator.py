@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation import multiple_choice
-from domaintune.evaluation.generation import generate, model_device
-from domaintune.models.module import forward_loss
+from domaintune.evaluation.generation import generate, merged_adapter, model_device
+from domaintune.models.module import LossOptions, forward_loss
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.logging import get_logger
@@ -38,11 +38,9 @@ class EvalResult:
 
 
 class Evaluator:
-    def __init__(
-        self, cfg: DictConfig | dict[str, Any], datamodule: DomainDataModule, answer_only_logits: bool, model_key: str = ""
-    ):
+    def __init__(self, cfg: DictConfig | dict[str, Any], datamodule: DomainDataModule, loss: LossOptions, model_key: str = ""):
         self.cfg = to_dict(cfg)
-        self.answer_only_logits = answer_only_logits
+        self.loss_options = loss
         self.dm = datamodule
         self.split = self.cfg.get("split", "validation")
         self.gcfg = self.cfg.get("generation") or {}
@@ -73,7 +71,7 @@ class Evaluator:
         bar = tqdm(loader, desc=f"eval {label} loss [{self.split}]", leave=False)
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss, n = forward_loss(model, batch, self.answer_only_logits)
+            loss, n = forward_loss(model, batch, self.loss_options)
             nll += float(loss) * int(n)
             tokens += int(n)
             seen += int(batch["n_real"].sum())
@@ -86,7 +84,7 @@ class Evaluator:
         }
 
     # ------------------------------------------------------------------ generation
-    def generation(self, model: nn.Module) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    def generation(self, model: nn.Module, merge_adapter: bool | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Generate for the first `generation.max_samples` eval records and score them with the task's metrics."""
         limit = self.gcfg.get("max_samples")
         self.dm.require(self.split)
@@ -95,7 +93,8 @@ class Evaluator:
         if not records:
             return {}, []
         convs = [self.dm.conversation(r) for r in records]
-        outs, speed = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg)
+        merge = self.cfg["merge_adapter"] if merge_adapter is None else merge_adapter
+        outs, speed = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge)
         samples = [
             {
                 "id": r["_src"],
@@ -132,7 +131,7 @@ class Evaluator:
                 b["delimiter"],
                 int(b["batch_size"]),
                 bool(self.cfg["share_context"]),
-                self.answer_only_logits,
+                self.loss_options.answer_only_logits,
                 name,
             )
             out.update({f"mc/{name}/{k}": v for k, v in scores.items()})
@@ -158,10 +157,13 @@ class Evaluator:
         was_training, original = model.training, model_device(model)
         model.to(self._device(model)).eval()
         log.info(f"Evaluating the {label} model on the {self.split} split")
-        metrics = self.loss(model, label)
-        gen_scores, samples = self.generation(model)
-        metrics.update(gen_scores)
-        metrics.update(self.benchmarks(model))
+        # A LoRA-family adapter is folded into the weights for the whole evaluation (restored bit for bit
+        # afterwards): the tuned model is then scored as fast as the base model.
+        with merged_adapter(model, bool(self.cfg["merge_adapter"])) as fast:
+            metrics = self.loss(fast, label)
+            gen_scores, samples = self.generation(fast, merge_adapter=False)
+            metrics.update(gen_scores)
+            metrics.update(self.benchmarks(fast))
         model.to(original).train(was_training)
         result = EvalResult(metrics, samples)
         if cache is not None:

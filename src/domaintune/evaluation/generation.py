@@ -87,6 +87,7 @@ def generate(
     renderer: ChatRenderer,
     conversations: list[list[Message]],
     cfg: dict[str, Any],
+    merge_adapter: bool,
 ) -> tuple[list[Generation], float]:
     """Generate the next assistant turn for each conversation; returns generations (in input order) and
     generated tokens/s.
@@ -104,7 +105,7 @@ def generate(
     prompts = [renderer.prompt_ids(c) for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if cfg["sort_by_length"] else list(range(len(prompts)))
     out: list[Generation | None] = [None] * len(prompts)
-    with merged_adapter(model, bool(cfg["merge_adapter"])) as fast:
+    with merged_adapter(model, merge_adapter) as fast:
         # tokens/s of generation itself; the one-off merge (~0.1-1 s) is not part of the rate
         n_new, started = 0, time.perf_counter()
         for i in range(0, len(order), batch_size):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from peft import PeftModel
 from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from torchmetrics import SumMetric
 from transformers import get_scheduler
 
@@ -30,9 +35,20 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-def forward_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], answer_only_logits: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class LossOptions:
+    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size): same value, less work or memory."""
+
+    answer_only_logits: bool
+    chunk_size: int | None
+
+    @classmethod
+    def from_config(cls, model_cfg: DictConfig | dict[str, Any]) -> LossOptions:
+        chunk = model_cfg["loss_chunk_size"]
+        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None)
+
+
+def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token loss over the answer tokens (labels != -100) and how many tokens it averages.
 
     With `answer_only_logits` the LM head runs only at the positions that predict a trained token (the
@@ -40,24 +56,71 @@ def forward_loss(
     is applied as the model defines it): the full-vocabulary logits of prompt and padding positions are
     never materialised. That is about half of the head's matmul work and of the logits' memory on
     typical SFT data, for the same loss (tests/test_models.py checks it to 1e-5 in fp32).
+    With `chunk_size` as well, the head and cross-entropy run over chunks of that many positions, each
+    recomputed in the backward pass, so the full (answer tokens x vocabulary) logits never exist at once.
     PEFT prompt methods prepend virtual tokens, so they keep the model's own loss on full logits.
     `loss * n_tokens` is the summed NLL that token-weighted perplexity needs.
     """
     labels = batch["labels"]
     inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
     n_tokens = (labels[:, 1:] != IGNORE).sum()
-    if not answer_only_logits or is_prompt_learning(model):
+    if not opts.answer_only_logits or is_prompt_learning(model):
         return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
     keep = trained_positions(labels)
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
     targets = labels[:, 1:][keep[:, :-1]]
-    if logits.shape[:-1] != targets.shape:
+    if opts.chunk_size:
+        with _head_removed(model) as head:
+            hidden = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+        _check_rows(model, hidden, targets)
+        return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    _check_rows(model, logits, targets)
+    return F.cross_entropy(logits.float(), targets, reduction="mean"), n_tokens
+
+
+def _check_rows(model: nn.Module, out: torch.Tensor, targets: torch.Tensor) -> None:
+    if out.shape[:-1] != targets.shape:
         raise DomainTuneError(
             f"{type(model).__name__} does not accept a boolean logits_to_keep mask (it returned logits of shape "
-            f"{tuple(logits.shape)} for {targets.numel()} trained positions).",
+            f"{tuple(out.shape)} for {targets.numel()} trained positions).",
             "Set model.answer_only_logits=false for this architecture.",
         )
-    return F.cross_entropy(logits.float(), targets, reduction="mean"), n_tokens
+
+
+# Config attributes of architectures that transform the head's output (softcapping, scaling): chunking
+# calls the head itself, so it would skip that transformation.
+HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+@contextlib.contextmanager
+def _head_removed(model: nn.Module) -> Iterator[nn.Module]:
+    """The model's forward with its output head replaced by identity (so it returns the normed hidden states
+    at the kept positions); yields the head, restored on exit."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    found = [k for k in HEAD_TRANSFORMS if getattr(base.config, k, None) not in (None, 1, 1.0)]
+    if found:
+        raise DomainTuneError(
+            f"model.loss_chunk_size does not work with {type(base).__name__}: its head output is transformed ({found[0]}).",
+            "Set model.loss_chunk_size=null.",
+        )
+    head = base.get_output_embeddings()
+    name = next(n for n, m in base.named_children() if m is head)
+    setattr(base, name, nn.Identity())
+    try:
+        yield head
+    finally:
+        setattr(base, name, head)
+
+
+def _chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def nll(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(h).float(), t, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], chunk):
+        part = (hidden[i : i + chunk], targets[i : i + chunk])
+        total = total + (checkpoint(nll, *part, use_reentrant=False) if torch.is_grad_enabled() else nll(*part))
+    return total / targets.numel()
 
 
 def warmup_steps(optim: DictConfig | dict[str, Any], total: int) -> int:
@@ -68,20 +131,20 @@ def warmup_steps(optim: DictConfig | dict[str, Any], total: int) -> int:
 class CausalLMModule(pl.LightningModule):
     """Wraps the model to train; checkpoints hold only its trainable weights."""
 
-    def __init__(self, model: nn.Module, optim: DictConfig | dict[str, Any], answer_only_logits: bool):
+    def __init__(self, model: nn.Module, optim: DictConfig | dict[str, Any], loss: LossOptions):
         super().__init__()
         # from_pretrained returns models in eval mode and Lightning keeps modules' modes as they are:
         # without this, dropout (e.g. LoRA's) would silently be off during training.
         self.model = model.train()
         self.optim = dict(optim)
-        self.answer_only_logits = answer_only_logits
+        self.loss = loss
         # Frozen base weights are not in our checkpoints (see on_save_checkpoint), so loading is partial.
         self.strict_loading = False
         self.val_nll = SumMetric()
         self.val_tokens = SumMetric()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = forward_loss(self.model, batch, self.answer_only_logits)
+        loss, _ = forward_loss(self.model, batch, self.loss)
         # Checked when the loss is logged anyway, not every step: `if` on a device tensor is a host sync.
         if self._logs_now() and not torch.isfinite(loss):
             raise FloatingPointError(
@@ -97,7 +160,7 @@ class CausalLMModule(pl.LightningModule):
         return self.global_step % max(every, 1) == 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, n_tokens = forward_loss(self.model, batch, self.answer_only_logits)
+        loss, n_tokens = forward_loss(self.model, batch, self.loss)
         self.val_nll.update(loss.float() * n_tokens)
         self.val_tokens.update(n_tokens)
 
