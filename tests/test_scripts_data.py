@@ -59,16 +59,35 @@ def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, 
         assert lines - removed == len(dm.examples[split]) > 0, "and every record that leaves it is counted"
 
 
-def test_benchmark_script_measures_speed(tmp_path: Path) -> None:
+def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
+    """The benchmark runs DomainTune's training path and the transformers Trainer on the same examples, scores
+    PIQA with lm-eval too (equal scores), and generates the same answers on every path (tiny model)."""
+    pytest.importorskip("lm_eval")
     run_script(
         "scripts/benchmark.py",
         "model=tiny",
-        "bench.steps=1",
-        "bench.attentions=[sdpa]",
-        "bench.seq_len=32",
+        "data.max_samples=40",
+        "bench.steps=2",
+        "bench.warmup=1",
+        "bench.only=[domaintune,domaintune_unoptimised,hf_trainer]",
+        "bench.mc_max_items=6",
+        "bench.lm_eval_batch_sizes=[4]",
+        "bench.gen_prompts=4",
+        "eval.generation.max_new_tokens=4",
         f"paths.log_dir={tmp_path}",
     )
     [result] = list(tmp_path.glob("benchmark/*/*/benchmark.json"))
     data = json.loads(result.read_text())
-    assert data["train"]["32-true/sdpa"]["tokens_per_s"] > 0 and data["matmul_gflops"]["fp32"] > 0
-    assert "bf16-mixed/sdpa" in data["train"]  # measured, or skipped with the reason
+    assert data["matmul_gflops"]["fp32"] > 0
+    train = {name: runs[0] for name, runs in data["train"].items()}
+    assert set(train) == {"domaintune", "domaintune_unoptimised", "hf_trainer"}
+    for name, r in train.items():
+        assert "error" not in r, (name, r)
+        assert r["steps"] == 2 and r["answer_tok_s"] > 0 and r["peak_rss_gib"] > 0 and r["other_cpu_s"] >= 0
+        assert r["answer_tok_s"] <= r["real_tok_s"] <= r["processed_tok_s"]
+    assert train["domaintune"]["batching"] == "grouped by length"
+    assert train["domaintune"]["padding_efficiency"] > train["domaintune_unoptimised"]["padding_efficiency"]
+    assert data["mc"]["identical"] and data["mc"]["items"] == 6
+    assert data["generation"]["same_answers"]
+    table = (result.parent / "benchmark.md").read_text()
+    assert "answer tok/s ÷ hf_trainer" in table and "| lm-evaluation-harness | 4 |" in table
