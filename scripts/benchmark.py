@@ -107,13 +107,11 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str) -> lis
     ok = {k: [r for r in v if "error" not in r] for k, v in results.items()}
     avg = {k: {c: mean([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
     peers = [k for k in avg if not k.startswith(reference)]
+    ratio_cols = [f"answer tok/s ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers]
     lines = [
-        "| system | batching | answer tok/s | real tok/s | processed tok/s | padding eff. | s/step | peak RSS GiB | other CPU | "
-        + " | ".join(f"answer tok/s ÷ {p}" for p in peers)
-        + " | "
-        + " | ".join(f"RSS ÷ {p}" for p in peers)
-        + " |",
-        "|---|---|" + "---:|" * (7 + 2 * len(peers)),
+        "| system | batching | answer tok/s | real tok/s | processed tok/s | padding eff. | s/step | peak RSS GiB | other CPU |"
+        + "".join(f" {c} |" for c in ratio_cols),
+        "|---|---|" + "---:|" * (7 + len(ratio_cols)),
     ]
     for name, a in avg.items():
         other = mean([r["other_cpu_share"] for r in ok[name]])
@@ -122,7 +120,7 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str) -> lis
         lines.append(
             f"| {name} | {ok[name][0].get('batching', 'padded (shuffled)')} | {a['answer_tok_s']:.1f} | {a['real_tok_s']:.1f} | "
             f"{a['processed_tok_s']:.1f} | {a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | "
-            f"{100 * other:.0f}% | " + " | ".join(ratios) + " | " + " | ".join(rss) + " |"
+            f"{100 * other:.0f}% |" + "".join(f" {r} |" for r in [*ratios, *rss])
         )
     for name, runs in results.items():
         for r in runs:
@@ -141,7 +139,8 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     unknown = set(cfg.bench.parts) - {"hardware", "train", "mc", "generation"}
     if unknown:
         raise DomainTuneError(f"Unknown bench.parts {sorted(unknown)}.", "Use any of hardware, train, mc, generation.")
-    report: dict[str, Any] = {"machine": machine(), "command": " ".join(["python scripts/benchmark.py", *passthrough()])}
+    command = " ".join(["python scripts/benchmark.py", *HydraConfig.get().overrides.task])
+    report: dict[str, Any] = {"machine": machine(), "command": command}
     md = [f"Machine: {report['machine']}", f"Command: `{report['command']}`", ""]
     console = Console()
     if "hardware" in cfg.bench.parts:

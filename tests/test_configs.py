@@ -31,7 +31,8 @@ def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -
     overrides = [f"{group}={option}", *REQUIRED.get((group, option), [])]
     cfg = compose_train(overrides, tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["model"]["name"] and resolved["data"]["name"] and resolved["adapter"]["name"]
+    assert cfg.hydra.runtime.choices[group] == option, "the option was not the one composed"
+    assert all(isinstance(resolved[g]["name"], str) and resolved[g]["name"] for g in ("model", "data", "adapter"))
 
 
 def test_every_group_has_options() -> None:

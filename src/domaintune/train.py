@@ -23,7 +23,7 @@ from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.report import compare, print_table, samples_table, write_report
-from domaintune.models.adapters import apply_adapter, prepends_virtual_tokens, save_adapter
+from domaintune.models.adapters import apply_adapter, compile_blocks, prepends_virtual_tokens, save_adapter
 from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.utils.config import CONFIG_DIR, to_dict
@@ -82,7 +82,9 @@ def prepare_training(
     base = evaluator.run(model, "base") if is_zero and base_eval else None
     clock.lap("base evaluation")
 
-    model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")))
+    model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
+    if cfg.model.compile:
+        compile_blocks(model)
     module = CausalLMModule(model, cfg.optim, LossOptions.from_config(cfg.model))
     every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
     during = [GenerationMetrics(evaluator, int(every))] if every else []

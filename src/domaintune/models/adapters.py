@@ -79,6 +79,18 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
     return model
 
 
+def compile_blocks(model: nn.Module) -> int:
+    """torch.compile every transformer block in place (model.compile): `nn.Module.compile` keeps parameter
+    names, so checkpoints, adapters and resume work as without it. Shapes vary per batch, hence dynamic
+    shapes. Returns how many blocks were compiled."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    blocks = _blocks(base)
+    for block in blocks:
+        block.compile(dynamic=True)
+    log.info(f"model.compile: {len(blocks)} blocks compiled with torch.compile (the first steps include compilation)")
+    return len(blocks)
+
+
 def prepends_virtual_tokens(cfg: DictConfig) -> bool:
     """Whether an adapter config is a prompt-learning method (prompt/prefix tuning), known before any model
     is loaded, so that option combinations it cannot serve (packing) are settled up front."""
