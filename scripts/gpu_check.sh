@@ -15,12 +15,17 @@ PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 OUT=${OUT:-outputs/gpu_check}
 mkdir -p "$OUT"
 GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
+if [ "$GPUS" = 0 ]; then echo "gpu_check: torch sees no CUDA GPU here; run it on a GPU machine"; exit 2; fi
 echo "gpu_check: $($PY -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')") x ${GPUS}, torch $($PY -c 'import torch; print(torch.__version__)')"
 TINY=(model=tiny data.max_samples=32 data.batch_size=4 eval.max_samples=8 eval.generation.max_samples=4
       eval.generation.max_new_tokens=8 trainer.max_steps=4 trainer.val_check_interval=2 logger=csv
       callbacks.model_checkpoint.every_n_train_steps=2 "paths.log_dir=$OUT/runs")
 failed=0
 n=0
+
+last_error() {  # the one-line reason of a failed case, without colour codes or the log prefix
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -v '^\s*$' | grep -E 'ERROR|Error|error' | tail -1 | sed 's/.*ERROR\] - //' | cut -c1-200
+}
 
 run_case() {  # name, then the command
   local name=$1; shift
@@ -30,15 +35,15 @@ run_case() {  # name, then the command
   if "$@" >"$log" 2>&1; then
     printf 'PASS  %-58s %4ds\n' "$name" $((SECONDS - started))
   elif grep -q "needs the \`deepspeed\` package\|GPU(s) are visible" "$log"; then
-    printf 'SKIP  %-58s %4ds  %s\n' "$name" $((SECONDS - started)) "$(grep -o 'trainer[^.]*\. [^.]*\.' "$log" | tail -1)"
+    printf 'SKIP  %-58s %4ds  %s\n' "$name" $((SECONDS - started)) "$(last_error "$log")"
   else
     failed=$((failed + 1))
-    printf 'FAIL  %-58s %4ds  %s\n' "$name" $((SECONDS - started)) "$(grep -v '^\s*$' "$log" | tail -1 | cut -c1-160)"
+    printf 'FAIL  %-58s %4ds  %s\n' "$name" $((SECONDS - started)) "$(last_error "$log")"
   fi
 }
 
 run_case "trainer=gpu adapter=lora" $PY train.py "${TINY[@]}" trainer=gpu run_name=gpu_lora
-FIRST=$(ls -d "$OUT"/runs/train/*/*_gpu_lora 2>/dev/null | tail -1)
+FIRST=$(ls -d "$OUT"/runs/train/*/*_gpu_lora/adapter 2>/dev/null | tail -1 | xargs -r dirname)
 for adapter in dora ia3 prompt_tuning prefix_tuning full freeze; do
   extra=(); [ "$adapter" = freeze ] && extra=(adapter.train_top_n=1)
   run_case "trainer=gpu adapter=$adapter" $PY train.py "${TINY[@]}" trainer=gpu adapter=$adapter "${extra[@]}"
