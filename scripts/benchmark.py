@@ -1,6 +1,6 @@
 """DomainTune against its peers on identical work, on this machine, in one invocation.
 
-    python scripts/benchmark.py paths.data_dir=../shared/data              # everything (about 40 min on 2 cores)
+    python scripts/benchmark.py paths.data_dir=../shared/data              # everything (about 45 min on 2 cores)
     python scripts/benchmark.py paths.data_dir=../shared/data bench.parts=[train] bench.rounds=2
     python scripts/benchmark.py bench.parts=[hardware]                      # matmul GFLOP/s per dtype only
 
