@@ -87,6 +87,7 @@ class DomainDataModule(pl.LightningDataModule):
             )
         check_packing(self.cfg["packing"], virtual_tokens=not packing_allowed)
         self._batching: dict[str, Any] | None = None
+        self._efficiency: dict[str, float] | None = None
 
     @property
     def task(self) -> Task:
@@ -278,8 +279,8 @@ class DomainDataModule(pl.LightningDataModule):
                 )
             else:
                 pack_it, why = bool(wanted), f"data.packing={str(wanted).lower()}"
-            mode = "packed" if pack_it else ("grouped by length" if self.cfg["group_by_length"] else "shuffled")
             used = "packed" if pack_it else "grouped" if self.cfg["group_by_length"] else "shuffled"
+            mode = "grouped by length" if used == "grouped" else used
             self._batching = {"mode": mode, "packed": pack_it, "reason": why, "efficiency": eff[used]}
             log.info(f"Training batches: {mode} ({why}); padding efficiency {self._batching['efficiency']:.3f}")
         return self._batching
@@ -331,7 +332,13 @@ class DomainDataModule(pl.LightningDataModule):
         return [len(e["input_ids"]) for e in self.examples.get(split, [])]
 
     def padding_efficiency(self) -> dict[str, float]:
-        """Real tokens / processed tokens of training batches: shuffled, grouped by length, and packed."""
+        """Real tokens / processed tokens of training batches: shuffled, grouped by length, and packed
+        (computed once: the batching decision and the report both read it)."""
+        if self._efficiency is None:
+            self._efficiency = self._measure_padding()
+        return self._efficiency
+
+    def _measure_padding(self) -> dict[str, float]:
         examples = self.require("train")
         size = int(self.cfg["batch_size"])
         shuffled = list(examples)
