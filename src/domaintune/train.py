@@ -57,7 +57,7 @@ class Run:
 
 def prepare_training(
     cfg: DictConfig, callbacks: list[pl.Callback] | None = None, base_eval: bool = True
-) -> tuple[pl.Trainer, CausalLMModule, DomainDataModule, Evaluator, EvalResult | None, dict[str, Any] | None]:
+) -> tuple[pl.Trainer, CausalLMModule, DomainDataModule, Evaluator, EvalResult | None]:
     """Everything before `trainer.fit`: model, data (+ audit), base evaluation, adapter, module, trainer.
 
     scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
@@ -97,13 +97,13 @@ def prepare_training(
             tables={"data/audit": audit_rows(data_report)},
             images={"data/token_lengths": out / "token_lengths.png"},
         )
-    return trainer, module, dm, evaluator, base, data_report
+    return trainer, module, dm, evaluator, base
 
 
 def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
     """Base evaluation, fit, tuned evaluation, report. Returns None on non-zero DDP ranks."""
     out = Path(cfg.paths.output_dir)
-    trainer, module, dm, evaluator, base, _ = prepare_training(cfg, callbacks)
+    trainer, module, dm, evaluator, base = prepare_training(cfg, callbacks)
     tokenizer = dm.tokenizer
     if cfg.get("train", True):
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
