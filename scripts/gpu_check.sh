@@ -24,7 +24,7 @@ failed=0
 n=0
 
 last_error() {  # the one-line reason of a failed case, without colour codes or the log prefix
-  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -v '^\s*$' | grep -E 'ERROR|Error|error' | tail -1 | sed 's/.*ERROR\] - //' | cut -c1-200
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -v '^\s*$' | grep -v HYDRA_FULL_ERROR | grep -E 'ERROR|Error|error' | tail -1 | sed 's/.*ERROR\] - //' | cut -c1-200
 }
 
 run_case() {  # name, then the command

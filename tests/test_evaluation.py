@@ -197,10 +197,16 @@ def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> 
         Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), LOSS).run(load_model(cfg.model)[0], "base")
 
 
+@pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_mc_shared_context_and_answer_only_logits_keep_the_log_likelihoods(make_cfg, attention: str) -> None:
-    """Every fast path (context once per question, head at continuation positions only) equals the plain
-    one-row-per-choice computation that lm-eval does, to float rounding."""
+def test_mc_shared_context_and_answer_only_logits_keep_the_log_likelihoods(
+    make_cfg, monkeypatch, attention: str, boolean_mask: bool
+) -> None:
+    """Every fast path (context once per question, head at continuation positions only, by boolean mask or
+    by the positions fallback) equals the plain one-row-per-choice computation that lm-eval does."""
+    from domaintune.models import module
+
+    monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
     cfg = make_cfg(f"model.attn_implementation={attention}")
     model, tok = load_model(cfg.model)
     items = multiple_choice.load_items(ROOT / "src/domaintune/data/samples/benchmark_piqa", "validation")

@@ -55,17 +55,22 @@ def test_embedded_smollm2_loads_and_caches(make_cfg, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ fast loss
+@pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
 @pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("packing", [False, True])
 @pytest.mark.parametrize("adapter", ["lora", "full", "prompt_tuning"])
 def test_answer_only_logits_give_the_same_loss_and_gradients(
-    make_cfg, tokenizer, packing: bool, adapter: str, chunk: int | None
+    make_cfg, tokenizer, monkeypatch, packing: bool, adapter: str, chunk: int | None, boolean_mask: bool
 ) -> None:
     """The LM head at trained positions only (the default), in chunks or not, changes neither the loss nor
-    its gradients (for full fine-tuning that includes the head, tied to the embeddings)."""
+    its gradients (for full fine-tuning that includes the head, tied to the embeddings); also through the
+    1-D positions fallback that transformers releases without boolean masks get (5.17 on the GPU image)."""
     from domaintune.data.datamodule import DomainDataModule
+    from domaintune.models import module
     from domaintune.models.adapters import apply_adapter
     from domaintune.models.module import LossOptions, forward_loss
+
+    monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
 
     cfg = make_cfg(f"adapter={adapter}", f"data.packing={str(packing).lower()}")
     dm = DomainDataModule(cfg.data, tokenizer, seed=0)
@@ -91,8 +96,12 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
         assert torch.allclose(g, fast_grads[k], atol=1e-5, rtol=1e-4), k
 
 
-def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, tokenizer) -> None:
+@pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
+def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, tokenizer, monkeypatch, boolean_mask) -> None:
+    from domaintune.models import module
     from domaintune.models.module import LossOptions, forward_loss
+
+    monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
     from domaintune.utils.errors import DomainTuneError
 
     model, _ = load_model(make_cfg().model)

@@ -6,6 +6,7 @@ python -m domaintune.train data=education trainer=gpu
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,13 @@ def train(cfg: DictConfig) -> dict[str, float] | None:
 
 
 def finish_loggers() -> None:
-    """Close the W&B run so each multirun job gets its own (and offline files are flushed)."""
-    import wandb
+    """Close the W&B run so each multirun job gets its own (and offline files are flushed).
 
-    if wandb.run is not None:
+    W&B is looked up, not imported: a run that never used it (e.g. `logger=csv`) has no W&B run to close,
+    and should neither pay for nor need the import.
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
 
 

@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from domaintune.data.formats import compile_template
 from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.generation import model_device
+from domaintune.models.module import logits_at
 from domaintune.utils.errors import DomainTuneError
 
 
@@ -154,7 +155,7 @@ def loglikelihoods(
             allowed[b, at:, at:] = torch.eye(width - at, dtype=torch.bool)  # padding sees itself only (no NaN rows)
         inputs = {k: v.to(device) for k, v in _model_inputs(model, ids, pos, allowed, batch, pairs, share_context).items()}
         if answer_only_logits:
-            logits = model(**inputs, use_cache=False, logits_to_keep=keep.to(device)).logits
+            logits = logits_at(model, inputs, keep.to(device))
             index = torch.full(keep.shape, -1, dtype=torch.long)
             index[keep] = torch.arange(int(keep.sum()))  # (row, position) -> row of the flattened logits
         else:

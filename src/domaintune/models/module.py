@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from torchmetrics import SumMetric
 from transformers import get_scheduler
+from transformers import modeling_utils as hf_modeling
 
 from domaintune.models.adapters import is_prompt_learning
 from domaintune.utils.errors import DomainTuneError
@@ -26,6 +27,37 @@ from domaintune.utils.errors import DomainTuneError
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 # the loss's own ignore index (-100): collate pads labels with the same value (data.chat.IGNORE)
 IGNORE = nn.CrossEntropyLoss().ignore_index
+
+
+# transformers 5.2x taught `logits_to_keep` to take a boolean (batch, seq) mask (`slice_logits_to_keep`);
+# earlier 5.x releases (e.g. 5.17, still in GPU images) index `hidden[:, keep, :]` and fail on a 2-D mask.
+# Detected once, so one code path serves both (a module attribute so tests can force the fallback).
+BOOLEAN_LOGITS_TO_KEEP = hasattr(hf_modeling, "slice_logits_to_keep")
+
+
+def logits_at(model: nn.Module, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    """The model's output (logits, or the hidden states if the head is removed) at the True positions of the
+    boolean (batch, seq) `keep`, flattened row-major to (n_kept, features): the head never runs elsewhere.
+
+    With a transformers that lacks boolean masks, the head runs at the union over the batch of the kept
+    positions (a 1-D `logits_to_keep`, supported by every 5.x release) and the rows are then picked, in
+    the same order: the same values, a little more head work on ragged batches.
+    """
+    if BOOLEAN_LOGITS_TO_KEEP:
+        out = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    else:
+        cols = keep.any(0).nonzero().squeeze(1)
+        out = model(**inputs, use_cache=False, logits_to_keep=cols).logits
+        if out.dim() == 3 and out.shape[1] == len(cols):
+            out = out[keep[:, cols]]
+    n_kept = int(keep.sum())
+    if out.dim() != 2 or out.shape[0] != n_kept:
+        raise DomainTuneError(
+            f"{type(model).__name__} does not accept logits_to_keep (it returned logits of shape {tuple(out.shape)} "
+            f"for {n_kept} kept positions).",
+            "Set model.answer_only_logits=false for this architecture.",
+        )
+    return out
 
 
 def trained_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -52,7 +84,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     """Mean next-token loss over the answer tokens (labels != -100) and how many tokens it averages.
 
     With `answer_only_logits` the LM head runs only at the positions that predict a trained token (the
-    model's own `logits_to_keep` with a boolean mask, so any architecture's head, softcapping included,
+    model's own `logits_to_keep` (see `logits_at`), so any architecture's head, softcapping included,
     is applied as the model defines it): the full-vocabulary logits of prompt and padding positions are
     never materialised. That is about half of the head's matmul work and of the logits' memory on
     typical SFT data, for the same loss (tests/test_models.py checks it to 1e-5 in fp32).
@@ -70,21 +102,10 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     targets = labels[:, 1:][keep[:, :-1]]
     if opts.chunk_size:
         with _head_removed(model) as head:
-            hidden = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-        _check_rows(model, hidden, targets)
+            hidden = logits_at(model, inputs, keep)
         return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-    _check_rows(model, logits, targets)
+    logits = logits_at(model, inputs, keep)
     return F.cross_entropy(logits.float(), targets, reduction="mean"), n_tokens
-
-
-def _check_rows(model: nn.Module, out: torch.Tensor, targets: torch.Tensor) -> None:
-    if out.shape[:-1] != targets.shape:
-        raise DomainTuneError(
-            f"{type(model).__name__} does not accept a boolean logits_to_keep mask (it returned logits of shape "
-            f"{tuple(out.shape)} for {targets.numel()} trained positions).",
-            "Set model.answer_only_logits=false for this architecture.",
-        )
 
 
 # Config attributes of architectures that transform the head's output (softcapping, scaling): chunking
