@@ -52,7 +52,7 @@ run_case "trainer=gpu data.packing=true" $PY train.py "${TINY[@]}" trainer=gpu d
 run_case "trainer=gpu gradient_checkpointing adapter=dora" $PY train.py "${TINY[@]}" trainer=gpu model.gradient_checkpointing=true adapter=dora
 run_case "trainer=gpu trainer.precision=32-true" $PY train.py "${TINY[@]}" trainer=gpu trainer.precision=32-true
 run_case "trainer=fsdp devices=1 (shipped clipping)" $PY train.py "${TINY[@]}" trainer=fsdp trainer.devices=1
-run_case "trainer=fsdp devices=$GPUS" $PY train.py "${TINY[@]}" trainer=fsdp trainer.devices=$GPUS
+[ "$GPUS" -gt 1 ] && run_case "trainer=fsdp devices=$GPUS" $PY train.py "${TINY[@]}" trainer=fsdp trainer.devices=$GPUS
 run_case "trainer=ddp devices=$GPUS" $PY train.py "${TINY[@]}" trainer=ddp trainer.devices=$GPUS
 run_case "trainer=deepspeed devices=1" $PY train.py "${TINY[@]}" trainer=deepspeed trainer.devices=1
 run_case "trainer=default (CPU) on a GPU machine" $PY train.py "${TINY[@]}" trainer=default
