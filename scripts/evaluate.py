@@ -13,11 +13,11 @@ from omegaconf import DictConfig
 
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import Evaluator
-from domaintune.evaluation.report import compare, print_table, write_report
+from domaintune.evaluation.publish import publish
 from domaintune.inference import adapter_path, with_run_config
 from domaintune.models.loading import load_adapted, load_model, model_identity
 from domaintune.models.module import LossOptions
-from domaintune.utils.config import CONFIG_DIR
+from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.hydra import run_task
 
 
@@ -29,19 +29,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     evaluator = Evaluator(cfg.eval, dm, LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
     base = evaluator.run(model, "base") if cfg.compare_base or path is None else None
     tuned = evaluator.run(load_adapted(model, path), "tuned") if path is not None else None
-    rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {})
     info = {
         "model": cfg.model.name,
         "data": cfg.data.name,
         "adapter": str(path) if path else "none (base model)",
-        "split": evaluator.split,
+        "split": ", ".join(evaluator.splits),
     }
-    out = Path(cfg.paths.output_dir)
-    samples_b, samples_t = (base or tuned).samples, (tuned or base).samples
-    write_report(out, rows, info, samples_b, samples_t, int(cfg.eval.generation.get("num_samples", 4)))
-    print_table(rows, title=f"{cfg.data.name}: {evaluator.split} split" + (", base vs tuned" if base and tuned else ""))
-    print(f"Report: {out / 'report.md'}")
-    return {f"{stage}/{k}": r[stage] for k, r in rows.items() for stage in ("base", "tuned") if r[stage] is not None}
+    title = f"{cfg.data.name}: {evaluator.split} split" + (", base vs tuned" if base and tuned else "")
+    _, flat = publish(Path(cfg.paths.output_dir), base, tuned, info, to_dict(cfg.eval), title)
+    print(f"Report: {Path(cfg.paths.output_dir) / 'report.md'}")
+    return flat
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

@@ -23,21 +23,26 @@ LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
 
 
 # ------------------------------------------------------------------------------------------ metrics
+def scores(name: str, preds: list[str], refs: list[list[str]], labels: list[str] | None = None) -> dict[str, float]:
+    """A metric's plain values (the aggregate of its per-example evidence)."""
+    return metrics.values(metrics.score([name], preds, refs, labels))
+
+
 def test_rouge_by_hand() -> None:
     # pred "the cat sat" vs ref "the cat sat down": unigram P=3/3, R=3/4 -> F=6/7; bigram P=2/2, R=2/3 -> F=0.8
-    s = metrics.rouge(["the cat sat"], [["the cat sat down"]])
+    s = scores("rouge", ["the cat sat"], [["the cat sat down"]])
     assert (
         s["rouge1"] == pytest.approx(100 * 6 / 7)
         and s["rouge2"] == pytest.approx(80.0)
         and s["rougeL"] == pytest.approx(100 * 6 / 7)
     )
     # multi-reference: the best reference counts
-    assert metrics.rouge(["a dog"], [["the cat", "a dog"]])["rouge1"] == pytest.approx(100.0)
+    assert scores("rouge", ["a dog"], [["the cat", "a dog"]])["rouge1"] == pytest.approx(100.0)
 
 
 def test_squad_f1_and_exact_match_by_hand() -> None:
     # SQuAD normalisation drops case, punctuation and articles: "The Cat sat!" == "cat sat" exactly
-    s = metrics.squad(["The Cat sat!", "blue"], [["cat sat"], ["a red car", "blue sky"]])
+    s = scores("squad", ["The Cat sat!", "blue"], [["cat sat"], ["a red car", "blue sky"]])
     # second: best of F1("blue","red car")=0 and F1("blue","blue sky")=2*(1*0.5)/(1.5)=2/3
     assert s["exact_match"] == pytest.approx(50.0)
     assert s["token_f1"] == pytest.approx((100 + 100 * 2 / 3) / 2)
@@ -45,9 +50,9 @@ def test_squad_f1_and_exact_match_by_hand() -> None:
 
 def test_bleu_chrf_identity_and_length() -> None:
     refs = [["the quick brown fox jumps over the lazy dog"]]
-    assert metrics.bleu([refs[0][0]], refs)["bleu"] == pytest.approx(100.0)
-    assert metrics.chrf([refs[0][0]], refs)["chrf"] == pytest.approx(100.0)
-    assert metrics.length(["a b", "c d e f"], [["x y z"], ["x"]]) == {"length_words": 3.0, "length_ratio": 1.5}
+    assert scores("bleu", [refs[0][0]], refs)["bleu"] == pytest.approx(100.0)
+    assert scores("chrf", [refs[0][0]], refs)["chrf"] == pytest.approx(100.0)
+    assert scores("length", ["a b", "c d e f"], [["x y z"], ["x"]]) == {"length_words": 3.0, "length_ratio": 1.5}
 
 
 @pytest.mark.parametrize(
@@ -67,7 +72,7 @@ def test_parse_label(text: str, expected: str | None) -> None:
 
 def test_label_accuracy_macro_f1_and_unparseable_by_hand() -> None:
     labels = ["true", "false"]
-    s = metrics.label(["true", "false", "gibberish", "true"], [["true"], ["true"], ["false"], ["false"]], labels=labels)
+    s = scores("label", ["true", "false", "gibberish", "true"], [["true"], ["true"], ["false"], ["false"]], labels)
     # correct: 1 of 4. true: TP=1 FP=1 FN=1 -> F1=0.5; false: TP=0 -> F1=0; macro=25
     assert s == {"accuracy": 25.0, "macro_f1": pytest.approx(25.0), "unparseable_rate": 25.0}
 
@@ -94,11 +99,11 @@ def test_acc_and_acc_norm_definitions_by_hand() -> None:
     lls = [[-2.0, -3.0], [-3.0, -1.5]]
     # item 1: acc picks 0 (wrong); per character -1.0 vs -0.5 -> acc_norm picks 1 (right)
     # item 2: acc picks 1 (wrong); per character -1.0 vs -1.5 -> acc_norm picks 0 (right)
-    assert multiple_choice.score(items, lls) == {"acc": 0.0, "acc_norm": 100.0, "acc_bytes": 100.0}
+    assert metrics.values(multiple_choice.score(items, lls)) == {"acc": 0.0, "acc_norm": 100.0, "acc_bytes": 100.0}
     # bytes differ from characters for non-ASCII text: "éé" is 2 characters but 4 bytes
     # per character -1.1 vs -1.033 picks "abc" (right); per byte -0.55 vs -1.033 picks "éé" (wrong)
     items = [MCItem("q", ["éé", "abc"], 1, "z")]
-    assert multiple_choice.score(items, [[-2.2, -3.1]]) == {"acc": 0.0, "acc_norm": 100.0, "acc_bytes": 0.0}
+    assert metrics.values(multiple_choice.score(items, [[-2.2, -3.1]])) == {"acc": 0.0, "acc_norm": 100.0, "acc_bytes": 0.0}
 
 
 def test_encode_pair_moves_trailing_space_to_the_continuation(tokenizer) -> None:
@@ -146,7 +151,7 @@ def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
     )
     model, tok = load_model(cfg.model)
     items = multiple_choice.load_items(bench, "validation")
-    ours = multiple_choice.evaluate(model, tok, items, cfg.eval.benchmarks.piqa.prompt, " ", 8, True, True)
+    ours = metrics.values(multiple_choice.evaluate(model, tok, items, cfg.eval.benchmarks.piqa.prompt, " ", 8, True, True))
     assert ours["acc"] == pytest.approx(100 * theirs["results"]["dt_mc"]["acc,none"])
     assert ours["acc_norm"] == pytest.approx(100 * theirs["results"]["dt_mc"]["acc_norm,none"])
     pairs = [multiple_choice.encode_pair(tok, f"Question: {it.question}\nAnswer:", " " + c) for it in items for c in it.choices]

@@ -191,7 +191,7 @@ def mc_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from domaintune.evaluation import multiple_choice
+    from domaintune.evaluation import metrics, multiple_choice
     from domaintune.models.loading import load_model
 
     b = cfg.eval.benchmarks[bench.benchmark]
@@ -199,15 +199,17 @@ def mc_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     model, tok = load_model(cfg.model)
     model.eval()
     started = time.perf_counter()
-    ours = multiple_choice.evaluate(
-        model,
-        tok,
-        items,
-        b.prompt,
-        b.delimiter,
-        int(b.batch_size),
-        bool(cfg.eval.share_context),
-        bool(cfg.model.answer_only_logits),
+    ours = metrics.values(
+        multiple_choice.evaluate(
+            model,
+            tok,
+            items,
+            b.prompt,
+            b.delimiter,
+            int(b.batch_size),
+            bool(cfg.eval.share_context),
+            bool(cfg.model.answer_only_logits),
+        )
     )
     ours_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:

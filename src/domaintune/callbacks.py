@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ class TokenThroughput(pl.Callback):
 
 
 class GenerationMetrics(pl.Callback):
-    """Scores generations on the eval subset every N training epochs (the same Evaluator as before/after)."""
+    """Scores generations on the validation subset every N training epochs (the same Evaluator as before/after)."""
 
     def __init__(self, evaluator: Any, every_n_epochs: int):
         self.evaluator = evaluator
@@ -38,7 +39,9 @@ class GenerationMetrics(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every or not trainer.is_global_zero:
             return
-        scores, _ = self.evaluator.generation(pl_module.model)
+        # on the validation split: watching the test split during training would make it a selection set
+        speed, evidence, _ = self.evaluator.generation(pl_module.model, "validation")
+        scores = {**speed, **{k: e.value() for k, e in evidence.items()}}
         for lg in trainer.loggers:
             lg.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=trainer.global_step)
 
@@ -75,3 +78,49 @@ class FirstStepTime(pl.Callback):
             print(f"Time to first training step: {self.seconds:.1f} s ({parts})", flush=True)
         for lg in trainer.loggers:
             lg.log_metrics({"time/first_step_s": self.seconds}, step=trainer.global_step)
+
+
+class BestWeights(pl.Callback):
+    """Keeps a CPU copy of the trainable weights from the best validation check (`eval.weights: best`),
+    so the after-evaluation and the saved adapter use them instead of whatever the last step left.
+
+    In memory rather than through a checkpoint file: it works the same under every strategy (each rank
+    keeps and restores its own shard under FSDP), and a checkpoint saved between validations cannot
+    pair weights with a score measured at another step. Its state (value, step, weights) is part of each
+    checkpoint, so a resumed run keeps the best from before the interruption.
+    """
+
+    def __init__(self, monitor: str, mode: str):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be min or max, not {mode!r}")
+        self.monitor, self.mode = monitor, mode
+        self.value: float | None = None
+        self.step: int | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def _better(self, value: float) -> bool:
+        return self.value is None or (value < self.value if self.mode == "min" else value > self.value)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        found = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or found is None or not math.isfinite(float(found)):
+            return
+        if self._better(float(found)):
+            self.value, self.step = float(found), trainer.global_step
+            self.weights = {n: p.detach().to("cpu", copy=True) for n, p in pl_module.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self, pl_module: pl.LightningModule) -> bool:
+        """Copy the best weights back into the module; False if no validation check has run."""
+        if self.weights is None:
+            return False
+        params = dict(pl_module.named_parameters())
+        for name, w in self.weights.items():
+            params[name].copy_(w.to(params[name].device))
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value, self.step, self.weights = state["value"], state["step"], state["weights"]

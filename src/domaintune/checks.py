@@ -92,3 +92,27 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
             "Set trainer.gradient_clip_algorithm=norm or trainer.gradient_clip_val=null.",
         )
     check_packing(cfg.data.get("packing"), prepends_virtual_tokens(cfg.adapter))
+    check_evaluation(cfg.eval)
+
+
+def check_evaluation(e: DictConfig) -> None:
+    """Evaluation options that would otherwise fail only after training (or mean something else)."""
+    if e.weights not in ("best", "last"):
+        raise DomainTuneError(f"eval.weights={e.weights!r} is not an option.", "Use eval.weights=best or eval.weights=last.")
+    if e.selection.mode not in ("min", "max"):
+        raise DomainTuneError(f"eval.selection.mode={e.selection.mode!r} is not an option.", "Use min or max.")
+    boot = e.bootstrap
+    if not 0 < float(boot.confidence) < 1:
+        raise DomainTuneError(
+            f"eval.bootstrap.confidence={boot.confidence} is not a probability.", "Use e.g. eval.bootstrap.confidence=0.95."
+        )
+    if int(boot.resamples) < 100:
+        raise DomainTuneError(
+            f"eval.bootstrap.resamples={boot.resamples}: fewer than 100 resamples cannot place a 95% interval's ends.",
+            "Use eval.bootstrap.resamples=1000 (the default) or more.",
+        )
+    splits = [e.split] if isinstance(e.split, str) else list(e.split)
+    if not splits or len(set(splits)) != len(splits):
+        raise DomainTuneError(
+            f"eval.split={list(splits)} must name at least one split, each once.", "E.g. eval.split=[test,validation]."
+        )

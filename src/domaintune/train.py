@@ -15,15 +15,15 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
-from domaintune.callbacks import FirstStepTime, GenerationMetrics, Stopwatch
+from domaintune.callbacks import BestWeights, FirstStepTime, GenerationMetrics, Stopwatch
 from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
-from domaintune.evaluation.report import compare, print_table, samples_table, write_report
+from domaintune.evaluation.publish import publish
 from domaintune.models.adapters import apply_adapter, compile_blocks, prepends_virtual_tokens, save_adapter
 from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule, LossOptions
@@ -102,35 +102,50 @@ def prepare_training(
 
 
 def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
-    """Base evaluation, fit, tuned evaluation, report. Returns None on non-zero DDP ranks."""
+    """Base evaluation, fit, tuned evaluation (best or last weights), report. None on non-zero DDP ranks."""
     out = Path(cfg.paths.output_dir)
-    trainer, module, dm, evaluator, base = prepare_training(cfg, callbacks)
-    tokenizer = dm.tokenizer
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    best = BestWeights(cfg.eval.selection.monitor, cfg.eval.selection.mode)
+    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, *(callbacks or [])])
+    if cfg.train:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    weights = choose_weights(cfg, trainer, module, best)
     if rank_zero_only.rank != 0:
         return None
     assert base is not None
 
     tuned = evaluator.run(module.model, "tuned")
-    save_adapter(module.model, tokenizer, out / "adapter")
-    rows = compare(base.metrics, tuned.metrics)
+    save_adapter(module.model, dm.tokenizer, out / "adapter")
     info = {
         "model": cfg.model.name,
         "data": cfg.data.name,
         "adapter": cfg.adapter.name,
-        "split": evaluator.split,
+        "split": ", ".join(evaluator.splits) + " (model selection: validation)",
+        "weights": weights,
         "global_step": trainer.global_step,
     }
-    write_report(out, rows, info, base.samples, tuned.samples, int(cfg.eval.generation.get("num_samples", 4)))
-    log_to_wandb(trainer.loggers, tables={"eval/samples": samples_table(base.samples, tuned.samples)})
-    flat = {f"{stage}/{k}": r[stage] for k, r in rows.items() for stage in ("base", "tuned", "change") if r[stage] is not None}
-    for lg in trainer.loggers:
-        lg.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=trainer.global_step)
-        lg.save()  # fit() already finalised the loggers; flush what came after
-    print_table(rows, title=f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned")
+    title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
+    rows, flat = publish(out, base, tuned, info, to_dict(cfg.eval), title, trainer.loggers, trainer.global_step)
+    if best.value is not None:
+        flat["selection/val_loss"] = best.value
+        flat["selection/step"] = float(best.step or 0)
     log.info(f"Run folder: {out} (adapter in {out / 'adapter'})")
     return Run(trainer, module, dm, rows, flat)
+
+
+def choose_weights(cfg: DictConfig, trainer: pl.Trainer, module: CausalLMModule, best: BestWeights) -> str:
+    """Restore the best validation weights when `eval.weights: best` (on every rank, so shards stay
+    consistent); returns what the report says about the weights it evaluates."""
+    monitor = cfg.eval.selection.monitor
+    if not cfg.train:
+        return "base model (train=false)"
+    stopped = " (stopped early)" if any(isinstance(c, EarlyStopping) and c.stopped_epoch for c in trainer.callbacks) else ""
+    if cfg.eval.weights == "last":
+        return f"last, step {trainer.global_step}{stopped}"
+    if not best.restore(module):
+        log.warning("eval.weights=best, but no validation check ran (trainer.val_check_interval): using the last weights")
+        return f"last, step {trainer.global_step}: no validation check ran{stopped}"
+    log.info(f"Restored the best weights: step {best.step} of {trainer.global_step}, {monitor}={best.value:.4f}")
+    return f"best, step {best.step} of {trainer.global_step} ({monitor}={best.value:.4f}){stopped}"
 
 
 def train(cfg: DictConfig) -> dict[str, float] | None:

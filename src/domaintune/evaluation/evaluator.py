@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,21 +19,37 @@ from tqdm.auto import tqdm
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation import multiple_choice
+from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import generate, merged_adapter, model_device
-from domaintune.models.module import LossOptions, forward_loss
+from domaintune.models.module import LossOptions, example_nll
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
-# Settings that do not change results: left out of the base-result cache key.
-NOT_IN_KEY = ("device", "cache_base", "cache_dir")
+# Settings that do not change a model's results: left out of the base-result cache key.
+NOT_IN_KEY = ("device", "cache_base", "cache_dir", "bootstrap", "weights")
+# Bumped when what a cached result holds changes (2: per-example evidence), so older files are not reused.
+CACHE_FORMAT = 2
 
 
 @dataclass
 class EvalResult:
+    """Scores of one model; `evidence` holds, per quality metric, the per-example rows the score aggregates
+    (serialised `Evidence`), which the paired bootstrap and the refinement report read."""
+
     metrics: dict[str, float]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def evidence_of(self, name: str) -> Evidence | None:
+        d = self.evidence.get(name)
+        return Evidence.from_dict(d) if d else None
+
+    def add(self, evidence: dict[str, Evidence], prefix: str = "") -> None:
+        for k, e in evidence.items():
+            self.metrics[prefix + k] = e.value()
+            self.evidence[prefix + k] = e.to_dict()
 
 
 class Evaluator:
@@ -42,7 +57,14 @@ class Evaluator:
         self.cfg = to_dict(cfg)
         self.loss_options = loss
         self.dm = datamodule
-        self.split = self.cfg.get("split", "validation")
+        split = self.cfg["split"]
+        # the first split is the report's; further ones (e.g. [test, validation]) add prefixed metrics
+        self.splits = [split] if isinstance(split, str) else list(split)
+        if not self.splits:
+            raise DomainTuneError(
+                "eval.split is an empty list.", "Name a split, e.g. eval.split=test or eval.split=[test,validation]."
+            )
+        self.split = self.splits[0]
         self.gcfg = self.cfg.get("generation") or {}
         self.model_key = model_key
         general = self.cfg.get("general") or []
@@ -61,37 +83,42 @@ class Evaluator:
 
     # ------------------------------------------------------------------ loss
     @torch.inference_mode()
-    def loss(self, model: nn.Module, label: str) -> dict[str, float]:
-        """Token-weighted loss and perplexity over the answer tokens of the eval split."""
+    def loss(self, model: nn.Module, label: str, split: str) -> tuple[dict[str, float], dict[str, Evidence]]:
+        """Token-weighted loss and perplexity over the answer tokens of a split, kept per example."""
         device = model_device(model)
-        nll, tokens, seen, started = 0.0, 0, 0, time.perf_counter()
-        loader = self.dm.eval_dataloader(self.split, self.cfg.get("max_samples"))
+        nll: list[float] = []
+        tokens: list[int] = []
+        seen, started = 0, time.perf_counter()
+        loader = self.dm.eval_dataloader(split, self.cfg["max_samples"])
         if len(loader.dataset) == 0:
-            raise DomainTuneError(f"The {self.split} split has no examples to evaluate.", "Use another eval.split or more data.")
-        bar = tqdm(loader, desc=f"eval {label} loss [{self.split}]", leave=False)
+            raise DomainTuneError(f"The {split} split has no examples to evaluate.", "Use another eval.split or more data.")
+        bar = tqdm(loader, desc=f"eval {label} loss [{split}]", leave=False)
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss, n = forward_loss(model, batch, self.loss_options)
-            nll += float(loss) * int(n)
-            tokens += int(n)
+            row_nll, row_tokens = example_nll(model, batch, self.loss_options)
+            nll += row_nll.tolist()
+            tokens += row_tokens.tolist()
             seen += int(batch["n_real"].sum())
-            bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}", tokens_per_s=f"{seen / (time.perf_counter() - started):.0f}")
-        mean = nll / max(tokens, 1)
-        return {
-            "loss": mean,
-            "perplexity": math.exp(min(mean, 50.0)),
-            "eval_tokens_per_s": seen / max(time.perf_counter() - started, 1e-9),
-        }
+            bar.set_postfix(
+                loss=f"{sum(nll) / max(sum(tokens), 1):.3f}", tokens_per_s=f"{seen / (time.perf_counter() - started):.0f}"
+            )
+        ids = [r["_src"] for r in self.dm.records[split][: len(nll)]]
+        rows = [[a, b] for a, b in zip(nll, tokens, strict=True)]
+        evidence = {"loss": Evidence("loss", ids, rows), "perplexity": Evidence("perplexity", ids, rows)}
+        return {"eval_tokens_per_s": seen / max(time.perf_counter() - started, 1e-9)}, evidence
 
     # ------------------------------------------------------------------ generation
-    def generation(self, model: nn.Module, merge_adapter: bool | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Generate for the first `generation.max_samples` eval records and score them with the task's metrics."""
-        limit = self.gcfg.get("max_samples")
-        self.dm.require(self.split)
-        records = [r for r in self.dm.records[self.split] if self.dm.task_of(r).type != "text"]
+    def generation(
+        self, model: nn.Module, split: str, merge_adapter: bool | None = None
+    ) -> tuple[dict[str, float], dict[str, Evidence], list[dict[str, Any]]]:
+        """Generate for the first `generation.max_samples` records of a split and score them with the task's
+        metrics: (speed, evidence per metric, the generations)."""
+        limit = self.gcfg["max_samples"]
+        self.dm.require(split)
+        records = [r for r in self.dm.records[split] if self.dm.task_of(r).type != "text"]
         records = records[: int(limit)] if limit is not None else records
         if not records:
-            return {}, []
+            return {}, {}, []
         convs = [self.dm.conversation(r) for r in records]
         merge = self.cfg["merge_adapter"] if merge_adapter is None else merge_adapter
         outs, speed = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge)
@@ -105,25 +132,31 @@ class Evaluator:
             }
             for r, c, o in zip(records, convs, outs, strict=True)
         ]
-        scores: dict[str, float] = {"generated_tokens_per_s": speed}
+        evidence: dict[str, Evidence] = {}
         for name, task in self.dm.tasks.items():
             mine = [(s, r) for s, r in zip(samples, records, strict=True) if r.get("_task", "") == name]
-            names = gen_metrics.resolve(self.cfg.get("metrics"), task.type)
+            names = gen_metrics.resolve(self.cfg["metrics"], task.type)
             if not mine or not names:
                 continue
             prefix = f"gen/{name}/" if name else "gen/"
-            values = gen_metrics.score(names, [s["output"] for s, _ in mine], [task.references(r) for _, r in mine], task.labels)
-            scores.update({prefix + k: v for k, v in values.items()})
-        return scores, samples
+            found = gen_metrics.score(
+                names,
+                [s["output"] for s, _ in mine],
+                [task.references(r) for _, r in mine],
+                task.labels,
+                ids=[s["id"] for s, _ in mine],
+            )
+            evidence.update({prefix + k: v for k, v in found.items()})
+        return {"generated_tokens_per_s": speed}, evidence, samples
 
     # ------------------------------------------------------------------ benchmarks
-    def benchmarks(self, model: nn.Module) -> dict[str, float]:
-        out = {}
+    def benchmarks(self, model: nn.Module) -> dict[str, Evidence]:
+        out: dict[str, Evidence] = {}
         for name in self.general:
             b = self.cfg["benchmarks"][name]
             split = b.get("split", "validation")
             items = multiple_choice.load_items(b["dir"], split if isinstance(split, str) else list(split), b.get("max_samples"))
-            scores = multiple_choice.evaluate(
+            evidence = multiple_choice.evaluate(
                 model,
                 self.dm.tokenizer,
                 items,
@@ -134,7 +167,7 @@ class Evaluator:
                 self.loss_options.answer_only_logits,
                 name,
             )
-            out.update({f"mc/{name}/{k}": v for k, v in scores.items()})
+            out.update({f"mc/{name}/{k}": v for k, v in evidence.items()})
         return out
 
     # ------------------------------------------------------------------ all together
@@ -142,10 +175,11 @@ class Evaluator:
         if not self.cfg.get("cache_base", True) or not self.cfg.get("cache_dir"):
             return None
         ids = hashlib.sha256()
-        for ex in self.dm.require(self.split):
-            ids.update(json.dumps(ex["input_ids"]).encode())
+        for split in self.splits:
+            for ex in self.dm.require(split):
+                ids.update(json.dumps(ex["input_ids"]).encode())
         key = json.dumps({k: v for k, v in self.cfg.items() if k not in NOT_IN_KEY}, sort_keys=True, default=str)
-        digest = hashlib.sha256(f"{self.model_key}|{key}|{ids.hexdigest()}".encode()).hexdigest()[:20]
+        digest = hashlib.sha256(f"{CACHE_FORMAT}|{self.model_key}|{key}|{ids.hexdigest()}".encode()).hexdigest()[:20]
         return Path(str(self.cfg["cache_dir"])).expanduser() / "eval" / f"base-{digest}.json"
 
     def run(self, model: nn.Module, label: str) -> EvalResult:
@@ -156,16 +190,21 @@ class Evaluator:
             return EvalResult(**json.loads(cache.read_text()))
         was_training, original = model.training, model_device(model)
         model.to(self._device(model)).eval()
-        log.info(f"Evaluating the {label} model on the {self.split} split")
+        log.info(f"Evaluating the {label} model on the {' and '.join(self.splits)} split{'s' if len(self.splits) > 1 else ''}")
+        result = EvalResult({})
         # A LoRA-family adapter is folded into the weights for the whole evaluation (restored bit for bit
         # afterwards): the tuned model is then scored as fast as the base model.
         with merged_adapter(model, bool(self.cfg["merge_adapter"])) as fast:
-            metrics = self.loss(fast, label)
-            gen_scores, samples = self.generation(fast, merge_adapter=False)
-            metrics.update(gen_scores)
-            metrics.update(self.benchmarks(fast))
+            for split in self.splits:
+                prefix = "" if split == self.split else f"{split}/"
+                speed, evidence = self.loss(fast, label, split)
+                gen_speed, gen_evidence, samples = self.generation(fast, split, merge_adapter=False)
+                result.add({**evidence, **gen_evidence}, prefix)
+                result.metrics.update({prefix + k: v for k, v in {**speed, **gen_speed}.items()})
+                if not prefix:
+                    result.samples = samples
+            result.add(self.benchmarks(fast))
         model.to(original).train(was_training)
-        result = EvalResult(metrics, samples)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(asdict(result)))

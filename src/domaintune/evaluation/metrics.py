@@ -1,8 +1,10 @@
-"""Generation metrics on decoded text, from maintained implementations.
+"""Generation metrics on decoded text, from maintained implementations, kept per example.
 
-ROUGE (rouge-score, multi-reference: best reference per prediction), BLEU and chrF (sacrebleu, corpus
-level), SQuAD token F1 / exact match (torchmetrics, with SQuAD's answer normalisation), accuracy and macro
-F1 over parsed labels (torchmetrics), and length statistics. All scores are on a 0-100 scale.
+ROUGE (rouge-score, multi-reference: best reference per prediction), BLEU and chrF (sacrebleu, corpus level
+from per-sentence statistics), SQuAD token F1 / exact match (torchmetrics, with SQuAD's answer normalisation),
+accuracy and macro F1 over parsed labels, and length statistics. All scores are on a 0-100 scale. Each metric
+returns its `Evidence` (evaluation/evidence.py): the per-example rows whose aggregate is the reported score,
+which the paired bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -10,23 +12,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-import torch
-
+from domaintune.evaluation.evidence import Evidence
 from domaintune.utils.errors import unknown_option
 
-Scores = dict[str, float]
+Scores = dict[str, Evidence]
 
 
-def rouge(preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
+def rouge(ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    rows: dict[str, list[float]] = {"rouge1": [], "rouge2": [], "rougeL": []}
     for pred, targets in zip(preds, refs, strict=True):
         scores = scorer.score_multi(list(targets), pred)
-        for k in totals:
-            totals[k] += scores[k].fmeasure
-    return {k: 100 * v / max(len(preds), 1) for k, v in totals.items()}
+        for k, v in rows.items():
+            v.append(100 * scores[k].fmeasure)
+    return {k: Evidence("mean", list(ids), v) for k, v in rows.items()}
 
 
 def _ref_streams(refs: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -35,31 +36,43 @@ def _ref_streams(refs: Sequence[Sequence[str]]) -> list[list[str]]:
     return [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
 
 
-def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
-    import sacrebleu
+def _sentence_stats(kind: str, ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]]) -> Evidence:
+    from sacrebleu.metrics import BLEU, CHRF
 
-    return {"bleu": sacrebleu.corpus_bleu(list(preds), _ref_streams(refs)).score}
-
-
-def chrf(preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
-    import sacrebleu
-
-    return {"chrf": sacrebleu.corpus_chrf(list(preds), _ref_streams(refs)).score}
+    metric = BLEU() if kind == "bleu" else CHRF()
+    # per-sentence sufficient statistics: their sum scores the corpus exactly as corpus_bleu / corpus_chrf do
+    stats = metric._extract_corpus_statistics(list(preds), _ref_streams(refs)) if preds else []
+    return Evidence(kind, list(ids), [list(s) for s in stats])
 
 
-def squad(preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
+def bleu(ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
+    return {"bleu": _sentence_stats("bleu", ids, preds, refs)}
+
+
+def chrf(ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
+    return {"chrf": _sentence_stats("chrf", ids, preds, refs)}
+
+
+def squad(ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
+    """SQuAD F1/EM are means over examples of each example's best match, so scoring one at a time is exact."""
     from torchmetrics.functional.text import squad as squad_fn
 
-    p = [{"prediction_text": pred, "id": str(i)} for i, pred in enumerate(preds)]
-    t = [{"answers": {"answer_start": [0] * len(r), "text": list(r)}, "id": str(i)} for i, r in enumerate(refs)]
-    out = squad_fn(p, t)
-    return {"token_f1": float(out["f1"]), "exact_match": float(out["exact_match"])}
+    f1, em = [], []
+    for pred, r in zip(preds, refs, strict=True):
+        out = squad_fn(
+            {"prediction_text": pred, "id": "0"}, {"answers": {"answer_start": [0] * len(r), "text": list(r)}, "id": "0"}
+        )
+        f1.append(float(out["f1"]))
+        em.append(float(out["exact_match"]))
+    return {"token_f1": Evidence("mean", list(ids), f1), "exact_match": Evidence("mean", list(ids), em)}
 
 
-def length(preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
-    pred_words = sum(len(p.split()) for p in preds) / max(len(preds), 1)
-    ref_words = sum(len(r[0].split()) for r in refs) / max(len(refs), 1)
-    return {"length_words": pred_words, "length_ratio": pred_words / max(ref_words, 1e-9)}
+def length(ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], **_: object) -> Scores:
+    words = [[len(p.split()), len(r[0].split())] for p, r in zip(preds, refs, strict=True)]
+    return {
+        "length_words": Evidence("mean", list(ids), [float(w) for w, _ in words]),
+        "length_ratio": Evidence("ratio", list(ids), words),
+    }
 
 
 def _norm(text: str) -> str:
@@ -80,21 +93,20 @@ def parse_label(text: str, labels: Sequence[str]) -> str | None:
     return best[2] if best else None
 
 
-def label(preds: Sequence[str], refs: Sequence[Sequence[str]], labels: Sequence[str] | None = None, **_: object) -> Scores:
+def label(
+    ids: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], labels: Sequence[str] | None = None, **_: object
+) -> Scores:
     """Accuracy and macro F1 of parsed labels; an unparseable answer counts as wrong and is counted."""
-    from torchmetrics.functional.classification import multiclass_f1_score
-
     if not labels:
         raise ValueError("the label metric needs the task's label set")
     parsed = [parse_label(p, labels) for p in preds]
     gold = [labels.index(r[0]) for r in refs]
     # unparseable -> an extra "none" class, which is never gold, so it counts as wrong for both scores
     guess = [labels.index(p) if p is not None else len(labels) for p in parsed]
-    f1 = multiclass_f1_score(torch.tensor(guess), torch.tensor(gold), num_classes=len(labels) + 1, average="none")
     return {
-        "accuracy": 100 * sum(g == t for g, t in zip(guess, gold, strict=True)) / max(len(gold), 1),
-        "macro_f1": 100 * float(f1[: len(labels)].mean()),
-        "unparseable_rate": 100 * sum(p is None for p in parsed) / max(len(parsed), 1),
+        "accuracy": Evidence("mean", list(ids), [100.0 * (g == t) for g, t in zip(guess, gold, strict=True)]),
+        "macro_f1": Evidence("macro_f1", list(ids), [[t, g] for g, t in zip(guess, gold, strict=True)], {"classes": len(labels)}),
+        "unparseable_rate": Evidence("mean", list(ids), [100.0 * (p is None) for p in parsed]),
     }
 
 
@@ -129,9 +141,19 @@ def resolve(names: str | Sequence[str] | None, task_type: str) -> list[str]:
 
 
 def score(
-    names: Sequence[str], preds: Sequence[str], refs: Sequence[Sequence[str]], labels: Sequence[str] | None = None
+    names: Sequence[str],
+    preds: Sequence[str],
+    refs: Sequence[Sequence[str]],
+    labels: Sequence[str] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> Scores:
+    """Evidence per metric name; `values(score(...))` gives the plain scores."""
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(preds))]
     out: Scores = {}
     for name in names:
-        out.update(METRICS[name](preds, refs, labels=labels))
+        out.update(METRICS[name](ids, preds, refs, labels=labels))
     return out
+
+
+def values(evidence: Scores) -> dict[str, float]:
+    return {k: e.value() for k, e in evidence.items()}

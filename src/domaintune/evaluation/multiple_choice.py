@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from domaintune.data.formats import compile_template
 from domaintune.data.sources import ReadStats, read_jsonl
+from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import model_device
 from domaintune.models.module import logits_at
 from domaintune.utils.errors import DomainTuneError
@@ -207,8 +208,8 @@ def evaluate(
     share_context: bool,
     answer_only_logits: bool,
     name: str = "mc",
-) -> dict[str, float]:
-    """acc, acc_norm and acc_bytes (in %) of a model on multiple-choice items."""
+) -> dict[str, Evidence]:
+    """acc, acc_norm and acc_bytes (in %) of a model on multiple-choice items, per item."""
     template = compile_template(prompt, f"The {name} benchmark prompt")
     pairs, owner = [], []
     for k, item in enumerate(items):
@@ -223,14 +224,17 @@ def evaluate(
     return score(items, per_item)
 
 
-def score(items: list[MCItem], lls: list[list[float]]) -> dict[str, float]:
+def score(items: list[MCItem], lls: list[list[float]]) -> dict[str, Evidence]:
+    """acc, acc_norm and acc_bytes (in %) per item (its origin as id), as lm-eval defines them."""
+
     def argmax(values: list[float]) -> int:
         return max(range(len(values)), key=values.__getitem__)
 
-    acc = acc_norm = acc_bytes = 0
+    rows: dict[str, list[float]] = {"acc": [], "acc_norm": [], "acc_bytes": []}
     for item, ll in zip(items, lls, strict=True):
-        acc += argmax(ll) == item.answer
-        acc_norm += argmax([v / len(c) for v, c in zip(ll, item.choices, strict=True)]) == item.answer
-        acc_bytes += argmax([v / len(c.encode("utf-8")) for v, c in zip(ll, item.choices, strict=True)]) == item.answer
-    n = len(items)
-    return {"acc": 100 * acc / n, "acc_norm": 100 * acc_norm / n, "acc_bytes": 100 * acc_bytes / n}
+        rows["acc"].append(100.0 * (argmax(ll) == item.answer))
+        rows["acc_norm"].append(100.0 * (argmax([v / len(c) for v, c in zip(ll, item.choices, strict=True)]) == item.answer))
+        by_bytes = [v / len(c.encode("utf-8")) for v, c in zip(ll, item.choices, strict=True)]
+        rows["acc_bytes"].append(100.0 * (argmax(by_bytes) == item.answer))
+    ids = [item.origin for item in items]
+    return {k: Evidence("mean", ids, v) for k, v in rows.items()}

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from domaintune.evaluation.evidence import Interval, too_wide, verdict
+
 # Metrics where a lower value is better; every other metric is better when higher.
 LOWER_IS_BETTER = ("loss", "perplexity", "unparseable_rate")
 # Descriptions of the output or the machine, not quality: reported, never called better or worse.
@@ -22,16 +24,46 @@ def direction(metric: str) -> int:
     return -1 if metric.endswith(LOWER_IS_BETTER) else 1
 
 
-def compare(base: dict[str, float], tuned: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Per metric: base, tuned, change, relative change (None where undefined) and whether it improved."""
+def compare(
+    base: dict[str, float],
+    tuned: dict[str, float],
+    intervals: dict[str, Interval] | None = None,
+    warn_relative_width: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per metric: base, tuned, change, relative change (None where undefined), whether the point estimate
+    improved, and, where per-example evidence gave a paired bootstrap interval on the change: its bounds, the
+    number of examples, the verdict (better / worse / no detectable change) and whether it is too wide."""
     rows = {}
+    intervals = intervals or {}
     for name in [*base, *[k for k in tuned if k not in base]]:
         b, t = base.get(name), tuned.get(name)
         change = t - b if b is not None and t is not None else None
         rel = change / abs(b) if change is not None and b not in (None, 0) else None
         improved = None if change is None or direction(name) == 0 or change == 0 else change * direction(name) > 0
-        rows[name] = {"base": b, "tuned": t, "change": change, "relative_change": rel, "improved": improved}
+        ci = intervals.get(name)
+        rows[name] = {
+            "base": b,
+            "tuned": t,
+            "change": change,
+            "relative_change": rel,
+            "improved": improved,
+            "ci_low": ci.low if ci else None,
+            "ci_high": ci.high if ci else None,
+            "n": ci.n if ci else None,
+            "verdict": verdict(ci, direction(name)),
+            "too_wide": bool(warn_relative_width) and too_wide(ci, b, t, float(warn_relative_width or 0)),
+        }
     return rows
+
+
+def wide_intervals(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per metric whose interval is too wide to decide (the report and the console warn)."""
+    return [
+        f"{name}: change {_fmt(r['change'])}, interval [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] over n={r['n']} "
+        "is too wide to decide; score more examples (eval.max_samples, eval.generation.max_samples) to narrow it"
+        for name, r in rows.items()
+        if r["too_wide"]
+    ]
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -44,14 +76,42 @@ def _rel(r: dict[str, Any]) -> str:
     return f"{100 * r['relative_change']:+.1f}%" if r["relative_change"] is not None else "-"
 
 
+def _ci(r: dict[str, Any]) -> str:
+    return f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else "-"
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    """The interval's verdict where there is one; speeds and lengths are descriptive (no verdict)."""
+    if r["verdict"] is None:
+        return ""
+    return r["verdict"] + (" (interval too wide)" if r["too_wide"] else "")
+
+
+COLOURS = {"better": "green", "worse": "red", "no detectable change": "yellow"}
+
+
 def print_table(rows: dict[str, dict[str, Any]], title: str, console: Console | None = None) -> None:
     table = Table(title=title)
-    for col in ("metric", "base", "tuned", "change", "relative"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+    for col in ("metric", "n", "base", "tuned", "change", "95% interval", "verdict"):
+        table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
     for name, r in rows.items():
-        mark = {True: " [green]better[/]", False: " [red]worse[/]", None: ""}[r["improved"]]
-        table.add_row(name, _fmt(r["base"]), _fmt(r["tuned"]), _fmt(r["change"]) + mark, _rel(r))
-    (console or Console()).print(table)
+        v = _verdict(r)
+        table.add_row(
+            name,
+            str(r["n"] or "-"),
+            _fmt(r["base"]),
+            _fmt(r["tuned"]),
+            _fmt(r["change"]),
+            _ci(r),
+            f"[{COLOURS[r['verdict']]}]{v}[/]" if v else "",
+        )
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and CI: rich would wrap the table at 80 columns
+            console.width = max(console.width, 150)
+    console.print(table)
+    for line in wide_intervals(rows):
+        console.print(f"[yellow]warning[/]: {line}")
 
 
 def _quote(text: str) -> str:
@@ -68,20 +128,32 @@ def write_report(
 ) -> None:
     """metrics.json (machine-readable), report.md (the table) and samples.md (generations side by side)."""
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {**info, **{key: {k: r[key] for k, r in rows.items()} for key in ("base", "tuned", "change", "relative_change")}}
+    keys = ("base", "tuned", "change", "relative_change", "ci_low", "ci_high", "n", "verdict", "too_wide")
+    payload = {**info, **{key: {k: r[key] for k, r in rows.items()} for key in keys}}
     (folder / "metrics.json").write_text(json.dumps(payload, indent=2))
 
     lines = [f"# {info.get('data', '')} / {info.get('adapter', '')}: base vs tuned", ""]
     lines += [f"- {k}: `{v}`" for k, v in info.items()]
-    lines += ["", "| metric | base | tuned | change | relative | |", "|---|---:|---:|---:|---:|---|"]
-    for name, r in rows.items():
-        verdict = {True: "better", False: "worse", None: ""}[r["improved"]]
-        lines.append(f"| {name} | {_fmt(r['base'])} | {_fmt(r['tuned'])} | {_fmt(r['change'])} | {_rel(r)} | {verdict} |")
     lines += [
         "",
-        "Lower is better for loss, perplexity and unparseable_rate; speeds and lengths are descriptive.",
-        "Generation metrics (gen/*) are on a 0-100 scale; mc/* are multiple-choice benchmarks (the forgetting check).",
-        "Generations: samples.md.",
+        "| metric | n | base | tuned | change | relative | 95% interval | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['n'] or '-'} | {_fmt(r['base'])} | {_fmt(r['tuned'])} | {_fmt(r['change'])} | {_rel(r)} "
+            f"| {_ci(r)} | {_verdict(r)} |"
+        )
+    wide = wide_intervals(rows)
+    if wide:
+        lines += ["", "**Too little evidence to decide:**", "", *[f"- {w}" for w in wide]]
+    lines += [
+        "",
+        "The interval is a paired bootstrap interval on the change (tuned - base), resampling the n examples both",
+        "models were scored on; the verdict is better or worse only when it excludes zero. Lower is better for loss,",
+        "perplexity and unparseable_rate; speeds and lengths are descriptive (no verdict). Generation metrics",
+        "(gen/*) are on a 0-100 scale; mc/* are multiple-choice benchmarks (the forgetting check).",
+        "Per-example scores: per_example.jsonl; generations: samples.md; error analysis: analysis.md.",
     ]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
 

@@ -133,6 +133,26 @@ def _head_removed(model: nn.Module) -> Iterator[nn.Module]:
         setattr(base, name, head)
 
 
+def example_nll(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL over each row's answer tokens and how many there are, per row (unpacked rows:
+    one example each). Evaluation keeps these per example, so intervals can resample examples; their
+    token-weighted mean is exactly the loss `forward_loss` averages."""
+    labels = batch["labels"]
+    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    keep = trained_positions(labels)
+    targets = labels[:, 1:][keep[:, :-1]]
+    if opts.answer_only_logits and not is_prompt_learning(model):
+        logits = logits_at(model, inputs, keep)
+    else:
+        full = model(**inputs, use_cache=False).logits
+        full = full[:, full.shape[1] - labels.shape[1] :]  # prompt tuning prepends virtual-token positions
+        logits = full[keep]
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    rows = keep.nonzero()[:, 0]
+    per_row = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
+    return per_row, keep.sum(dim=1)
+
+
 def _chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
     def nll(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(h).float(), t, reduction="sum")
