@@ -24,6 +24,7 @@ TINY = [
     "data.batch_size=4",
     "data.eval_batch_size=4",
     "eval.max_samples=8",
+    "eval.generation.max_samples=8",
     "eval.generation.num_samples=2",
     "eval.generation.max_new_tokens=4",
     "trainer.max_steps=3",

@@ -177,9 +177,16 @@ def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, t
         "mc/piqa/acc_norm",
     } <= set(first.metrics)
     assert len(first.samples) == 6
+    # every quality metric keeps its per-example evidence, whose aggregate is the reported value
+    for name in ("loss", "perplexity", "gen/accuracy", "gen/macro_f1", "mc/piqa/acc"):
+        assert first.evidence_of(name).value() == pytest.approx(first.metrics[name]), name
+    assert first.evidence_of("gen/accuracy").n == 6 and first.evidence_of("loss").n == 8
+    assert first.evidence_of("gen/accuracy").ids == [s["id"] for s in first.samples]
+    assert "eval_tokens_per_s" not in first.evidence, "speeds are not resampled"
     assert evaluator.cache_path().exists()
     again = Evaluator(cfg.eval, dm, LOSS, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
     assert again.metrics == first.metrics, "the second base evaluation comes from the cache (no model needed)"
+    assert again.evidence == first.evidence, "and so does its evidence (the tuned run pairs with it)"
 
 
 def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
@@ -189,7 +196,7 @@ def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> No
     dm.examples["test"] = []
     model, _ = load_model(cfg.model)
     with pytest.raises(DomainTuneError, match="test split has no examples"):
-        Evaluator(cfg.eval, dm, LOSS).loss(model, "base")
+        Evaluator(cfg.eval, dm, LOSS).loss(model, "base", "test")
 
 
 def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:

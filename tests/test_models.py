@@ -113,3 +113,32 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, -100, 7, 8]])}
     with pytest.raises(DomainTuneError, match=r"model\.answer_only_logits=false"):
         forward_loss(AllLogits(), batch, LossOptions(True, None))
+
+
+@pytest.mark.parametrize("answer_only", [True, False])
+@pytest.mark.parametrize("adapter", ["lora", "prompt_tuning", "prefix_tuning"])
+def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapter: str, answer_only: bool) -> None:
+    """Evaluation keeps the loss per example; summed and token-weighted it is the batch loss training uses
+    (prompt tuning's virtual-token positions included)."""
+    from domaintune.data.datamodule import DomainDataModule
+    from domaintune.models.adapters import apply_adapter
+    from domaintune.models.module import LossOptions, example_nll, forward_loss
+
+    cfg = make_cfg(f"adapter={adapter}")
+    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm.prepare()
+    batch = next(iter(dm.eval_dataloader("validation")))
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter).eval()
+    opts = LossOptions(answer_only, None)
+    with torch.no_grad():
+        nll, tokens = example_nll(model, batch, opts)
+        loss, n = forward_loss(model, batch, opts)
+    assert nll.shape == (batch["labels"].shape[0],) and int(tokens.sum()) == int(n)
+    assert float(nll.sum() / tokens.sum()) == pytest.approx(float(loss), abs=1e-5)
+    # one example alone gets the same NLL as inside the batch
+    one = {k: v[:1] for k, v in batch.items()}
+    with torch.no_grad():
+        alone, _ = example_nll(
+            model, {k: v[:, : int(one["attention_mask"].sum())] if v.dim() == 2 else v for k, v in one.items()}, opts
+        )
+    assert float(alone[0]) == pytest.approx(float(nll[0]), abs=1e-4)

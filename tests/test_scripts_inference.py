@@ -113,3 +113,25 @@ def test_run_dir_without_adapter(tmp_path: Path) -> None:
     assert out.returncode == 1 and "There is no adapter at" in out.stdout + out.stderr
     out = script("scripts/merge.py", f"run_dir={fake}", "model=tiny", f"paths.log_dir={tmp_path}", ok=False)
     assert out.returncode == 1 and "There is no adapter at" in out.stdout + out.stderr
+
+
+def test_every_run_writes_its_evidence_and_analyze_rewrites_the_refinement_report(run_dir: Path, tmp_path: Path) -> None:
+    """A run leaves per-example scores, all generations and analysis.md; scripts/analyze.py rewrites the
+    report from those files alone (here with top=1)."""
+    lines = [json.loads(x) for x in (run_dir / "per_example.jsonl").read_text().splitlines()]
+    assert {x["stage"] for x in lines} == {"base", "tuned"}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for name in ("loss", "gen/rougeL"):
+        tuned = [x for x in lines if x["metric"] == name and x["stage"] == "tuned"]
+        assert len(tuned) == metrics["n"][name], "n in the report is the number of paired examples"
+        assert metrics["verdict"][name] in ("better", "worse", "no detectable change")
+        assert metrics["ci_low"][name] <= metrics["change"][name] <= metrics["ci_high"][name] or metrics["n"][name] < 5
+    assert metrics["split"].startswith("test") and metrics["weights"].startswith(("best, step", "last, step"))
+    gens = (run_dir / "generations.jsonl").read_text().splitlines()
+    assert len(gens) == metrics["n"]["gen/rougeL"] and "tuned" in json.loads(gens[0])
+    assert "## Findings" in (run_dir / "analysis.md").read_text()
+    script("scripts/analyze.py", f"run_dir={run_dir}", "top=1", f"paths.log_dir={tmp_path}")
+    text = (run_dir / "analysis.md").read_text()
+    assert "## Learning curve" in text and "(top 1 each way)" in text
+    bad = script("scripts/analyze.py", f"run_dir={tmp_path}", f"paths.log_dir={tmp_path}", ok=False)
+    assert bad.returncode != 0 and "has no per_example.jsonl" in bad.stdout + bad.stderr

@@ -53,9 +53,13 @@ def test_domain_by_adapter_sweep_with_wandb_and_report(tmp_path: Path) -> None:
         ("marketing", "lora", "ok"),
         ("marketing", "ia3", "ok"),
     ]
-    assert {"tuned/perplexity", "change/eval_tokens_per_s"} <= set(table[0]), "every metric is in the CSV"
+    assert {"tuned/perplexity", "change/eval_tokens_per_s", "ci_low/loss", "verdict/loss"} <= set(table[0]), (
+        "every metric is in the CSV"
+    )
+    assert all(r["verdict/loss"] in ("better", "worse", "no detectable change") for r in table)
+    assert all(float(r["ci_low/loss"]) <= float(r["ci_high/loss"]) for r in table)
     assert paths["heatmap"].stat().st_size > 5000 and paths["curves"].stat().st_size > 5000
-    assert "| job | adapter | data | status |" in paths["md"].read_text()
+    assert "| job | adapter | data | status |" in paths["md"].read_text() and "95% interval, verdict" in paths["md"].read_text()
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:

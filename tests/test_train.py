@@ -180,3 +180,52 @@ def test_multi_tensor_adamw_takes_the_same_steps_as_the_loop(make_cfg) -> None:
         results.append(torch.cat([p.detach().flatten() for p in params]))
     assert torch.allclose(results[0], results[1], atol=1e-6, rtol=0)
     assert not torch.equal(results[0], torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad]))
+
+
+class SpoilAfter(pl.Callback):
+    """Wrecks the trainable weights after a given step, so every later validation is worse than before."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    if p.requires_grad:
+                        p.add_(torch.randn_like(p) * 0.5)
+
+
+@pytest.mark.parametrize("weights", ["best", "last"])
+def test_best_weights_are_restored_for_the_report_and_the_adapter(make_cfg, weights: str) -> None:
+    """A run whose last validation is worse than an earlier one reports (and saves) the earlier weights."""
+    from domaintune.callbacks import BestWeights
+
+    cfg = make_cfg(
+        "logger=none",
+        "trainer.precision=32-true",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=2",
+        "data.val_max_samples=null",
+        "eval.max_samples=null",
+        "eval.split=[test,validation]",
+        f"eval.weights={weights}",
+        "callbacks.early_stopping.patience=10",
+    )
+    run = fit_and_evaluate(cfg, callbacks=[SpoilAfter(4)])
+    assert run is not None and run.trainer.global_step == 6
+    [best] = [c for c in run.trainer.callbacks if isinstance(c, BestWeights)]
+    assert best.step is not None and best.step <= 4, "the spoiled steps 5-6 cannot be the best"
+    info = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    tuned_val = run.rows["validation/loss"]["tuned"]
+    if weights == "best":
+        assert info["weights"].startswith(f"best, step {best.step} of 6")
+        # the after-evaluation scored the restored weights: its validation loss is the best one seen in training
+        assert tuned_val == pytest.approx(best.value, abs=1e-4)
+        # ...and the saved adapter holds them (module parameter names are the PEFT model's, under `model.`)
+        saved = PeftModel.from_pretrained(load_model(cfg.model)[0], str(Path(cfg.paths.output_dir) / "adapter"))
+        lora = {n: p for n, p in saved.named_parameters() if "lora_" in n}
+        assert lora and all(torch.equal(p, best.weights[f"model.{n}"]) for n, p in lora.items())
+    else:
+        assert info["weights"] == "last, step 6"
+        assert tuned_val > best.value + 1e-3, "the last weights are the spoiled ones"

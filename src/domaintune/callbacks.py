@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -124,3 +126,35 @@ class BestWeights(pl.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value, self.step, self.weights = state["value"], state["step"], state["weights"]
+
+
+class LearningCurves(pl.Callback):
+    """Records the training loss at logging steps and every validation loss, and writes them to
+    `curves.json` when fitting ends, whatever the logger (the refinement report diagnoses from it)."""
+
+    def __init__(self, path: str | Path, monitor: str):
+        self.path, self.monitor = Path(path), monitor
+        self.train: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0 and "train/loss" in trainer.callback_metrics:
+            self.train.append((trainer.global_step, float(trainer.callback_metrics["train/loss"])))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        found = trainer.callback_metrics.get(self.monitor)
+        if not trainer.sanity_checking and found is not None:
+            self.val.append((trainer.global_step, float(found)))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"train/loss": self.train, self.monitor: self.val, "max_steps": trainer.max_steps}))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.train, self.val = [tuple(x) for x in state["train"]], [tuple(x) for x in state["val"]]

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
-from domaintune.callbacks import BestWeights, FirstStepTime, GenerationMetrics, Stopwatch
+from domaintune.callbacks import BestWeights, FirstStepTime, GenerationMetrics, LearningCurves, Stopwatch
 from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
@@ -105,7 +105,8 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     """Base evaluation, fit, tuned evaluation (best or last weights), report. None on non-zero DDP ranks."""
     out = Path(cfg.paths.output_dir)
     best = BestWeights(cfg.eval.selection.monitor, cfg.eval.selection.mode)
-    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, *(callbacks or [])])
+    curves = LearningCurves(out / "curves.json", cfg.eval.selection.monitor)
+    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, *(callbacks or [])])
     if cfg.train:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
     weights = choose_weights(cfg, trainer, module, best)

@@ -13,6 +13,7 @@ import json
 import pickle
 import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +371,12 @@ class DomainDataModule(pl.LightningDataModule):
                 "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
                 "max": lengths[-1],
             }
+        # label counts per split of label tasks (fact checking): the refinement report flags imbalance
+        out["labels"] = {
+            split: dict(Counter(self.task_of(r).reference(r) for r in recs if self.task_of(r).labels))
+            for split, recs in self.records.items()
+            if any(self.task_of(r).labels for r in recs)
+        }
         if "train" in self.examples:
             out["padding_efficiency"] = self.padding_efficiency()
             out["batching"] = self.batching()

@@ -28,7 +28,7 @@ from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
 # Settings that do not change a model's results: left out of the base-result cache key.
-NOT_IN_KEY = ("device", "cache_base", "cache_dir", "bootstrap", "weights")
+NOT_IN_KEY = ("device", "cache_base", "cache_dir", "bootstrap", "weights", "selection", "analysis_top")
 # Bumped when what a cached result holds changes (2: per-example evidence), so older files are not reused.
 CACHE_FORMAT = 2
 

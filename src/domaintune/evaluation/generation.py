@@ -36,6 +36,7 @@ def generate_options(cfg: dict[str, Any], renderer: ChatRenderer, tokenizer: Pre
     return {
         "max_new_tokens": int(cfg.get("max_new_tokens", 128)),
         "do_sample": sampling,
+        "repetition_penalty": float(cfg["repetition_penalty"]),
         "eos_token_id": renderer.stop_token_ids(),
         "pad_token_id": tokenizer.pad_token_id,
         "use_cache": True,

@@ -105,7 +105,12 @@ def label(
     guess = [labels.index(p) if p is not None else len(labels) for p in parsed]
     return {
         "accuracy": Evidence("mean", list(ids), [100.0 * (g == t) for g, t in zip(guess, gold, strict=True)]),
-        "macro_f1": Evidence("macro_f1", list(ids), [[t, g] for g, t in zip(guess, gold, strict=True)], {"classes": len(labels)}),
+        "macro_f1": Evidence(
+            "macro_f1",
+            list(ids),
+            [[t, g] for g, t in zip(guess, gold, strict=True)],
+            {"classes": len(labels), "labels": list(labels)},
+        ),
         "unparseable_rate": Evidence("mean", list(ids), [100.0 * (p is None) for p in parsed]),
     }
 

@@ -11,10 +11,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from domaintune.evaluation.analysis import write_analysis
 from domaintune.evaluation.evaluator import EvalResult
 from domaintune.evaluation.evidence import Evidence, paired_intervals
 from domaintune.evaluation.report import compare, print_table, samples_table, write_report
 from domaintune.utils.loggers import log_to_wandb
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 FLAT_KEYS = ("base", "tuned", "change", "ci_low", "ci_high")
 
@@ -49,6 +53,20 @@ def write_per_example(folder: Path, results: dict[str, EvalResult | None]) -> Pa
     return path
 
 
+def write_generations(folder: Path, base: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> Path:
+    """generations.jsonl: every scored generation (samples.md shows only the first few), base and tuned."""
+    path = folder / "generations.jsonl"
+    by_id = {t["id"]: t["output"] for t in tuned}
+    with path.open("w") as f:
+        for b in base:
+            line = {k: b[k] for k in ("id", "task", "prompt", "reference")}
+            line["base"] = b["output"]
+            if by_id:
+                line["tuned"] = by_id.get(b["id"])
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path
+
+
 def publish(
     folder: Path,
     base: EvalResult | None,
@@ -73,6 +91,7 @@ def publish(
     assert first is not None and second is not None, "publish needs at least one result"
     write_report(folder, rows, info, first.samples, second.samples, int(eval_cfg["generation"]["num_samples"]))
     write_per_example(folder, {"base": base, "tuned": tuned})
+    write_generations(folder, first.samples, second.samples if base and tuned else [])
     flat = {f"{key}/{k}": r[key] for k, r in rows.items() for key in FLAT_KEYS if r[key] is not None}
     comparison = (
         ["metric", "n", *FLAT_KEYS, "verdict"],
@@ -84,4 +103,6 @@ def publish(
         lg.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=step)
         lg.save()  # fit() already finalised the loggers; flush what came after
     print_table(rows, title=title)
+    analysis = write_analysis(folder, int(eval_cfg["analysis_top"]))
+    log.info(f"Refinement report: {analysis}")
     return rows, flat

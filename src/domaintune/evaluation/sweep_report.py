@@ -19,6 +19,8 @@ from domaintune.evaluation.report import direction
 from domaintune.utils.errors import DomainTuneError
 
 VALUES = ("relative_change", "change", "tuned", "base")
+# read from each job's metrics.json besides the values: the paired bootstrap interval, its n and verdict
+EVIDENCE = ("ci_low", "ci_high", "n", "verdict")
 
 
 @dataclass
@@ -37,6 +39,11 @@ class Job:
         v = self.metrics.get(kind, {}).get(metric)
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
+    def verdict(self, metric: str) -> str:
+        """`[low, high] verdict` of the change, or `-` for jobs of older versions / descriptive metrics."""
+        low, high, verdict = (self.metrics.get(k, {}).get(metric) for k in ("ci_low", "ci_high", "verdict"))
+        return f"[{low:.4g}, {high:.4g}] {verdict or ''}".strip() if low is not None and high is not None else "-"
+
 
 def _overrides(folder: Path) -> dict[str, str]:
     path = folder / ".hydra" / "overrides.yaml"
@@ -51,6 +58,9 @@ def _names(folder: Path) -> tuple[str, str]:
 
 
 def _curve(folder: Path, key: str = "val/loss") -> list[tuple[int, float]]:
+    """The validation curve from curves.json (every run of this version, any logger), else the CSV log."""
+    if (folder / "curves.json").exists():
+        return [(int(s), float(v)) for s, v in json.loads((folder / "curves.json").read_text()).get(key, [])]
     path = folder / "csv" / "metrics.csv"
     if not path.exists():
         return []
@@ -69,7 +79,7 @@ def collect(sweep: Path) -> list[Job]:
             job.status, job.error = "failed", json.loads((folder / "failure.json").read_text())["error"]
         elif (folder / "metrics.json").exists():
             payload = json.loads((folder / "metrics.json").read_text())
-            job.status, job.metrics = "ok", {k: payload.get(k, {}) for k in VALUES}
+            job.status, job.metrics = "ok", {k: payload.get(k, {}) for k in (*VALUES, *EVIDENCE)}
         jobs.append(job)
     if not jobs:
         raise DomainTuneError(f"'{sweep}' holds no job folders (with .hydra/).", "Pass the folder a multirun printed.")
@@ -168,13 +178,13 @@ def rows(jobs: list[Job], metrics: list[str]) -> tuple[list[str], list[list[Any]
     keys = varying(jobs)
     columns = ["job", "status", "data", "adapter", *keys]
     for m in metrics:
-        columns += [f"base/{m}", f"tuned/{m}", f"change/{m}", f"relative_change/{m}"]
+        columns += [f"{k}/{m}" for k in ("base", "tuned", "change", "relative_change", *EVIDENCE)]
     columns.append("error")
     table = []
     for j in jobs:
         row: list[Any] = [j.num, j.status, j.data, j.adapter, *[j.overrides.get(k, "") for k in keys]]
         for m in metrics:
-            row += [j.value(m, k) for k in ("base", "tuned", "change", "relative_change")]
+            row += [j.value(m, k) for k in ("base", "tuned", "change", "relative_change", *EVIDENCE)]
         table.append([*row, j.error])
     return columns, table
 
@@ -204,12 +214,13 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
         f"{sum(j.status == 'ok' for j in jobs)} ok, {sum(j.status == 'failed' for j in jobs)} failed, "
         f"{sum(j.status == 'incomplete' for j in jobs)} incomplete; varying: {', '.join(keys) or '-'}.",
         "",
-        f"| job | {' | '.join(keys)} | status | {metric} base | {metric} tuned | change | relative |",
-        "|---|" + "---|" * len(keys) + "---|---:|---:|---:|---:|",
+        f"| job | {' | '.join(keys)} | status | {metric} base | {metric} tuned | change | relative | 95% interval, verdict |",
+        "|---|" + "---|" * len(keys) + "---|---:|---:|---:|---:|---|",
     ]
     for j in jobs:
         vals = [_fmt(j.value(metric, k), k) for k in ("base", "tuned", "change", "relative_change")]
-        lines.append(f"| {j.num} | {' | '.join(j.overrides.get(k, '') for k in keys)} | {j.status} | {' | '.join(vals)} |")
+        over = " | ".join(j.overrides.get(k, "") for k in keys)
+        lines.append(f"| {j.num} | {over} | {j.status} | {' | '.join(vals)} | {j.verdict(metric)} |")
     best = best_per_cell(jobs, metric, kind)
     if best:
         winner = max(best.values(), key=lambda j: (direction(metric) or 1) * j.value(metric, kind))  # type: ignore[operator]
@@ -223,7 +234,7 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
         lines += ["", "## Task metrics (base → tuned)", ""]
         for j in jobs:
             pairs = [
-                f"{m} {_fmt(j.value(m, 'base'), 'base')} → {_fmt(j.value(m, 'tuned'), 'tuned')}"
+                f"{m} {_fmt(j.value(m, 'base'), 'base')} → {_fmt(j.value(m, 'tuned'), 'tuned')} ({j.verdict(m)})"
                 for m in task
                 if j.value(m, "tuned") is not None
             ]

@@ -50,12 +50,14 @@ def _run_label(run_dir: str | None, fallback: str) -> str:
 def register_resolvers() -> None:
     """Resolvers used by conf/: `${dt.samples:}` is the illustrative data shipped inside the package;
     `${dt.wandb_group:x}` / `${dt.wandb_name:x}` group and name W&B runs by sweep and job;
-    `${dt.run_label:run_dir,x}` names an evaluate/chat/generate folder after the run it used."""
+    `${dt.run_label:run_dir,x}` names an evaluate/chat/generate folder after the run it used;
+    `${dt.mul:a,b}` multiplies (presets scale a default instead of restating it)."""
     resolvers = {
         "dt.samples": lambda: str(SAMPLES_DIR),
         "dt.wandb_group": _wandb_group,
         "dt.wandb_name": _wandb_name,
         "dt.run_label": _run_label,
+        "dt.mul": lambda a, b: float(a) * float(b),
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -1,0 +1,82 @@
+"""The refinement report's diagnoses, each on a planted problem, and the config change each one names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from domaintune.evaluation.analysis import analyze, curve_analysis, data_analysis, generation_analysis, label_analysis
+from tests.conftest import compose_train
+
+
+def topics(found) -> set[str]:
+    return {f.topic for f in found}
+
+
+def test_curves_tell_still_improving_from_overfitting() -> None:
+    improving = {"train/loss": [[2, 3.0], [8, 2.0]], "val/loss": [[4, 3.0], [8, 2.5], [12, 2.2]]}
+    _, found = curve_analysis(improving, None)
+    assert topics(found) == {"still improving"} and "experiment=more_steps" in found[0].change
+    overfit = {"train/loss": [[4, 2.0], [8, 1.5], [12, 1.0]], "val/loss": [[4, 2.4], [8, 2.2], [12, 2.6]]}
+    lines, found = curve_analysis(overfit, "best, step 8 of 12")
+    assert topics(found) == {"overfitting"} and "step 8" in found[0].text and "trainer.max_steps=8" in found[0].change
+    assert any("best: step 8" in line for line in lines)
+    assert curve_analysis({}, None) == ([], []), "an evaluation-only folder has no curves to diagnose"
+
+
+def test_data_findings_truncation_and_label_imbalance() -> None:
+    report = {
+        "splits": {"train": [{"step": "tokenize", "in": 100, "out": 100, "changed": 20}]},
+        "tokens": {"train": {"p95": 384}},
+        "labels": {"train": {"true": 70, "false": 20, "not_enough_info": 10}},
+    }
+    _, found = data_analysis(report)
+    assert topics(found) == {"truncation", "label imbalance"}
+    assert "experiment=longer_context" in found[0].change and "'not_enough_info'" in found[1].change
+
+
+def test_label_confusion_and_unparseable_answers() -> None:
+    labels = ["true", "false"]
+    rows = [[0, 0], [0, 2], [1, 1], [1, 0], [1, 2]]  # (gold, answer); 2 = unparseable
+    per_example = [
+        {"stage": "tuned", "metric": "gen/macro_f1", "kind": "macro_f1", "id": f"r{i}", "value": None, "row": r,
+         "params": {"classes": 2, "labels": labels}}
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    lines, found = label_analysis(per_example, {"r1": "I am not sure", "r4": "maybe"})
+    table = "\n".join(lines)
+    assert "| true | 1 | 0 | 1 | 50.0 |" in table and "| false | 1 | 1 | 1 | 50.0 |" in table
+    assert "Unparseable answers: 2 of 5" in table and "I am not sure" in table
+    assert topics(found) == {"answer format"}
+
+
+def test_generation_findings_repetition_and_length() -> None:
+    loop = "take the pill " * 12
+    gens = [{"id": f"g{i}", "reference": "rest and drink water", "tuned": loop, "base": ""} for i in range(5)]
+    _, found = generation_analysis(gens)
+    assert topics(found) == {"repetition", "answer length"}
+    assert any(f.change == "eval.generation.repetition_penalty=1.2" for f in found)
+
+
+def test_experiment_presets_named_by_findings_compose(tmp_path: Path) -> None:
+    """Every preset a finding points to exists and changes what it says (the regularize lr follows the adapter's)."""
+    for preset, key, expected in (
+        ("more_steps", "trainer.max_steps", 180),
+        ("regularize", "optim.lr", 1.0e-4),
+        ("regularize", "callbacks.early_stopping.patience", 3),
+        ("longer_context", "data.max_length", 768),
+    ):
+        cfg = compose_train(["model=tiny", f"experiment={preset}"], tmp_path)
+        assert OmegaConf.select(cfg, key) == expected, (preset, key)
+
+
+def test_analyze_refuses_a_folder_without_evidence(tmp_path: Path) -> None:
+    import pytest
+
+    from domaintune.utils.errors import DomainTuneError
+
+    (tmp_path / "metrics.json").write_text(json.dumps({}))
+    with pytest.raises(DomainTuneError, match=r"no per_example\.jsonl"):
+        analyze(tmp_path)
