@@ -26,10 +26,16 @@ def main() -> None:
         module = importlib.import_module(domain)
         records = module.records()
         sizes = getattr(module, "SPLIT", SPLIT)
-        # records of one `group` (e.g. a fact and its variants) stay in one split, so no split leaks into another
-        records.sort(key=lambda r: (hashlib.sha256(f"domaintune-sample:{r.get('group', r['id'])}".encode()).hexdigest(), r["id"]))
-        n_val, n_test = sizes["validation"], sizes["test"]
-        splits = {"validation": records[:n_val], "test": records[n_val : n_val + n_test], "train": records[n_val + n_test :]}
+        # whole groups (a condition's questions, a product, a paper, a claim and its variants, an intent) go to
+        # one split, in the order of their hash: validation and test never share a group with training
+        groups: dict[str, list[dict]] = {}
+        for r in sorted(records, key=lambda r: r["id"]):
+            groups.setdefault(str(r.get("group", r["id"])), []).append(r)
+        order = sorted(groups, key=lambda g: hashlib.sha256(f"domaintune-sample:{g}".encode()).hexdigest())
+        splits: dict[str, list[dict]] = {"validation": [], "test": [], "train": []}
+        for g in order:
+            name = next((s for s in ("validation", "test") if len(splits[s]) < sizes[s]), "train")
+            splits[name] += groups[g]
         splits = {k: v for k, v in splits.items() if v}
         folder = OUT / domain
         folder.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# before anything imports huggingface_hub / datasets: they read the offline switch once, at import time
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -321,3 +321,47 @@ def test_mixture_samples_by_weight_and_accounts_for_it(make_cfg, tokenizer) -> N
         cfg.data.components.healthcare.task.system_prompt[:20],
         cfg.data.components.customer_service.task.system_prompt[:20],
     }
+
+
+@pytest.mark.parametrize("domain", ["healthcare", "marketing", "education", "fact_checking", "customer_service"])
+def test_shipped_samples_evaluate_on_unseen_groups(domain: str) -> None:
+    """The illustrative samples' validation and test records share no condition, product, paper, claim or
+    intent (`group`) with training, so the default run's gain is not template recall of the same facts."""
+    import json
+
+    from domaintune.utils.config import SAMPLES_DIR
+
+    def groups(split: str) -> set[str]:
+        lines = (SAMPLES_DIR / domain / f"{split}.jsonl").read_text().splitlines()
+        return {json.loads(x)["group"] for x in lines}
+
+    train = groups("train")
+    assert len(train) >= 10
+    for split in ("validation", "test"):
+        assert groups(split) and not groups(split) & train, split
+
+
+def test_each_domain_names_its_public_dataset_and_the_hub_command_fails_clearly_offline(tmp_path: Path) -> None:
+    """Every domain config names the public dataset it mirrors; where a hub copy loads directly, the config
+    gives the exact command (hub id, revision, field mapping), which composes and, offline, fails with the
+    one-paragraph error that says what to do instead."""
+    import re
+
+    from domaintune.data.sources import ReadStats, load_records
+    from domaintune.utils.config import CONFIG_DIR
+    from domaintune.utils.errors import DomainTuneError
+    from tests.conftest import compose_train
+
+    commands = 0
+    for domain in ("healthcare", "marketing", "education", "fact_checking", "customer_service"):
+        text = (CONFIG_DIR / "data" / f"{domain}.yaml").read_text()
+        assert "# Public dataset these fields mirror:" in text, domain
+        for line in re.findall(r"^#\s+python train\.py (data=\S+ data\.hub=.*)$", text, re.M):
+            overrides = line.split()
+            assert overrides[0] == f"data={domain}" and any(o.startswith("data.revision=") for o in overrides)
+            cfg = compose_train(["model=tiny", *overrides], tmp_path)
+            hub = cfg.data.hub
+            with pytest.raises(DomainTuneError, match=rf"Could not load the dataset '{re.escape(hub)}'.*Without network"):
+                load_records(cfg.data, seed=0, stats=ReadStats())
+            commands += 1
+    assert commands == 2, "healthcare and customer_service have direct hub commands"

@@ -290,6 +290,15 @@ def records() -> list[dict]:
         variants = [v.format(m=m.rstrip("?")) for v, m in zip(VARIANTS, messages, strict=False)]
         for j, message in enumerate(messages + variants):
             out.append(
-                {"question": message, "answer": reply, "intent": intent, "category": category, "id": f"sample-cs-{i:02d}-{j:02d}"}
+                # an intent's messages share one reply: they stay in one split, so evaluation never asks for a
+                # reply seen in training
+                {
+                    "question": message,
+                    "answer": reply,
+                    "intent": intent,
+                    "category": category,
+                    "group": intent,
+                    "id": f"sample-cs-{i:02d}-{j:02d}",
+                }
             )
     return out

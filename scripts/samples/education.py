@@ -94,6 +94,7 @@ def records(n: int = 240, seed: int = 11) -> list[dict]:
                 "summary": summary,
                 "references": [summary],
                 "title": f"{short.capitalize()} for {problem}",
+                "group": f"{short} for {problem}",  # one paper (method x problem), one split
                 "id": f"sample-education-{len(out):03d}",
             }
         )

@@ -405,6 +405,7 @@ def records() -> list[dict]:
                     "answer": ANSWERS[qtype].format(**facts),
                     "focus": n,
                     "qtype": qtype,
+                    "group": n,  # a condition's questions stay in one split: evaluation asks about unseen conditions
                     "id": f"sample-health-{i:02d}-{qtype}",
                 }
             )

@@ -165,6 +165,7 @@ def records(n: int = 240, seed: int = 7) -> list[dict]:
                 "product": title,
                 "attributes": {"category": family, **attrs},
                 "description": description,
+                "group": title,  # one product, one split
                 "id": f"sample-marketing-{len(out):03d}",
             }
         )
