@@ -302,7 +302,12 @@ def test_chat_records_with_a_bad_role_are_errors(make_cfg) -> None:
 # ------------------------------------------------------------------------------------------ mixtures
 def test_mixture_samples_by_weight_and_accounts_for_it(make_cfg, tokenizer) -> None:
     cfg = make_cfg(
-        "data=mixture", "data.weights.healthcare=0.25", "data.weights.customer_service=0.75", "data.size=200", "data.cache=false"
+        "data=mixture",
+        "data.weights.healthcare=0.25",
+        "data.weights.customer_service=0.75",
+        "data.size=200",
+        "data.cache=false",
+        "data.max_samples=null",
     )
     dm = DomainDataModule(cfg.data, tokenizer, seed=0)
     dm.prepare()
@@ -315,6 +320,7 @@ def test_mixture_samples_by_weight_and_accounts_for_it(make_cfg, tokenizer) -> N
         expected["downsampled_customer_service"] = n_cs - 150
     assert mix.removed == expected and mix.added == max(0, 150 - n_cs)
     dm.audit.check()
+    assert "max_samples" not in [s.step for s in dm.audit.splits["healthcare/train"]], "no cap: max_samples=null here"
     val_tasks = [r["_task"] for r in dm.records["validation"][:4]]
     assert val_tasks == ["healthcare", "customer_service"] * 2, "evaluation interleaves the components"
     assert {dm.conversation(r)[0]["content"][:20] for r in dm.records["validation"][:2]} == {
@@ -365,3 +371,28 @@ def test_each_domain_names_its_public_dataset_and_the_hub_command_fails_clearly_
                 load_records(cfg.data, seed=0, stats=ReadStats())
             commands += 1
     assert commands == 2, "healthcare and customer_service have direct hub commands"
+
+
+def test_mixture_components_honour_the_top_level_data_keys(make_cfg, tokenizer) -> None:
+    """data.max_samples / max_length / on_error / preprocess reach every component (they used to be ignored);
+    a per-component override still wins."""
+    cfg = make_cfg(
+        "data=mixture",
+        "data.cache=false",
+        "data.max_samples=10",
+        "data.max_length=80",
+        "data.on_error=skip",
+        "data.preprocess.pii.enabled=false",
+        "data.components.customer_service.max_samples=7",
+    )
+    for name, cap in (("healthcare", 10), ("customer_service", 7)):
+        part = cfg.data.components[name]
+        assert (part.max_samples, part.max_length, part.on_error, part.preprocess.pii.enabled) == (cap, 80, "skip", False)
+    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm.prepare()
+    for name, cap in (("healthcare", 10), ("customer_service", 7)):
+        steps = {s.step: s for s in dm.audit.splits[f"{name}/train"]}
+        assert steps["max_samples"].records_out == cap, name
+        assert "pii" not in steps, f"{name}: PII scrubbing was switched off at the top level"
+        assert steps["tokenize"].changed > 0, f"{name}: max_length=80 truncates"
+    assert all(len(e["input_ids"]) <= 80 for e in dm.examples["train"])

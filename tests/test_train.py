@@ -53,7 +53,17 @@ def test_run_writes_metrics_samples_adapter_and_wandb(make_cfg) -> None:
     # the offline W&B run holds the training curve and the before/after metrics
     [wandb_file] = list(out.glob("wandb/offline-run-*/run-*.wandb"))
     blob = wandb_file.read_bytes()
-    for key in (b"train/loss", b"eval/base/perplexity", b"eval/tuned/perplexity", b"healthcare", b"eval/samples", b"data/audit"):
+    for key in (
+        b"train/loss",
+        b"eval/base/perplexity",
+        b"eval/tuned/perplexity",
+        b"eval/ci_low/loss",
+        b"eval/ci_high/loss",
+        b"eval/comparison",
+        b"healthcare",
+        b"eval/samples",
+        b"data/audit",
+    ):
         assert key in blob, key
     assert run.trainer.global_step == 3
 

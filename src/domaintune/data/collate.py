@@ -9,7 +9,7 @@ import torch
 from domaintune.data.chat import IGNORE
 
 
-def pad_collate(examples: list[dict[str, Any]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+def pad_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad input_ids with pad_id and labels with -100.
 
     Plain examples get an attention mask. Packed rows get position ids instead and *no* attention mask:
@@ -25,7 +25,7 @@ def pad_collate(examples: list[dict[str, Any]], pad_id: int, side: str = "right"
         pad = width - n
 
         def place(seq: list[int], fill: int, pad: int = pad) -> list[int]:
-            return [*seq, *[fill] * pad] if side == "right" else [*[fill] * pad, *seq]
+            return [*seq, *[fill] * pad]
 
         batch["input_ids"].append(place(list(e["input_ids"]), pad_id))
         batch["labels"].append(place(list(e.get("labels", [IGNORE] * n)), IGNORE))

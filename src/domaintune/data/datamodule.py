@@ -73,9 +73,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.seed = seed
         self.renderer = ChatRenderer(tokenizer, int(self.cfg.get("max_length", 512)))
         components = self.cfg.get("components") or {}
-        self.parts = {
-            name: {**c, "max_length": c.get("max_length", self.cfg.get("max_length"))} for name, c in components.items()
-        }
+        self.parts = {name: dict(c) for name, c in components.items()}  # top-level keys arrive by interpolation
         self.tasks = {name: Task(c.get("task") or {}) for name, c in self.parts.items()} or {"": Task(self.cfg.get("task") or {})}
         self.records: dict[str, list[dict[str, Any]]] = {}
         self.examples: dict[str, list[dict[str, Any]]] = {}
@@ -89,11 +87,6 @@ class DomainDataModule(pl.LightningDataModule):
         check_packing(self.cfg["packing"], virtual_tokens=not packing_allowed)
         self._batching: dict[str, Any] | None = None
         self._efficiency: dict[str, float] | None = None
-
-    @property
-    def task(self) -> Task:
-        """The task of a single-source config (mixtures have one per component: use task_of)."""
-        return next(iter(self.tasks.values()))
 
     def task_of(self, rec: dict[str, Any]) -> Task:
         return self.tasks[rec.get("_task", "")]

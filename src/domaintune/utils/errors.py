@@ -8,7 +8,6 @@ wrong and how to fix it. Entry points print that paragraph instead of a tracebac
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 
 class DomainTuneError(Exception):
@@ -24,11 +23,6 @@ class DomainTuneError(Exception):
         return " ".join(str(self).split())
 
 
-def where(path: str | Path, line: int | None = None) -> str:
-    """Format a file location the way editors and terminals can jump to."""
-    return f"{path}:{line}" if line is not None else str(path)
-
-
 def choices(options: Iterable[str]) -> str:
     return ", ".join(f"'{o}'" for o in sorted(options))
 
@@ -38,7 +32,3 @@ def unknown_option(kind: str, value: str, options: Iterable[str], how: str) -> D
         f"Unknown {kind} '{value}'. Known {kind}s: {choices(options)}.",
         how,
     )
-
-
-def missing_path(what: str, path: str | Path, fix: str) -> DomainTuneError:
-    return DomainTuneError(f"The {what} '{path}' does not exist (resolved to '{Path(path).resolve()}').", fix)
