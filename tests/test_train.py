@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from peft import PeftModel
+from transformers import AutoModelForCausalLM
 
 from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
@@ -203,7 +204,7 @@ class SpoilAfter(pl.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     if p.requires_grad:
-                        p.add_(torch.randn_like(p) * 0.5)
+                        p.add_(torch.randn_like(p))
 
 
 @pytest.mark.parametrize("weights", ["best", "last"])
@@ -213,6 +214,7 @@ def test_best_weights_are_restored_for_the_report_and_the_adapter(make_cfg, weig
 
     cfg = make_cfg(
         "logger=none",
+        "adapter=full",  # spoiling the (tied) head and embeddings hurts even the random tiny model's loss
         "trainer.precision=32-true",
         "trainer.max_steps=6",
         "trainer.val_check_interval=2",
@@ -232,10 +234,9 @@ def test_best_weights_are_restored_for_the_report_and_the_adapter(make_cfg, weig
         assert info["weights"].startswith(f"best, step {best.step} of 6")
         # the after-evaluation scored the restored weights: its validation loss is the best one seen in training
         assert tuned_val == pytest.approx(best.value, abs=1e-4)
-        # ...and the saved adapter holds them (module parameter names are the PEFT model's, under `model.`)
-        saved = PeftModel.from_pretrained(load_model(cfg.model)[0], str(Path(cfg.paths.output_dir) / "adapter"))
-        lora = {n: p for n, p in saved.named_parameters() if "lora_" in n}
-        assert lora and all(torch.equal(p, best.weights[f"model.{n}"]) for n, p in lora.items())
+        # ...and the saved model holds them (module parameter names are the model's, under `model.`)
+        saved = AutoModelForCausalLM.from_pretrained(str(Path(cfg.paths.output_dir) / "adapter"))
+        assert all(torch.equal(p, best.weights[f"model.{n}"]) for n, p in saved.named_parameters())
     else:
         assert info["weights"] == "last, step 6"
-        assert tuned_val > best.value + 1e-3, "the last weights are the spoiled ones"
+        assert tuned_val > best.value + 0.5, "the last weights are the spoiled ones"

@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = PACKAGE_DIR / "data" / "samples"
-CONFIG_DIR = PACKAGE_DIR.parents[1] / "conf"
+# conf/ ships inside the package (the top-level conf/ is a link to it), so `pip install .` carries it
+CONFIG_DIR = PACKAGE_DIR / "conf"
 
 
 def _sweep_name() -> str | None:
