@@ -71,7 +71,7 @@ class DomainDataModule(pl.LightningDataModule):
         self.cfg = to_dict(cfg)
         self.tokenizer = tokenizer
         self.seed = seed
-        self.renderer = ChatRenderer(tokenizer, int(self.cfg.get("max_length", 512)))
+        self.renderer = ChatRenderer(tokenizer, int(self.cfg["max_length"]))
         components = self.cfg.get("components") or {}
         self.parts = {name: dict(c) for name, c in components.items()}  # top-level keys arrive by interpolation
         self.tasks = {name: Task(c.get("task") or {}) for name, c in self.parts.items()} or {"": Task(self.cfg.get("task") or {})}
@@ -148,10 +148,10 @@ class DomainDataModule(pl.LightningDataModule):
                     StepReport("max_samples", len(records), int(cap), removed={"over_max_samples": len(records) - int(cap)}),
                 )
                 raw[split] = records[: int(cap)]
-        clean = Preprocessor(cfg.get("preprocess") or {}, task).run(raw, audit, cfg.get("on_error", "raise"), prefix)
+        clean = Preprocessor(cfg["preprocess"], task).run(raw, audit, cfg["on_error"], prefix)
         records, examples = {}, {}
         renderer = ChatRenderer(self.tokenizer, int(cfg.get("max_length") or self.renderer.max_length))
-        too_long = (cfg.get("preprocess") or {}).get("too_long", "truncate")
+        too_long = cfg["preprocess"]["too_long"]
         for split, recs in clean.items():
             for r in recs:
                 r["_task"] = name
@@ -221,7 +221,7 @@ class DomainDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ cache
     def _cache_file(self) -> Path | None:
-        if not self.cfg.get("cache", True) or not self.cfg.get("cache_dir"):
+        if not self.cfg["cache"] or not self.cfg["cache_dir"]:
             return None
         h = hashlib.sha256(f"{__version__}|{PIPELINE_VERSION}|{self.seed}".encode())
         h.update(json.dumps({k: v for k, v in self.cfg.items() if k not in SERVING_KEYS}, sort_keys=True, default=str).encode())
@@ -295,7 +295,7 @@ class DomainDataModule(pl.LightningDataModule):
         common = {
             "shuffle": True,
             "generator": torch.Generator().manual_seed(self.seed),
-            "num_workers": int(self.cfg.get("num_workers", 0)),
+            "num_workers": int(self.cfg["num_workers"]),
         }
         if self.batching()["mode"] == "grouped by length":
             # Fixed buckets of similar length, formed once by seed; the sampler shuffles whole buckets each
@@ -312,10 +312,10 @@ class DomainDataModule(pl.LightningDataModule):
         items = items[:max_samples] if max_samples else items
         return DataLoader(
             items,
-            batch_size=int(self.cfg.get("eval_batch_size", 8)),
+            batch_size=int(self.cfg["eval_batch_size"]),
             shuffle=False,
             collate_fn=self.collate,
-            num_workers=int(self.cfg.get("num_workers", 0)),
+            num_workers=int(self.cfg["num_workers"]),
         )
 
     def val_dataloader(self) -> DataLoader:

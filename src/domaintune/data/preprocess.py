@@ -241,7 +241,7 @@ class NearDuplicates:
 
 
 def _near_dedup(audit: Audit, split: str, records: list[Record], cfg: dict[str, Any]) -> tuple[list[Record], NearDuplicates]:
-    index = NearDuplicates(float(cfg.get("threshold", 0.9)), int(cfg.get("num_perm", 128)), int(cfg.get("ngram", 3)))
+    index = NearDuplicates(float(cfg["threshold"]), int(cfg["num_perm"]), int(cfg["ngram"]))
 
     def check(rec: Record) -> Record:
         mh = index.signature(rec)
@@ -285,17 +285,12 @@ class Preprocessor:
     def __init__(self, cfg: DictConfig | dict[str, Any], task: Task):
         self.cfg = to_dict(cfg)
         self.task = task
-        if self.cfg.get("too_long", "truncate") not in TOO_LONG:
+        if self.cfg["too_long"] not in TOO_LONG:
             raise unknown_option("data.preprocess.too_long", self.cfg["too_long"], TOO_LONG, "Use truncate or drop.")
-        pii = self.cfg.get("pii") or {}
+        pii = self.cfg["pii"]
         self.scrub = (
-            PiiScrubber(
-                pii.get("types") or TYPES,
-                pii.get("region", "US"),
-                pii.get("placeholder", "[{}]"),
-                int(pii.get("id_min_digits", 9)),
-            )
-            if pii.get("enabled", False)
+            PiiScrubber(pii["types"] or TYPES, pii["region"], pii["placeholder"], int(pii["id_min_digits"]))
+            if pii["enabled"]
             else None
         )
         self.dedup = self.cfg.get("dedup") or {}
@@ -310,7 +305,7 @@ class Preprocessor:
             out[split], index = self._per_split(prefix + split, splits[split], audit, on_error)
             if split == "train":
                 train_index = index
-        if self.cfg.get("leakage", True) and "train" in out:
+        if self.cfg["leakage"] and "train" in out:
             train_keys = {dedup_key(r): r.get("_src", "?") for r in out["train"]}
             for split in out:
                 if split != "train":
@@ -342,15 +337,15 @@ class Preprocessor:
 
         records = run_step(audit, split, "fields", records, select, track_changes=False)
         names = _all_text_fields(task)
-        if cfg.get("unicode", True) or cfg.get("html", True) or cfg.get("whitespace", True):
-            clean = lambda text: clean_text(text, cfg.get("unicode", True), cfg.get("html", True), cfg.get("whitespace", True))
+        if cfg["unicode"] or cfg["html"] or cfg["whitespace"]:
+            clean = lambda text: clean_text(text, cfg["unicode"], cfg["html"], cfg["whitespace"])
             records = run_step(audit, split, "clean", records, lambda r: _map_text(r, names, clean))
         if self.scrub is not None:
             records = run_step(audit, split, "pii", records, lambda r: _map_text(r, names, self.scrub))
         records = run_step(audit, split, "drop_empty", records, _check_not_empty(task))
-        if self.dedup.get("exact", True):
+        if self.dedup["exact"]:
             records = _exact_dedup(audit, split, records)
         index = None
-        if self.dedup.get("near", False):
+        if self.dedup["near"]:
             records, index = _near_dedup(audit, split, records, self.dedup)
         return records, index

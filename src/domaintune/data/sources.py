@@ -252,7 +252,7 @@ def locate(cfg: DictConfig | dict[str, Any]) -> Source:
 def load_records(cfg: DictConfig | dict[str, Any], seed: int, stats: ReadStats) -> dict[str, list[Record]]:
     """Load every available split of the configured source."""
     cfg = to_dict(cfg)
-    on_error = cfg.get("on_error", "raise")
+    on_error = cfg["on_error"]
     if on_error not in ("raise", "skip"):
         raise DomainTuneError(f"data.on_error={on_error!r} is not valid.", "Use raise or skip.")
     split_names = {**{s: s for s in SPLITS}, **(cfg.get("split_names") or {})}

@@ -77,7 +77,7 @@ class Evaluator:
             gen_metrics.resolve(self.cfg.get("metrics"), task.type)  # unknown metric names fail before any work
 
     def _device(self, model: nn.Module) -> torch.device:
-        if self.cfg.get("device", "auto") == "auto":
+        if self.cfg["device"] == "auto":
             return torch.device("cuda") if torch.cuda.is_available() else model_device(model)
         return torch.device(self.cfg["device"])
 
@@ -172,7 +172,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------ all together
     def cache_path(self) -> Path | None:
-        if not self.cfg.get("cache_base", True) or not self.cfg.get("cache_dir"):
+        if not self.cfg["cache_base"] or not self.cfg["cache_dir"]:
             return None
         ids = hashlib.sha256()
         for split in self.splits:

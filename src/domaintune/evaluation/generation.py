@@ -31,10 +31,10 @@ def model_device(model: nn.Module) -> torch.device:
 def generate_options(cfg: dict[str, Any], renderer: ChatRenderer, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     """`model.generate` keyword arguments from a generation config: greedy unless do_sample, stopping at
     the template's end-of-turn token or EOS (shared by batch generation and chat.py)."""
-    sampling = bool(cfg.get("do_sample", False))
-    options = {"temperature": float(cfg.get("temperature", 1.0)), "top_p": float(cfg.get("top_p", 1.0))} if sampling else {}
+    sampling = bool(cfg["do_sample"])
+    options = {"temperature": float(cfg["temperature"]), "top_p": float(cfg["top_p"])} if sampling else {}
     return {
-        "max_new_tokens": int(cfg.get("max_new_tokens", 128)),
+        "max_new_tokens": int(cfg["max_new_tokens"]),
         "do_sample": sampling,
         "repetition_penalty": float(cfg["repetition_penalty"]),
         "eos_token_id": renderer.stop_token_ids(),
