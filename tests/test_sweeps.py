@@ -139,3 +139,27 @@ def test_report_of_domains_with_different_task_metrics(tmp_path: Path) -> None:
     assert "length_words 41" not in md, "descriptive metrics stay in the CSV"
     [run] = list(sweep.glob("wandb/offline-run-*/run-*.wandb"))
     assert b"sweep/table" in run.read_bytes()
+
+
+def test_sweep_report_also_reads_a_folder_of_single_runs(tmp_path: Path) -> None:
+    """outputs/train/<date> (single runs, folders named by time) reports like a multirun, with verdicts."""
+    for name, data in (("10-00-00_healthcare_lora", "healthcare"), ("09-00-00_education_lora", "education")):
+        job = tmp_path / name
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text(f"data: {{name: {data}}}\nadapter: {{name: lora}}\n")
+        metrics = {
+            "base": {"loss": 2.0},
+            "tuned": {"loss": 1.5},
+            "change": {"loss": -0.5},
+            "relative_change": {"loss": -0.25},
+            "ci_low": {"loss": -0.6},
+            "ci_high": {"loss": -0.4},
+            "n": {"loss": 200},
+            "verdict": {"loss": "better"},
+        }
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    paths = write_sweep_report(tmp_path, metric="loss", wandb_log=False)
+    md = paths["md"].read_text()
+    assert "2 ok, 0 failed" in md and md.count("[-0.6, -0.4] better") == 2
+    with paths["csv"].open() as f:
+        assert [r["data"] for r in csv.DictReader(f)] == ["education", "healthcare"], "runs in name (time) order"

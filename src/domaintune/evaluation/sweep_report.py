@@ -68,13 +68,22 @@ def _curve(folder: Path, key: str = "val/loss") -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key) not in (None, "")]
 
 
+def _job_order(folder: Path) -> tuple[int, str]:
+    head = folder.name.split("_")[0]
+    return (int(head), "") if head.isdigit() else (-1, folder.name)
+
+
 def collect(sweep: Path) -> list[Job]:
     if not sweep.is_dir():
         raise DomainTuneError(f"The sweep folder '{sweep}' does not exist.", "Pass outputs/multirun/<date>/<time>.")
     jobs = []
-    for folder in sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0])):
+    # multirun jobs are numbered folders (`3_data=...`); any other folder of run folders (e.g. a day of
+    # single runs, outputs/train/<date>) is reported too, its runs numbered in name order
+    folders = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=_job_order)
+    for k, folder in enumerate(folders):
+        num = int(folder.name.split("_")[0]) if folder.name.split("_")[0].isdigit() else k
         data, adapter = _names(folder)
-        job = Job(folder, int(folder.name.split("_")[0]), _overrides(folder), data, adapter, "incomplete", curve=_curve(folder))
+        job = Job(folder, num, _overrides(folder), data, adapter, "incomplete", curve=_curve(folder))
         if (folder / "failure.json").exists():
             job.status, job.error = "failed", json.loads((folder / "failure.json").read_text())["error"]
         elif (folder / "metrics.json").exists():
