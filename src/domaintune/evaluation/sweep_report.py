@@ -217,18 +217,21 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
     curve = curves(jobs, sweep / "sweep_curves.png")
 
     keys = varying(jobs)
+    # runs that vary neither data nor adapter in their overrides (e.g. a folder of single runs) are labelled by both
+    shown_keys = keys if {"data", "adapter"} & set(keys) else ["data / adapter", *keys]
     lines = [
         f"# Sweep report: `{sweep}`",
         "",
         f"{sum(j.status == 'ok' for j in jobs)} ok, {sum(j.status == 'failed' for j in jobs)} failed, "
         f"{sum(j.status == 'incomplete' for j in jobs)} incomplete; varying: {', '.join(keys) or '-'}.",
         "",
-        f"| job | {' | '.join(keys)} | status | {metric} base | {metric} tuned | change | relative | 95% interval, verdict |",
-        "|---|" + "---|" * len(keys) + "---|---:|---:|---:|---:|---|",
+        f"| job | {' | '.join(shown_keys)} | status | {metric} base | {metric} tuned | change | relative "
+        "| 95% interval, verdict |",
+        "|---|" + "---|" * len(shown_keys) + "---|---:|---:|---:|---:|---|",
     ]
     for j in jobs:
         vals = [_fmt(j.value(metric, k), k) for k in ("base", "tuned", "change", "relative_change")]
-        over = " | ".join(j.overrides.get(k, "") for k in keys)
+        over = " | ".join(j.overrides.get(k, f"{j.data} / {j.adapter}" if k == "data / adapter" else "") for k in shown_keys)
         lines.append(f"| {j.num} | {over} | {j.status} | {' | '.join(vals)} | {j.verdict(metric)} |")
     best = best_per_cell(jobs, metric, kind)
     if best:
