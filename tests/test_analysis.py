@@ -49,7 +49,17 @@ def test_label_confusion_and_unparseable_answers() -> None:
     table = "\n".join(lines)
     assert "| true | 1 | 0 | 1 | 50.0 |" in table and "| false | 1 | 1 | 1 | 50.0 |" in table
     assert "Unparseable answers: 2 of 5" in table and "I am not sure" in table
-    assert topics(found) == {"answer format"}
+    assert topics(found) == {"answer format", "near chance"}, "2 of 5 right is no better than a coin"
+    # a label the model almost never answers is named, as is a model that clearly beats chance
+    rows = [[0, 0]] * 40 + [[1, 1]] * 40 + [[2, 0]] * 18 + [[2, 2]] * 2
+    labels3 = ["true", "false", "not_enough_info"]
+    per_example = [
+        {"stage": "tuned", "metric": "gen/macro_f1", "kind": "macro_f1", "id": f"r{i}", "value": None, "row": r,
+         "params": {"classes": 3, "labels": labels3}}
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    _, found = label_analysis(per_example, {})
+    assert topics(found) == {"weak label"} and "'not_enough_info' has F1 18.2" in found[0].text
 
 
 def test_generation_findings_repetition_and_length() -> None:

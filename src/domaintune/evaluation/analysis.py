@@ -9,6 +9,7 @@ are `experiment=` presets (conf/experiment/more_steps.yaml, regularize.yaml, lon
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,13 +79,39 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
         counts = Counter((x["row"][0], x["row"][1]) for x in mine)
         lines += [f"### {metric.removesuffix('macro_f1')}labels (tuned model, rows: gold, columns: answer)", ""]
         lines += ["| gold \\ answer | " + " | ".join(names) + " | F1 |", "|---|" + "---:|" * (len(names) + 1)]
+        f1s = {}
         for g, gold in enumerate(labels):
             tp = counts[(g, g)]
             fp = sum(counts[(o, g)] for o in range(len(labels)) if o != g)
             fn = sum(counts[(g, o)] for o in range(len(names)) if o != g)
-            f1 = 200 * tp / max(2 * tp + fp + fn, 1)
-            lines.append(f"| {gold} | " + " | ".join(str(counts[(g, o)]) for o in range(len(names))) + f" | {f1:.1f} |")
+            f1s[gold] = 200 * tp / max(2 * tp + fp + fn, 1)
+            lines.append(f"| {gold} | " + " | ".join(str(counts[(g, o)]) for o in range(len(names))) + f" | {f1s[gold]:.1f} |")
         lines.append("")
+        n = len(mine)
+        accuracy = sum(x["row"][0] == x["row"][1] for x in mine) / n
+        margin = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / n)  # normal approximation, binomial
+        chance = 1 / len(labels)
+        if accuracy - margin <= chance:
+            findings.append(
+                Finding(
+                    "near chance",
+                    f"The tuned model's label accuracy, {100 * accuracy:.1f}% (±{100 * margin:.1f} over n={n}), cannot "
+                    f"be told from guessing among {len(labels)} labels ({100 * chance:.1f}%): it has not learnt to read "
+                    "the evidence.",
+                    "experiment=more_steps, or a larger base model (model=hf model.path=...)",
+                )
+            )
+        weak = min(f1s, key=f1s.get)
+        if max(f1s.values()) - f1s[weak] >= 25:
+            answered = sum(counts[(o, labels.index(weak))] for o in range(len(labels)))
+            findings.append(
+                Finding(
+                    "weak label",
+                    f"'{weak}' has F1 {f1s[weak]:.1f} against {max(f1s.values()):.1f} for the best label; it was answered "
+                    f"{answered} times for {sum(counts[(labels.index(weak), o)] for o in range(len(names)))} gold cases.",
+                    f"add or upweight training records labelled '{weak}' (no class re-weighting yet), then experiment=more_steps",
+                )
+            )
         bad = [x["id"] for x in mine if x["row"][1] == len(labels)]
         if bad:
             share = len(bad) / len(mine)
