@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import pickle
 import random
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from domaintune.data.preprocess import MAX_EXAMPLES, Audit, Preprocessor, StepRe
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
+from domaintune.utils.files import locked, write_atomic
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -100,13 +100,31 @@ class DomainDataModule(pl.LightningDataModule):
         if self.examples:
             return
         cache = self._cache_file()
-        if cache is not None and cache.exists():
-            with cache.open("rb") as f:
-                state = pickle.load(f)
-            self.records, self.examples, self.audit = state["records"], state["examples"], state["audit"]
-            self.from_cache = cache
-            log.info(f"Loaded the prepared data from the cache ({cache}); preprocessing skipped")
+        if cache is None:
+            self._build()
             return
+        # One process builds while the others wait, then they all read its file (sweeps with parallel jobs).
+        with locked(cache):
+            if cache.exists() and self._load_cache(cache):
+                return
+            self._build()
+            write_atomic(cache, json.dumps({"records": self.records, "examples": self.examples, "audit": self.audit.to_dict()}))
+
+    def _load_cache(self, cache: Path) -> bool:
+        """Read the prepared data (plain JSON, never unpickled); a damaged file is rebuilt, not trusted."""
+        try:
+            state = json.loads(cache.read_text())
+            records, examples, audit = state["records"], state["examples"], Audit.from_dict(state["audit"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(f"The data cache {cache} is damaged ({type(exc).__name__}: {exc}); rebuilding it")
+            cache.unlink()
+            return False
+        self.records, self.examples, self.audit = records, examples, audit
+        self.from_cache = cache
+        log.info(f"Loaded the prepared data from the cache ({cache}); preprocessing skipped")
+        return True
+
+    def _build(self) -> None:
         started = time.perf_counter()
         if self.parts:
             self._prepare_mixture()
@@ -115,12 +133,6 @@ class DomainDataModule(pl.LightningDataModule):
         self.audit.check()
         self.audit.notes.append(f"prepared in {time.perf_counter() - started:.1f} s (load, preprocess, tokenise)")
         log.info(self.audit.notes[-1])
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            with tmp.open("wb") as f:
-                pickle.dump({"records": self.records, "examples": self.examples, "audit": self.audit}, f, protocol=5)
-            tmp.replace(cache)
 
     def _prepare_source(
         self, cfg: dict[str, Any], task: Task, name: str, audit: Audit
@@ -229,7 +241,9 @@ class DomainDataModule(pl.LightningDataModule):
             h.update(locate(part).fingerprint(str(part.get("revision"))).encode())
         h.update(hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).digest())
         h.update(str(self.tokenizer.chat_template).encode())
-        return Path(str(self.cfg["cache_dir"])).expanduser() / "data" / f"{self.cfg.get('name', 'data')}-{h.hexdigest()[:16]}.pkl"
+        return (
+            Path(str(self.cfg["cache_dir"])).expanduser() / "data" / f"{self.cfg.get('name', 'data')}-{h.hexdigest()[:16]}.json"
+        )
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

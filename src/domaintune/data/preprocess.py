@@ -59,6 +59,10 @@ class StepReport:
             "examples": self.examples,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepReport:
+        return cls(d["step"], d["in"], d["out"], dict(d["removed"]), d["changed"], d["added"], list(d["examples"]))
+
 
 class Audit:
     """Per split, the ordered list of steps with their counts."""
@@ -87,6 +91,13 @@ class Audit:
             "summary": self.summary(),
             "notes": self.notes,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Audit:
+        audit = cls()
+        audit.splits = {split: [StepReport.from_dict(s) for s in steps] for split, steps in d["splits"].items()}
+        audit.notes = list(d["notes"])
+        return audit
 
 
 def run_step(

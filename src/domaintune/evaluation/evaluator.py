@@ -24,6 +24,7 @@ from domaintune.evaluation.generation import generate, merged_adapter, model_dev
 from domaintune.models.module import LossOptions, example_nll
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
+from domaintune.utils.files import locked, write_atomic
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -185,9 +186,22 @@ class Evaluator:
     def run(self, model: nn.Module, label: str) -> EvalResult:
         """Evaluate `model`; the base model's result is reused from the cache when nothing that shapes it changed."""
         cache = self.cache_path() if label == "base" and self.model_key else None
-        if cache is not None and cache.exists():
-            log.info(f"Base-model results reused from {cache} (same model, data and eval config)")
-            return EvalResult(**json.loads(cache.read_text()))
+        if cache is None:
+            return self._evaluate(model, label)
+        # parallel sweep jobs on a cold cache: one evaluates the base model, the others wait and reuse it
+        with locked(cache):
+            if cache.exists():
+                try:
+                    result = EvalResult(**json.loads(cache.read_text()))
+                    log.info(f"Base-model results reused from {cache} (same model, data and eval config)")
+                    return result
+                except (ValueError, TypeError) as exc:
+                    log.warning(f"The base-result cache {cache} is damaged ({exc}); evaluating again")
+            result = self._evaluate(model, label)
+            write_atomic(cache, json.dumps(asdict(result)))
+            return result
+
+    def _evaluate(self, model: nn.Module, label: str) -> EvalResult:
         was_training, original = model.training, model_device(model)
         model.to(self._device(model)).eval()
         log.info(f"Evaluating the {label} model on the {' and '.join(self.splits)} split{'s' if len(self.splits) > 1 else ''}")
@@ -205,7 +219,4 @@ class Evaluator:
                     result.samples = samples
             result.add(self.benchmarks(fast))
         model.to(original).train(was_training)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(asdict(result)))
         return result

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.files import locked
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -61,7 +62,8 @@ def _gguf_location(spec: dict[str, Any]) -> Path | None:
 
 
 def _atomic_save(target: Path, save: Any) -> Path:
-    """Write a directory via a temporary sibling and a rename, so a crash never leaves a half cache."""
+    """Write a directory via a temporary sibling and a rename, so a crash never leaves a half cache.
+    Callers hold `locked(target)`, so parallel jobs on a cold cache build it once."""
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -84,10 +86,11 @@ def _tokenizer_source(spec: dict[str, Any], cache: Path) -> str:
     if gguf is None:
         return str(spec["path"])
     target = cache / "tokenizers" / f"{gguf.stem}-{gguf.stat().st_size}"
-    if not _cached(target):
-        log.info(f"Extracting the tokenizer of {gguf.name} into {target} (once)")
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        _atomic_save(target, tok.save_pretrained)
+    with locked(target):  # parallel jobs on a cold cache build it once
+        if not _cached(target):
+            log.info(f"Extracting the tokenizer of {gguf.name} into {target} (once)")
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            _atomic_save(target, tok.save_pretrained)
     return str(target)
 
 
@@ -98,38 +101,40 @@ def materialize(cfg: DictConfig | dict) -> str:
     gguf = _gguf_location(spec)
     if gguf is not None:
         target = cache / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
-        if not _cached(target):
-            log.info(f"Dequantising {gguf.name} to float weights in {target} (once; later runs load in seconds)")
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-            # transformers refuses to save a GGUF-loaded model while it still carries the GGUF quantizer;
-            # the weights are already plain floats, so dropping it is lossless (bit-identical logits on reload).
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
+        with locked(target):  # parallel jobs on a cold cache build it once
+            if not _cached(target):
+                log.info(f"Dequantising {gguf.name} to float weights in {target} (once; later runs load in seconds)")
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+                # transformers refuses to save a GGUF-loaded model while it still carries the GGUF quantizer;
+                # the weights are already plain floats, so dropping it is lossless (bit-identical logits on reload).
+                model.hf_quantizer = None
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
 
-            def save(d: Path) -> None:
-                model.save_pretrained(d)
-                tok.save_pretrained(d)
+                def save(d: Path) -> None:
+                    model.save_pretrained(d)
+                    tok.save_pretrained(d)
 
-            _atomic_save(target, save)
+                _atomic_save(target, save)
         return str(target)
     if spec.get("config"):
         config = instantiate(spec["config"])
         key = json.dumps({"config": spec["config"], "seed": spec.get("init_seed", 0)}, sort_keys=True)
         target = cache / "models" / f"{spec.get('name', 'from-config')}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-        if not _cached(target):
-            tok_dir = _tokenizer_source(spec.get("tokenizer") or {}, cache)
-            tok = AutoTokenizer.from_pretrained(tok_dir)
-            with torch.random.fork_rng():
-                torch.manual_seed(int(spec.get("init_seed", 0)))
-                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        with locked(target):  # parallel jobs on a cold cache build it once
+            if not _cached(target):
+                tok_dir = _tokenizer_source(spec.get("tokenizer") or {}, cache)
+                tok = AutoTokenizer.from_pretrained(tok_dir)
+                with torch.random.fork_rng():
+                    torch.manual_seed(int(spec.get("init_seed", 0)))
+                    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
-            def save(d: Path) -> None:
-                model.save_pretrained(d)
-                tok.save_pretrained(d)
+                def save(d: Path) -> None:
+                    model.save_pretrained(d)
+                    tok.save_pretrained(d)
 
-            _atomic_save(target, save)
+                _atomic_save(target, save)
         return str(target)
     if not spec.get("path"):
         raise DomainTuneError(
