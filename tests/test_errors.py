@@ -98,3 +98,27 @@ def test_unknown_adapter_kind(make_cfg) -> None:
     cfg = make_cfg("adapter.kind=magic")
     with pytest.raises(DomainTuneError, match=r"Unknown adapter kind 'magic'.*'freeze', 'full', 'peft'"):
         fit_and_evaluate(cfg)
+
+
+def test_secrets_never_reach_the_run_folder(tmp_path: Path) -> None:
+    """Tokens in the environment or on the command line appear in no file of the run: Hydra's saved config
+    and overrides, the logs, the reports, the CSV hyperparameters and the W&B (offline) config."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TINY
+
+    env = {**os.environ, "HF_TOKEN": "hf_ENVSECRET0123456789", "MY_SERVICE_KEY": "svc-ENVSECRET-abcdef"}
+    cmd = [sys.executable, "train.py", *TINY, "logger=wandb", "+hf_token=hf_CLISECRET9876543210"]
+    cmd += [f"paths.log_dir={tmp_path}", "eval.generation.max_samples=2"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    [run] = list(tmp_path.glob("train/*/*"))
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.name == "overrides.yaml" for p in files) and any(p.suffix == ".wandb" for p in files)
+    for p in files:
+        blob = p.read_bytes()
+        for secret in (b"ENVSECRET", b"CLISECRET"):
+            assert secret not in blob, f"{secret.decode()} written to {p.relative_to(run)}"
+    assert b"***" in (run / ".hydra" / "overrides.yaml").read_bytes()

@@ -32,6 +32,7 @@ from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import instantiate_all, run_task
 from domaintune.utils.loggers import log_to_wandb
 from domaintune.utils.logging import get_logger
+from domaintune.utils.secrets import redact
 
 log = get_logger(__name__)
 
@@ -91,7 +92,7 @@ def prepare_training(
     during = [GenerationMetrics(evaluator, int(every))] if every else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
     for lg in trainer.loggers:
-        lg.log_hyperparams(to_dict(cfg))
+        lg.log_hyperparams(redact(to_dict(cfg)))  # W&B / CSV config: no token or key values
     if data_report is not None:
         log_to_wandb(
             trainer.loggers,

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
+from domaintune.utils.secrets import scrub_saved_config
 
 log = get_logger(__name__)
 
@@ -38,6 +39,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any] | None], cfg: DictConfi
     `failure.json` in its folder and returns NaN, so the sweep goes on to the next job.
     """
     out_dir = Path(cfg.paths.output_dir)
+    scrub_saved_config(out_dir)  # Hydra saved the config verbatim before this code ran
     try:
         metrics = task(cfg)
     except Exception as exc:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger
 
 from domaintune.utils.logging import get_logger
+from domaintune.utils.secrets import KEY_OVERRIDE
 
 log = get_logger(__name__)
 
@@ -35,6 +37,12 @@ def wandb_logger(offline: bool | str = "auto", **kwargs: Any) -> WandbLogger:
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_has_credentials())
     if offline:
         log.info("W&B runs offline (no API key configured); upload the run folder's wandb/offline-run-* with `wandb sync <dir>`")
+    if any(KEY_OVERRIDE.search(arg) for arg in sys.argv):
+        # W&B's run metadata records the command line verbatim; it must not carry a token or key
+        import wandb
+
+        log.info("The command line holds a secret-named key: W&B's system metadata (which records it) is off for this run")
+        kwargs["settings"] = wandb.Settings(x_disable_meta=True)
     return WandbLogger(offline=bool(offline), **kwargs)
 
 
