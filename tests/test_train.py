@@ -18,6 +18,7 @@ from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
 from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.train import fit_and_evaluate
+from domaintune.utils.errors import DomainTuneError
 from tests.conftest import ROOT, TINY
 
 ADAPTERS = ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "full", "freeze"]
@@ -122,6 +123,17 @@ def test_resume_continues_step_optimizer_and_data_position(make_cfg, tmp_path: P
     assert len(resumed.batches) == 2
     for got, want in zip(resumed.batches, full.batches[12:], strict=True):
         assert torch.equal(got, want)
+
+    # the checkpoint knows what it was trained on: another adapter, data set or model is refused up front
+    assert {"model", "adapter", "data", "trainable"} <= set(ckpt["domaintune"])
+    for other, named in (
+        ("adapter.peft.r=4", "adapter"),
+        ("data.max_samples=30", "data"),
+        ("model.init_seed=1", "model"),
+    ):
+        cfg = make_cfg(*common, other, "trainer.max_steps=14", f"ckpt_path={ckpt_path}", output_dir=tmp_path / "other")
+        with pytest.raises(DomainTuneError, match=rf"trained with a different {named}.*same model, adapter and data"):
+            fit_and_evaluate(cfg)
 
 
 def test_freeze_trains_only_the_top_blocks(make_cfg) -> None:

@@ -6,6 +6,7 @@ python -m domaintune.train data=education trainer=gpu
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,12 @@ def prepare_training(
     model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
     if cfg.model.compile:
         compile_blocks(model)
-    module = CausalLMModule(model, cfg.optim, LossOptions.from_config(cfg.model))
+    identity = {
+        "model": model_identity(cfg.model),
+        "adapter": json.dumps(to_dict(cfg.adapter), sort_keys=True, default=str),
+        "data": dm.fingerprint(),
+    }
+    module = CausalLMModule(model, cfg.optim, LossOptions.from_config(cfg.model), identity)
     every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
     during = [GenerationMetrics(evaluator, int(every))] if every else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])

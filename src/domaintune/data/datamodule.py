@@ -235,15 +235,19 @@ class DomainDataModule(pl.LightningDataModule):
     def _cache_file(self) -> Path | None:
         if not self.cfg["cache"] or not self.cfg["cache_dir"]:
             return None
+        name = f"{self.cfg['name']}-{self.fingerprint()[:16]}.json"
+        return Path(str(self.cfg["cache_dir"])).expanduser() / "data" / name
+
+    def fingerprint(self) -> str:
+        """What the prepared examples depend on: sources' bytes (or hub revision), the data config, the
+        tokenizer and chat template, the seed. Names the cache file; checkpoints record it."""
         h = hashlib.sha256(f"{__version__}|{PIPELINE_VERSION}|{self.seed}".encode())
         h.update(json.dumps({k: v for k, v in self.cfg.items() if k not in SERVING_KEYS}, sort_keys=True, default=str).encode())
         for part in self.parts.values() or [self.cfg]:
             h.update(locate(part).fingerprint(str(part.get("revision"))).encode())
         h.update(hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).digest())
         h.update(str(self.tokenizer.chat_template).encode())
-        return (
-            Path(str(self.cfg["cache_dir"])).expanduser() / "data" / f"{self.cfg.get('name', 'data')}-{h.hexdigest()[:16]}.json"
-        )
+        return h.hexdigest()
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

@@ -172,8 +172,16 @@ def warmup_steps(optim: DictConfig | dict[str, Any], total: int) -> int:
 class CausalLMModule(pl.LightningModule):
     """Wraps the model to train; checkpoints hold only its trainable weights."""
 
-    def __init__(self, model: nn.Module, optim: DictConfig | dict[str, Any], loss: LossOptions):
+    def __init__(
+        self,
+        model: nn.Module,
+        optim: DictConfig | dict[str, Any],
+        loss: LossOptions,
+        identity: dict[str, str] | None = None,
+    ):
         super().__init__()
+        # what the checkpoint was trained on (model, adapter config, data fingerprint): resuming elsewhere is refused
+        self.identity = dict(identity or {})
         # from_pretrained returns models in eval mode and Lightning keeps modules' modes as they are:
         # without this, dropout (e.g. LoRA's) would silently be off during training.
         self.model = model.train()
@@ -251,3 +259,25 @@ class CausalLMModule(pl.LightningModule):
         """Keep only trainable weights: a LoRA checkpoint is a few MB instead of the whole base model."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["domaintune"] = {**self.identity, "trainable": sorted(trainable)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model, adapter or data set (loading is partial by design, so a
+        mismatch would otherwise load some tensors and silently skip the rest)."""
+        saved = checkpoint.get("domaintune")
+        if saved is None:
+            raise DomainTuneError(
+                "This checkpoint was not written by DomainTune (it records no model, adapter or data identity).",
+                "Resume only from a DomainTune run's checkpoints/last.ckpt, or start a new run.",
+            )
+        trainable = sorted(name for name, p in self.named_parameters() if p.requires_grad)
+        differ = [k for k in (*self.identity, "trainable") if saved.get(k) != {**self.identity, "trainable": trainable}[k]]
+        if differ:
+            what = ", ".join("trainable weights" if k == "trainable" else k for k in differ)
+            raise DomainTuneError(
+                f"The checkpoint was trained with a different {what} than this run (checkpoint: "
+                + "; ".join(f"{k}={str(saved.get(k))[:120]}" for k in differ if k != "trainable")
+                + ").",
+                "Resume with the same model, adapter and data overrides as the run that wrote it (its .hydra/overrides.yaml), "
+                "or start a new run without ckpt_path.",
+            )
