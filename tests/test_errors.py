@@ -122,3 +122,19 @@ def test_secrets_never_reach_the_run_folder(tmp_path: Path) -> None:
         for secret in (b"ENVSECRET", b"CLISECRET"):
             assert secret not in blob, f"{secret.decode()} written to {p.relative_to(run)}"
     assert b"***" in (run / ".hydra" / "overrides.yaml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ question.__class__.__mro__[1].__subclasses__() }}",
+        "{{ lipsum.__globals__['os'].listdir('/') }}",
+        "{{ cycler.__init__ }}",
+    ],
+)
+def test_data_templates_cannot_reach_python_objects_or_files(make_cfg, tokenizer, template: str) -> None:
+    from domaintune.data.datamodule import DomainDataModule
+
+    cfg = make_cfg(f"data.task.prompt={template!r}", "data.cache=false")
+    with pytest.raises(DomainTuneError, match=r"data\.task\.prompt tries something a data template may not do"):
+        DomainDataModule(cfg.data, tokenizer).prepare()

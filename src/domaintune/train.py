@@ -130,6 +130,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
         "split": ", ".join(evaluator.splits) + " (model selection: validation)",
         "weights": weights,
         "global_step": trainer.global_step,
+        "trust_remote_code": bool(cfg.model.trust_remote_code),
     }
     title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
     rows, flat = publish(out, base, tuned, info, to_dict(cfg.eval), title, trainer.loggers, trainer.global_step)

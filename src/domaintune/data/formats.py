@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from omegaconf import DictConfig
 
 from domaintune.utils.config import to_dict
@@ -172,6 +172,11 @@ class Task:
             raise DomainTuneError(
                 f"data.task.{key} uses a variable the record does not have ({exc}). Available: {choices(ctx)}.",
                 "Use only the task's field names in the template.",
+            ) from exc
+        except SecurityError as exc:  # the sandbox stops templates from reaching Python objects or files
+            raise DomainTuneError(
+                f"data.task.{key} tries something a data template may not do: {str(exc).rstrip('.')}.",
+                "Templates may only format the record's fields (filters like join, lower, trim are fine).",
             ) from exc
 
     def conversation(self, rec: dict[str, Any]) -> list[Message]:
