@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -158,3 +160,38 @@ class LearningCurves(pl.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.train, self.val = [tuple(x) for x in state["train"]], [tuple(x) for x in state["val"]]
+
+
+class RandomState(pl.Callback):
+    """Checkpoints the random number generators (torch CPU and CUDA, Python, NumPy), so a resumed run draws
+    the same dropout masks as an uninterrupted one (Lightning restores weights, optimizer, scheduler and
+    loader position, but not these). The state is put back at the first training step after the restore,
+    so whatever the restart itself draws (building loaders) does not shift the stream."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        py = random.getstate()
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # plain lists: checkpoints load with weights_only=True, which refuses arbitrary Python objects
+            "python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
-from domaintune.callbacks import BestWeights, FirstStepTime, GenerationMetrics, LearningCurves, Stopwatch
+from domaintune.callbacks import BestWeights, FirstStepTime, GenerationMetrics, LearningCurves, RandomState, Stopwatch
 from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
@@ -85,6 +85,9 @@ def prepare_training(
     base = evaluator.run(model, "base") if is_zero and base_eval else None
     clock.lap("base evaluation")
 
+    # Re-seed: the adapter's random init (and everything after) must not depend on whether the base
+    # evaluation came from the cache or consumed random numbers (found by the kill-and-resume test).
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
     if cfg.model.compile:
         compile_blocks(model)
@@ -113,7 +116,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     out = Path(cfg.paths.output_dir)
     best = BestWeights(cfg.eval.selection.monitor, cfg.eval.selection.mode)
     curves = LearningCurves(out / "curves.json", cfg.eval.selection.monitor)
-    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, *(callbacks or [])])
+    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), *(callbacks or [])])
     if cfg.train:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
     weights = choose_weights(cfg, trainer, module, best)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -28,7 +27,7 @@ from domaintune.data.audit_report import plot_lengths, print_audit
 from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.collate import pad_collate
 from domaintune.data.formats import Message, Task
-from domaintune.data.packing import check_packing, group_by_length, pack, padding_efficiency
+from domaintune.data.packing import EpochBatches, check_packing, group_by_length, pack, padding_efficiency
 from domaintune.data.preprocess import MAX_EXAMPLES, Audit, Preprocessor, StepReport
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.utils.config import to_dict
@@ -310,20 +309,13 @@ class DomainDataModule(pl.LightningDataModule):
         # on the seed alone, not on whatever else drew from the global RNG before training.
         rows = self.train_rows()
         size = int(self.cfg["batch_size"])
-        common = {
-            "shuffle": True,
-            "generator": torch.Generator().manual_seed(self.seed),
-            "num_workers": int(self.cfg["num_workers"]),
-        }
         if self.batching()["mode"] == "grouped by length":
-            # Fixed buckets of similar length, formed once by seed; the sampler shuffles whole buckets each
-            # epoch (and stays resumable), so batches pad little and their order is still random.
-            buckets = [[rows[i] for i in b] for b in group_by_length(rows, size, self.seed)]
-            return StatefulDataLoader(buckets, batch_size=1, collate_fn=self._collate_bucket, **common)
-        return StatefulDataLoader(rows, batch_size=size, collate_fn=self.collate, **common)
-
-    def _collate_bucket(self, buckets: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
-        return pad_collate(buckets[0], pad_id=self.tokenizer.pad_token_id)
+            # Fixed buckets of similar length, formed once by seed; each epoch shuffles whole buckets, so
+            # batches pad little and their order is still random.
+            batches = EpochBatches(self.seed, buckets=group_by_length(rows, size, self.seed))
+        else:
+            batches = EpochBatches(self.seed, rows=len(rows), batch_size=size)
+        return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.collate, num_workers=int(self.cfg["num_workers"]))
 
     def eval_dataloader(self, split: str, max_samples: int | None = None) -> DataLoader:
         items = self.require(split)

@@ -1,4 +1,5 @@
-"""Packing: several tokenised examples per row of at most `max_length` tokens.
+"""Training batches: packing several tokenised examples per row of at most `max_length` tokens, length
+grouping, and the resumable per-epoch batch order.
 
 Each example keeps its labels and gets position ids that restart at 0; transformers turns restarting
 position ids (with no attention mask) into a block-diagonal causal mask for eager and SDPA attention
@@ -8,7 +9,10 @@ alike, so examples in one row never attend to each other (tests/test_packing.py 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
+
+import torch
 
 from domaintune.data.chat import IGNORE
 from domaintune.utils.errors import DomainTuneError
@@ -71,3 +75,44 @@ def check_packing(packing: Any, virtual_tokens: bool) -> None:
             "data.packing=true does not work with an adapter that prepends virtual tokens (prompt or prefix tuning).",
             "Use data.packing=auto or false, or a LoRA-family, full or freeze adapter.",
         )
+
+
+class EpochBatches:
+    """The training batch sampler: batches of row indexes whose order depends only on (seed, epoch).
+
+    Each epoch shuffles either fixed batches (`buckets`: length-grouped batches formed once) or the rows,
+    chunked into batches of `batch_size`. Lightning calls `set_epoch`, and the loader checkpoints
+    `state_dict` (epoch, batches done), so a run resumed mid-epoch, or in any later epoch, sees exactly the
+    batches an uninterrupted run sees. torch's RandomSampler draws each epoch from one running generator,
+    whose state a restart does not reproduce: resumed runs diverged at the next epoch (tests/test_resume_kill.py).
+    """
+
+    def __init__(self, seed: int, buckets: list[list[int]] | None = None, rows: int = 0, batch_size: int = 1):
+        self.seed, self.buckets, self.rows, self.batch_size = seed, buckets, rows, batch_size
+        self.epoch, self._start, self._done = 0, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.buckets is not None:
+            return [self.buckets[k] for k in torch.randperm(len(self.buckets), generator=g).tolist()]
+        order = torch.randperm(self.rows, generator=g).tolist()
+        return [order[i : i + self.batch_size] for i in range(0, self.rows, self.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.buckets) if self.buckets is not None else -(-self.rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self._start = self._start, 0
+        self._done = start
+        for batch in self._batches()[start:]:
+            self._done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "done": self._done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._start = state["epoch"], state["done"]

@@ -1,0 +1,82 @@
+"""A run killed with SIGKILL after a checkpoint and resumed ends where an uninterrupted run ends: the same
+adapter weights, optimizer state, learning rate and metrics (fp32, deterministic CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT, TINY
+
+STEPS = 24
+COMMON = [
+    *TINY,
+    "logger=csv",
+    "trainer.precision=32-true",
+    "trainer.deterministic=true",
+    f"trainer.max_steps={STEPS}",
+    "trainer.val_check_interval=6",
+    "callbacks.model_checkpoint.every_n_train_steps=4",
+    "callbacks.early_stopping.patience=100",
+    "data.max_samples=40",
+    "eval.generation.max_samples=2",
+]
+
+
+def launch(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "train.py", *COMMON, f"paths.log_dir={out}", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, log[-3000:]
+    return log
+
+
+def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    return load_file(run / "adapter" / "adapter_model.safetensors"), ckpt, json.loads((run / "metrics.json").read_text())
+
+
+def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
+    finish(launch(tmp_path / "whole"))
+    [whole] = list((tmp_path / "whole").glob("train/*/*"))
+
+    proc = launch(tmp_path / "killed")
+    kill_after = random.Random(os.getpid()).choice([8, 12, 16])  # a checkpoint step, then a step or two more
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = list((tmp_path / "killed").glob("train/*/*/checkpoints/step*.ckpt")) + list(
+            (tmp_path / "killed").glob("train/*/*/checkpoints/last.ckpt")
+        )
+        ckpts = [torch.load(p, weights_only=True)["global_step"] for p in found if p.name == "last.ckpt"]
+        if ckpts and max(ckpts) >= kill_after:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [killed] = list((tmp_path / "killed").glob("train/*/*"))
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS, "killed before the end"
+
+    finish(launch(tmp_path / "resumed", f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}"))
+    [resumed] = list((tmp_path / "resumed").glob("train/*/*"))
+    w_whole, ck_whole, m_whole = final_state(whole)
+    w_res, ck_res, m_res = final_state(resumed)
+    assert ck_res["global_step"] == ck_whole["global_step"] == STEPS
+    for name, tensor in w_whole.items():
+        assert torch.allclose(tensor, w_res[name], atol=1e-6, rtol=0), name
+    opt_w, opt_r = ck_whole["optimizer_states"][0], ck_res["optimizer_states"][0]
+    for key, state in opt_w["state"].items():
+        assert torch.allclose(state["exp_avg_sq"], opt_r["state"][key]["exp_avg_sq"], atol=1e-9, rtol=1e-5)
+    assert opt_w["param_groups"][0]["lr"] == opt_r["param_groups"][0]["lr"]
+    assert m_res["tuned"]["loss"] == m_whole["tuned"]["loss"] or abs(m_res["tuned"]["loss"] - m_whole["tuned"]["loss"]) < 1e-6
