@@ -112,3 +112,29 @@ def test_length_grouped_batches_pad_less_and_cover_every_example_once(make_cfg, 
     processed = sum(b["input_ids"].numel() for b in batches)
     assert real / processed == pytest.approx(dm.padding_efficiency()["grouped"])
     assert dm.padding_efficiency()["grouped"] > dm.padding_efficiency()["shuffled"]
+
+
+def test_epoch_batches_depend_on_seed_and_epoch_only_resume_mid_epoch_and_shard_across_ranks() -> None:
+    from domaintune.data.packing import EpochBatches
+
+    s = EpochBatches(seed=3, rows=10, batch_size=3)
+    s.set_epoch(2)
+    epoch2 = list(s)
+    again = EpochBatches(seed=3, rows=10, batch_size=3)
+    again.set_epoch(2)
+    assert list(again) == epoch2 and sorted(i for b in epoch2 for i in b) == list(range(10))
+    s.set_epoch(3)
+    assert list(s) != epoch2, "each epoch has its own order"
+    # resumed after 2 batches of epoch 2: the rest of the same epoch, then epoch 3 as uninterrupted
+    it = iter(again)
+    next(it), next(it)
+    resumed = EpochBatches(seed=3, rows=10, batch_size=3)
+    resumed.load_state_dict(again.state_dict())
+    assert list(resumed) == epoch2[2:]
+    # two data-parallel ranks: equal step counts, together every batch of the epoch
+    shards = [EpochBatches(seed=3, rows=10, batch_size=3, rank=r, world_size=2) for r in (0, 1)]
+    for sh in shards:
+        sh.set_epoch(2)
+    got = [list(sh) for sh in shards]
+    assert len(got[0]) == len(got[1]) == len(shards[0]) == 2
+    assert {tuple(b) for g in got for b in g} == {tuple(b) for b in epoch2}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -309,12 +310,16 @@ class DomainDataModule(pl.LightningDataModule):
         # on the seed alone, not on whatever else drew from the global RNG before training.
         rows = self.train_rows()
         size = int(self.cfg["batch_size"])
+        # our batch sampler splits batches between data-parallel processes itself (trainer config sets
+        # use_distributed_sampler: false, so Lightning does not try to wrap it)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        place = {"rank": torch.distributed.get_rank(), "world_size": torch.distributed.get_world_size()} if dist else {}
         if self.batching()["mode"] == "grouped by length":
             # Fixed buckets of similar length, formed once by seed; each epoch shuffles whole buckets, so
             # batches pad little and their order is still random.
-            batches = EpochBatches(self.seed, buckets=group_by_length(rows, size, self.seed))
+            batches = EpochBatches(self.seed, buckets=group_by_length(rows, size, self.seed), **place)
         else:
-            batches = EpochBatches(self.seed, rows=len(rows), batch_size=size)
+            batches = EpochBatches(self.seed, rows=len(rows), batch_size=size, **place)
         return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.collate, num_workers=int(self.cfg["num_workers"]))
 
     def eval_dataloader(self, split: str, max_samples: int | None = None) -> DataLoader:

@@ -87,8 +87,19 @@ class EpochBatches:
     whose state a restart does not reproduce: resumed runs diverged at the next epoch (tests/test_resume_kill.py).
     """
 
-    def __init__(self, seed: int, buckets: list[list[int]] | None = None, rows: int = 0, batch_size: int = 1):
+    def __init__(
+        self,
+        seed: int,
+        buckets: list[list[int]] | None = None,
+        rows: int = 0,
+        batch_size: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.seed, self.buckets, self.rows, self.batch_size = seed, buckets, rows, batch_size
+        # data parallel: each process takes every world_size-th batch of the same epoch order (the last few
+        # repeat from the start so every process runs as many steps), as DistributedSampler does for rows
+        self.rank, self.world_size = rank, world_size
         self.epoch, self._start, self._done = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,12 +108,18 @@ class EpochBatches:
     def _batches(self) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.buckets is not None:
-            return [self.buckets[k] for k in torch.randperm(len(self.buckets), generator=g).tolist()]
-        order = torch.randperm(self.rows, generator=g).tolist()
-        return [order[i : i + self.batch_size] for i in range(0, self.rows, self.batch_size)]
+            batches = [self.buckets[k] for k in torch.randperm(len(self.buckets), generator=g).tolist()]
+        else:
+            order = torch.randperm(self.rows, generator=g).tolist()
+            batches = [order[i : i + self.batch_size] for i in range(0, self.rows, self.batch_size)]
+        if self.world_size > 1:
+            batches += batches[: -len(batches) % self.world_size]
+            batches = batches[self.rank :: self.world_size]
+        return batches
 
     def __len__(self) -> int:
-        return len(self.buckets) if self.buckets is not None else -(-self.rows // self.batch_size)
+        total = len(self.buckets) if self.buckets is not None else -(-self.rows // self.batch_size)
+        return -(-total // self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self._start = self._start, 0
