@@ -80,3 +80,32 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path)
         assert torch.allclose(state["exp_avg_sq"], opt_r["state"][key]["exp_avg_sq"], atol=1e-9, rtol=1e-5)
     assert opt_w["param_groups"][0]["lr"] == opt_r["param_groups"][0]["lr"]
     assert m_res["tuned"]["loss"] == m_whole["tuned"]["loss"] or abs(m_res["tuned"]["loss"] - m_whole["tuned"]["loss"]) < 1e-6
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM (or Ctrl+C) stops after the current step, writes last.ckpt at that step and
+    exits without a traceback, printing the command that resumes."""
+    cmd = [
+        sys.executable,
+        "train.py",
+        *COMMON,
+        "trainer.max_steps=500",
+        "trainer.val_check_interval=100",
+        f"paths.log_dir={tmp_path}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        seen.append(line)
+        if "Time to first training step" in line:
+            time.sleep(3)
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    [run] = list(tmp_path.glob("train/*/*"))
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < step < 500
+    assert f"interrupted (SIGTERM or Ctrl+C) at step {step}" in out
+    assert "Resume with: python train.py" in out and f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in out

@@ -195,3 +195,24 @@ class RandomState(pl.Callback):
         random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
         kind, keys, *rest = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+
+
+class SaveOnInterrupt(pl.Callback):
+    """On SIGTERM (a scheduler's pre-emption, `kill`) or Ctrl+C, Lightning stops after the current step;
+    this writes `last.ckpt` at that step (atomically) so `ckpt_path=<it>` resumes without losing work."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.saved_step: int | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.global_step == 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+        self.saved_step = trainer.global_step

@@ -18,17 +18,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from domaintune.callbacks import BestWeights, FirstStepTime, GenerationMetrics, LearningCurves, RandomState, Stopwatch
+from domaintune.callbacks import (
+    BestWeights,
+    FirstStepTime,
+    GenerationMetrics,
+    LearningCurves,
+    RandomState,
+    SaveOnInterrupt,
+    Stopwatch,
+)
 from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.publish import publish
+from domaintune.inference import cli_overrides
 from domaintune.models.adapters import apply_adapter, compile_blocks, prepends_virtual_tokens, save_adapter
 from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.utils.config import CONFIG_DIR, to_dict
+from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import instantiate_all, run_task
 from domaintune.utils.loggers import log_to_wandb
@@ -116,9 +127,20 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     out = Path(cfg.paths.output_dir)
     best = BestWeights(cfg.eval.selection.monitor, cfg.eval.selection.mode)
     curves = LearningCurves(out / "curves.json", cfg.eval.selection.monitor)
-    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), *(callbacks or [])])
+    interrupt = SaveOnInterrupt(out / "checkpoints" / "last.ckpt")
+    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), interrupt, *(callbacks or [])])
     if cfg.train:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        except (SIGTERMException, KeyboardInterrupt, SystemExit):
+            if interrupt.saved_step is None:
+                raise
+            again = " ".join(o for o in cli_overrides() if not o.startswith("ckpt_path="))
+            raise DomainTuneError(
+                f"Training was interrupted (SIGTERM or Ctrl+C) at step {interrupt.saved_step}; the checkpoint "
+                f"{interrupt.path} holds it.",
+                f"Resume with: python train.py {again} ckpt_path={interrupt.path}",
+            ) from None
     weights = choose_weights(cfg, trainer, module, best)
     if rank_zero_only.rank != 0:
         return None
