@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
 from domaintune.models.module import CausalLMModule, LossOptions
-from domaintune.train import fit_and_evaluate
+from domaintune.train import fit_and_evaluate, resolve_checkpoint
 from domaintune.utils.errors import DomainTuneError
 from tests.conftest import ROOT, TINY
 
@@ -123,6 +126,27 @@ def test_resume_continues_step_optimizer_and_data_position(make_cfg, tmp_path: P
     assert len(resumed.batches) == 2
     for got, want in zip(resumed.batches, full.batches[12:], strict=True):
         assert torch.equal(got, want)
+
+    # ckpt_path=last finds the newest last.ckpt of an earlier run with this run_name
+    again = make_cfg(*common, "trainer.max_steps=14", "ckpt_path=last", output_dir=tmp_path / "third")
+    with open_dict(again):
+        again.paths.log_dir = str(tmp_path / "logs")
+    runs = tmp_path / "logs" / "train" / "2026-01-01"
+    for name, age in (("10-00-00_healthcare_lora", 100), ("11-00-00_healthcare_lora", 0)):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "checkpoints" / "last.ckpt").write_bytes(ckpt_path.read_bytes())
+        os.utime(runs / name / "checkpoints" / "last.ckpt", (time.time() - age, time.time() - age))
+    assert resolve_checkpoint(again) == str(runs / "11-00-00_healthcare_lora" / "checkpoints" / "last.ckpt")
+    # a truncated last.ckpt is refused, naming the good checkpoints beside it
+    newest = runs / "11-00-00_healthcare_lora" / "checkpoints"
+    (newest / "step00008.ckpt").write_bytes(ckpt_path.read_bytes())
+    (newest / "last.ckpt").write_bytes(ckpt_path.read_bytes()[:1000])
+    with pytest.raises(DomainTuneError, match=r"cannot be read.*truncated.*ckpt_path=.*step00008\.ckpt"):
+        resolve_checkpoint(again)
+    with open_dict(again):
+        again.paths.log_dir = str(tmp_path / "nothing")
+    with pytest.raises(DomainTuneError, match="ckpt_path=last: no earlier 'healthcare_lora' run"):
+        resolve_checkpoint(again)
 
     # the checkpoint knows what it was trained on: another adapter, data set or model is refused up front
     assert {"model", "adapter", "data", "trainable"} <= set(ckpt["domaintune"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
@@ -131,7 +132,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), interrupt, *(callbacks or [])])
     if cfg.train:
         try:
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+            trainer.fit(module, datamodule=dm, ckpt_path=resolve_checkpoint(cfg))
         except (SIGTERMException, KeyboardInterrupt, SystemExit):
             if interrupt.saved_step is None:
                 raise
@@ -164,6 +165,46 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
         flat["selection/step"] = float(best.step or 0)
     log.info(f"Run folder: {out} (adapter in {out / 'adapter'})")
     return Run(trainer, module, dm, rows, flat)
+
+
+def resolve_checkpoint(cfg: DictConfig) -> str | None:
+    """`ckpt_path`: a file, or the word `last` (the newest last.ckpt of an earlier run with this run_name under
+    paths.log_dir). The file is read once here, so a truncated checkpoint fails with the good ones named."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        here = Path(cfg.paths.output_dir).resolve()
+        found = [
+            p
+            for p in Path(cfg.paths.log_dir).glob(f"{cfg.task_name}/*/*_{cfg.run_name}/checkpoints/last.ckpt")
+            if p.parents[1].resolve() != here
+        ]
+        if not found:
+            raise DomainTuneError(
+                f"ckpt_path=last: no earlier '{cfg.run_name}' run under {cfg.paths.log_dir}/{cfg.task_name} left a "
+                "checkpoints/last.ckpt.",
+                "Pass the file itself: ckpt_path=<run folder>/checkpoints/last.ckpt (and the same run_name and overrides).",
+            )
+        path = max(found, key=lambda p: p.stat().st_mtime)
+        log.info(f"ckpt_path=last: resuming from {path}")
+    else:
+        path = Path(str(cfg.ckpt_path))
+    if not path.is_file():
+        raise DomainTuneError(
+            f"The checkpoint '{path}' does not exist.", "Pass a run's checkpoints/last.ckpt, or ckpt_path=last."
+        )
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        others = sorted((p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: -p.stat().st_mtime)
+        raise DomainTuneError(
+            f"The checkpoint '{path}' cannot be read ({type(exc).__name__}); it is probably truncated (a crash while "
+            "it was written).",
+            f"Resume from an earlier one: {', '.join(f'ckpt_path={p}' for p in others)}."
+            if others
+            else "No other checkpoint is in that folder: start the run again without ckpt_path.",
+        ) from None
+    return str(path)
 
 
 def choose_weights(cfg: DictConfig, trainer: pl.Trainer, module: CausalLMModule, best: BestWeights) -> str:
