@@ -152,6 +152,12 @@ class DomainDataModule(pl.LightningDataModule):
                     examples=[{"record": e} for e in stats.examples][:MAX_EXAMPLES],
                 ),
             )
+            if not records:
+                raise DomainTuneError(
+                    f"The {prefix}{split} split has no records (a train-only source is cut by data.split_ratios "
+                    f"{dict(cfg['split_ratios'])}, which leaves none for it here).",
+                    f"Add a {split} file, or give more records so every split gets some.",
+                )
             task.check_columns({k for r in records for k in r if not k.startswith("_")}, origin_of(records[0]["_src"]))
             cap = cfg.get("max_samples")
             if cap is not None and len(records) > int(cap):

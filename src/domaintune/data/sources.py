@@ -62,8 +62,21 @@ class _LineProblem(ValueError):
         self.reason, self.what, self.fix = reason, what, fix
 
 
-def _parse_line(raw: bytes) -> dict[str, Any]:
-    """One JSONL line -> an object, or a _LineProblem naming what is wrong and the fix."""
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: a key given twice would silently keep only its last value."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _LineProblem("duplicate_key", f"the key '{key}' appears twice in one object", "Keep one value per key")
+        seen[key] = value
+    return seen
+
+
+def _parse_line(raw: bytes, first: bool = False) -> dict[str, Any]:
+    """One JSONL line -> an object, or a _LineProblem naming what is wrong and the fix. A UTF-8 byte-order
+    mark on the first line (Windows editors write one) is not part of the data and is dropped."""
+    if first and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -73,7 +86,7 @@ def _parse_line(raw: bytes) -> dict[str, Any]:
             "Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
         ) from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise _LineProblem(
             "malformed_json", f"malformed JSON ({exc.msg} at column {exc.colno})", "Fix the line so it is one JSON object"
@@ -96,7 +109,7 @@ def read_jsonl(path: Path, split: str, on_error: str, stats: ReadStats, hint: st
             if not raw.strip():
                 continue
             try:
-                obj = _parse_line(raw)
+                obj = _parse_line(raw, first=lineno == 1)
             except _LineProblem as problem:
                 if on_error == "skip":
                     stats.skip(split, problem.reason, f"{path}:{lineno}")
