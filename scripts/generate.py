@@ -53,6 +53,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise DomainTuneError(f"The input file '{src}' does not exist.", "Pass input=<a JSONL file of prompts>.")
     task = Task(to_dict(cfg.data.task))
     records = read_jsonl(src, "input", "raise", ReadStats(), hint="then run again.")
+    if not records:
+        raise DomainTuneError(
+            f"The input file '{src}' is empty: there is no prompt to generate for.",
+            'Write one JSON object per line, e.g. {"prompt": "What is a fever?"}.',
+        )
     model, tok, _ = load_for_inference(cfg)
     renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
     convs = [to_messages(rec, task) for rec in records]

@@ -106,3 +106,69 @@ def test_a_byte_order_mark_and_a_huge_line_are_handled_not_fatal(make_cfg, token
     assert steps["tokenize"].changed + sum(steps["tokenize"].removed.values()) >= 1, (
         "the huge record is truncated or dropped, and counted"
     )
+
+
+def corrupt_model_dir(tmp_path: Path) -> Path:
+    import shutil
+
+    from domaintune.models.loading import materialize
+
+    target = tmp_path / "broken-model"
+    shutil.copytree(materialize(compose_tiny(tmp_path).model), target)
+    (target / "model.safetensors").write_bytes(b"not a safetensors file" * 10)
+    return target
+
+
+def compose_tiny(tmp_path: Path, *extra: str):
+    from tests.conftest import TINY, compose_train
+
+    return compose_train([*TINY, *extra], tmp_path / "out")
+
+
+MODEL_CASES = [
+    ("model path that does not exist", lambda t: ("model=hf", "model.path=/no/such/model"), "Could not load the model", "model=hf model.path=<dir>"),
+    ("hub id not cached, offline", lambda t: ("model=hf", "model.path=someorg/not-cached-model"), "Hub could not provide it", "hf download"),
+    ("corrupted safetensors", lambda t: ("model=hf", f"model.path={corrupt_model_dir(t)}"), "SafetensorError", "as written by `save_pretrained`"),
+    ("unknown adapter parameter", lambda t: ("+adapter.peft.rr=4",), "unexpected keyword argument 'rr'", "Remove or rename the option"),
+    ("train_top_n out of range", lambda t: ("adapter=freeze", "adapter.train_top_n=50"), "the model has 2 blocks", "Choose a value from 1 to 2"),
+    ("train_top_n zero", lambda t: ("adapter=freeze", "adapter.train_top_n=0"), "train_top_n=0", "Choose a value"),
+    ("missing checkpoint", lambda t: ("ckpt_path=/no/such/last.ckpt",), "does not exist", "ckpt_path=last"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "overrides", "problem", "fix"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_bad_model_adapter_or_checkpoint(tmp_path: Path, name: str, overrides, problem: str, fix: str) -> None:
+    from domaintune.train import fit_and_evaluate
+
+    cfg = compose_tiny(tmp_path, "logger=none", "trainer=debug", *overrides(tmp_path))
+    with pytest.raises(DomainTuneError) as err:
+        fit_and_evaluate(cfg)
+    message = err.value.paragraph()
+    assert problem in message and fix in message, f"{name}: {message}"
+
+
+SCRIPT_CASES = [
+    ("evaluate: run_dir that is not a run", ("scripts/evaluate.py", "run_dir={tmp}"), "is not a training run folder", "Pass the folder a training run printed"),
+    ("analyze: folder without evidence", ("scripts/analyze.py", "run_dir={tmp}"), "has no per_example.jsonl", "Pass a folder written by train.py"),
+    ("generate: empty input", ("scripts/generate.py", "model=tiny", "input={tmp}/empty.jsonl", "output={tmp}/out.jsonl"), "empty", "prompt"),
+    ("generate: input missing", ("scripts/generate.py", "model=tiny", "input={tmp}/none.jsonl", "output={tmp}/out.jsonl"), "does not exist", ""),
+    ("merge: no adapter given", ("scripts/merge.py", "model=tiny"), "merge needs an adapter", "run_dir=<training run folder>"),
+    ("sweep report: folder missing", ("scripts/sweep_report.py", "{tmp}/no-sweep"), "does not exist", "outputs/multirun"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args", "problem", "fix"), SCRIPT_CASES, ids=[c[0] for c in SCRIPT_CASES])
+def test_bad_script_arguments(tmp_path: Path, name: str, args: tuple, problem: str, fix: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "empty.jsonl").write_text("")
+    cmd = [sys.executable, *(a.format(tmp=tmp_path) for a in args), f"paths.log_dir={tmp_path}/logs"]
+    if args[0] == "scripts/sweep_report.py":
+        cmd = cmd[:-1]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode != 0 and "Traceback" not in text, f"{name}: {text[-1500:]}"
+    assert problem in text and fix in text, f"{name}: {text[-1500:]}"

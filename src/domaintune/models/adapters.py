@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from peft import PeftModel, get_peft_model
@@ -64,7 +66,7 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
             "adapter kind", str(kind), KINDS, "Pick one of the adapter configs: adapter=lora, ia3, full, freeze..."
         )
     if kind == "peft":
-        model = get_peft_model(model, instantiate(cfg.peft, _convert_="all"))
+        model = get_peft_model(model, peft_config(cfg))
     elif kind == "freeze":
         _freeze_all_but_top(model, int(cfg.train_top_n), bool(cfg.get("train_head", True)), bool(cfg.get("train_norm", True)))
     else:
@@ -94,7 +96,21 @@ def compile_blocks(model: nn.Module) -> int:
 def prepends_virtual_tokens(cfg: DictConfig) -> bool:
     """Whether an adapter config is a prompt-learning method (prompt/prefix tuning), known before any model
     is loaded, so that option combinations it cannot serve (packing) are settled up front."""
-    return cfg.get("kind") == "peft" and bool(instantiate(cfg.peft, _convert_="all").is_prompt_learning)
+    return cfg.get("kind") == "peft" and bool(peft_config(cfg).is_prompt_learning)
+
+
+def peft_config(cfg: DictConfig) -> Any:
+    """The PEFT config built from `adapter.peft`; an option its class does not take is a clear error (it is
+    built once before anything loads, by the option checks)."""
+    try:
+        return instantiate(cfg.peft, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise DomainTuneError(
+            f"adapter.peft cannot build {cfg.peft.get('_target_')}: {type(cause).__name__}: {cause}.",
+            "Remove or rename the option (see the PEFT config class's arguments), e.g. LoRA takes r, lora_alpha, "
+            "lora_dropout, target_modules.",
+        ) from None
 
 
 def is_prompt_learning(model: nn.Module) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.utils.config import to_dict
@@ -232,7 +233,7 @@ def load_model(cfg: DictConfig | dict) -> tuple[PreTrainedModel, PreTrainedToken
             revision=spec.get("revision"),
             trust_remote_code=bool(spec.get("trust_remote_code")),
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise _load_error(source, exc) from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
