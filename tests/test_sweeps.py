@@ -100,8 +100,23 @@ def test_optuna_search_runs_three_seeded_trials(tmp_path: Path) -> None:
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> None:
-    _, jobs = multirun(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "adapter=lora,ia3", *FAST, "trainer=debug")
+    """Two parallel jobs on a cold cache: the model, tokenizer, data and base-model result are each built
+    once under their file locks, and both jobs report the same base model."""
+    cold = tmp_path / "cold-cache"
+    _, jobs = multirun(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "adapter=lora,ia3",
+        *FAST,
+        "trainer=debug",
+        f"paths.cache_dir={cold}",
+    )
     assert len(jobs) == 2 and all((j / "metrics.json").exists() for j in jobs)
+    base = [json.loads((j / "metrics.json").read_text())["base"] for j in jobs]
+    assert base[0] == base[1]
+    assert len(list((cold / "eval").glob("base-*.json"))) == 1 and len(list((cold / "data").glob("*.json"))) == 1
+    assert not list(cold.rglob("*.tmp*")), "no temporary file left behind"
 
 
 def test_submitit_local_launcher(tmp_path: Path) -> None:
