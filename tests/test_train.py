@@ -113,7 +113,7 @@ def test_resume_continues_step_optimizer_and_data_position(make_cfg, tmp_path: P
 
     fit_and_evaluate(make_cfg(*common, "trainer.max_steps=12", output_dir=tmp_path / "first"))
     ckpt_path = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = torch.load(ckpt_path, weights_only=True)
     assert ckpt["global_step"] == 12
     assert all("lora_" in k for k in ckpt["state_dict"]), "checkpoints hold only the trainable weights"
 
