@@ -92,3 +92,14 @@ def tokenizer():
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(config_name="train", overrides=["model=tiny"])
     return load_tokenizer(cfg.model)
+
+
+def wandb_blob(path: Path, expected: bytes, timeout: float = 60) -> bytes:
+    """The bytes of an offline W&B run file once `expected` is in it: W&B's service process writes the file
+    and can lag behind `wandb.finish()` on a loaded machine (seen in CI as a header-only file)."""
+    import time
+
+    deadline = time.time() + timeout
+    while expected not in (blob := path.read_bytes()) and time.time() < deadline:
+        time.sleep(0.5)
+    return blob

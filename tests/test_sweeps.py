@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from domaintune.evaluation.sweep_report import write as write_sweep_report
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, wandb_blob
 
 # the fastest real training: the tiny model, two steps, loss-only evaluation
 FAST = [*TINY, "trainer.max_steps=2", "eval.generation.max_samples=0", "eval.max_samples=4", "logger=csv"]
@@ -40,7 +40,7 @@ def test_domain_by_adapter_sweep_with_wandb_and_report(tmp_path: Path) -> None:
     for job in jobs:
         assert (job / "metrics.json").exists() and (job / "report.md").exists()
         [run] = list(job.glob("wandb/offline-run-*/run-*.wandb"))  # exactly one W&B run per job
-        blob = run.read_bytes()
+        blob = wandb_blob(run, b"eval/tuned/perplexity")
         assert b"eval/tuned/perplexity" in blob
         groups.update(re.findall(rb"sweep-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", blob) or [None])
     assert len(groups) == 1 and None not in groups, "all jobs share the sweep's W&B group"
@@ -153,7 +153,7 @@ def test_report_of_domains_with_different_task_metrics(tmp_path: Path) -> None:
     assert "job 0 (education / lora): gen/rougeL 22.6 → 27.8" in md and "gen/accuracy 25 → 37.5" in md
     assert "length_words 41" not in md, "descriptive metrics stay in the CSV"
     [run] = list(sweep.glob("wandb/offline-run-*/run-*.wandb"))
-    assert b"sweep/table" in run.read_bytes()
+    assert b"sweep/table" in wandb_blob(run, b"sweep/table")
 
 
 def test_sweep_report_also_reads_a_folder_of_single_runs(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from domaintune.models.loading import load_model
 from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.train import fit_and_evaluate, resolve_checkpoint
 from domaintune.utils.errors import DomainTuneError
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, wandb_blob
 
 ADAPTERS = ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "full", "freeze"]
 
@@ -57,10 +57,7 @@ def test_run_writes_metrics_samples_adapter_and_wandb(make_cfg) -> None:
     assert (out / "csv" / "metrics.csv").read_text().count("train/loss") == 1
     # the offline W&B run holds the training curve and the before/after metrics
     [wandb_file] = list(out.glob("wandb/offline-run-*/run-*.wandb"))
-    # W&B's service process writes the offline file; on a loaded machine it can lag behind wandb.finish()
-    deadline = time.time() + 60
-    while b"eval/comparison" not in (blob := wandb_file.read_bytes()) and time.time() < deadline:
-        time.sleep(1)
+    blob = wandb_blob(wandb_file, b"eval/comparison")
     for key in (
         b"train/loss",
         b"eval/base/perplexity",
