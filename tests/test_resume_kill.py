@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -48,14 +49,13 @@ def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
     return load_file(run / "adapter" / "adapter_model.safetensors"), ckpt, json.loads((run / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # not yet reliable: some kills end ~1e-4 away (issue 12 stays open); run with `make test-slow`
 def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
     finish(launch(tmp_path / "whole"))
     [whole] = list((tmp_path / "whole").glob("train/*/*"))
 
     proc = launch(tmp_path / "killed")
-    # a checkpoint step in the second epoch, then a step or two more. A kill in the first epoch (step 8)
-    # was seen once to end ~1e-4 away (fresh-clone CI run): still open in issue 12, not yet explained.
-    kill_after = random.Random(os.getpid()).choice([12, 16])
+    kill_after = random.Random(os.getpid()).choice([8, 12, 16])  # a checkpoint step, then a step or two more
     deadline = time.time() + 300
     while time.time() < deadline:
         found = list((tmp_path / "killed").glob("train/*/*/checkpoints/step*.ckpt")) + list(
