@@ -244,9 +244,8 @@ class DomainDataModule(pl.LightningDataModule):
         name = f"{self.cfg['name']}-{self.fingerprint()[:16]}.json"
         return Path(str(self.cfg["cache_dir"])).expanduser() / "data" / name
 
-    def fingerprint(self) -> str:
-        """What the prepared examples depend on: sources' bytes (or hub revision), the data config, the
-        tokenizer and chat template, the seed. Names the cache file; checkpoints record it."""
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         h = hashlib.sha256(f"{__version__}|{PIPELINE_VERSION}|{self.seed}".encode())
         h.update(json.dumps({k: v for k, v in self.cfg.items() if k not in SERVING_KEYS}, sort_keys=True, default=str).encode())
         for part in self.parts.values() or [self.cfg]:
@@ -254,6 +253,12 @@ class DomainDataModule(pl.LightningDataModule):
         h.update(hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).digest())
         h.update(str(self.tokenizer.chat_template).encode())
         return h.hexdigest()
+
+    def fingerprint(self) -> str:
+        """What the prepared examples depend on: sources' bytes (or hub revision), the data config, the
+        tokenizer and chat template, the seed. Names the cache file; checkpoints record it. Hashed once:
+        it reads every source file."""
+        return self._fingerprint
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
