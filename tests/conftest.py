@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 # before anything imports huggingface_hub / datasets: they read the offline switch once, at import time
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -103,3 +105,21 @@ def wandb_blob(path: Path, expected: bytes, timeout: float = 60) -> bytes:
     while expected not in (blob := path.read_bytes()) and time.time() < deadline:
         time.sleep(0.5)
     return blob
+
+
+def script(*args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run a repository script as a user would (`python <script> ...` from the repository root)."""
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, input=stdin)
+    if ok:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `python train.py` run of the tiny model (Hydra saves its config there, as for users), shared by
+    the inference-script and serving tests. Tests must not write into it."""
+    logs = tmp_path_factory.mktemp("logs")
+    script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=education", f"paths.log_dir={logs}")
+    [out] = list(logs.glob("train/*/*"))
+    return out

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,23 +12,12 @@ from transformers import AutoModelForCausalLM
 
 from domaintune.inference import with_run_config
 from domaintune.models.loading import load_adapted, load_model
-from tests.conftest import ROOT, TINY
+from tests.conftest import script
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real `python train.py` run (Hydra saves its config there, as for users)."""
-    logs = tmp_path_factory.mktemp("logs")
-    script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=education", f"paths.log_dir={logs}")
-    [out] = list(logs.glob("train/*/*"))
-    return out
-
-
-def script(*args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, input=stdin)
-    if ok:
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+@pytest.fixture
+def run_dir(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def test_evaluate_reuses_the_run_config(run_dir: Path, tmp_path: Path) -> None:

@@ -68,9 +68,18 @@ def test_run_writes_metrics_samples_adapter_and_wandb(make_cfg) -> None:
         b"healthcare",
         b"eval/samples",
         b"data/audit",
+        b"data_fingerprint",
+        run.datamodule.fingerprint().encode(),
     ):
         assert key in blob, key
     assert run.trainer.global_step == 3
+    # the adapter (with its model card) and the data audit are W&B artifacts, kept in the offline run folder
+    wandb_blob(wandb_file, b"data-audit-healthcare")
+    blob = b"".join(p.read_bytes() for p in out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert f"adapter-{cfg.run_name}".encode() in blob and b"data-audit-healthcare" in blob
+    card = (out / "adapter" / "README.md").read_text()
+    assert card.startswith("---\nbase_model:") and "## Evaluation on test (model selection: validation)" in card and "| loss |" in card
+    assert run.datamodule.fingerprint() in card and "## Limits" in card and "records read" in card
 
 
 def test_saved_adapter_reloads_with_identical_logits(make_cfg) -> None:

@@ -34,6 +34,7 @@ from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
+from domaintune.evaluation.model_card import write_model_card
 from domaintune.evaluation.publish import publish
 from domaintune.inference import cli_overrides
 from domaintune.models.adapters import apply_adapter, compile_blocks, prepends_virtual_tokens, save_adapter
@@ -43,7 +44,7 @@ from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import instantiate_all, run_task
-from domaintune.utils.loggers import log_to_wandb
+from domaintune.utils.loggers import log_artifacts, log_to_wandb
 from domaintune.utils.logging import get_logger
 from domaintune.utils.secrets import redact
 
@@ -112,8 +113,8 @@ def prepare_training(
     every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
     during = [GenerationMetrics(evaluator, int(every))] if every else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
-    for lg in trainer.loggers:
-        lg.log_hyperparams(redact(to_dict(cfg)))  # W&B / CSV config: no token or key values
+    for lg in trainer.loggers:  # W&B / CSV config: no token or key values; the data fingerprint ties results to data
+        lg.log_hyperparams({**redact(to_dict(cfg)), "data_fingerprint": dm.fingerprint()})
     if data_report is not None:
         log_to_wandb(
             trainer.loggers,
@@ -160,11 +161,73 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     }
     title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
     rows, flat = publish(out, base, tuned, info, to_dict(cfg.eval), title, trainer.loggers, trainer.global_step)
+    facts = model_card_facts(cfg, module, dm, info, trainer)
+    card = write_model_card(out / "adapter", facts, rows, json.loads((out / "data_report.json").read_text()))
+    log_artifacts(
+        trainer.loggers,
+        {
+            f"adapter-{cfg.run_name}": ("model", [out / "adapter"], {"fingerprint": facts["fingerprint"], **info}),
+            f"data-audit-{cfg.data.name}": (
+                "dataset",
+                [out / "data_report.json", out / "token_lengths.png"],
+                {"fingerprint": facts["fingerprint"], "data": cfg.data.name},
+            ),
+        },
+    )
+    log.info(f"Model card: {card}")
     if best.value is not None:
         flat["selection/val_loss"] = best.value
         flat["selection/step"] = float(best.step or 0)
     log.info(f"Run folder: {out} (adapter in {out / 'adapter'})")
     return Run(trainer, module, dm, rows, flat)
+
+
+def describe_sources(data: DictConfig) -> str:
+    """Where a data config reads from, in words for the model card."""
+    if data.get("components"):
+        weights = data.get("weights") or {}
+        return "mixture of " + ", ".join(
+            f"{name} ({weights.get(name, '?')}: {describe_sources(c)})" for name, c in data.components.items()
+        )
+    if data.get("hub"):
+        return f"Hugging Face dataset `{data.hub}` (revision {data.get('revision') or 'not pinned'})"
+    if data.get("files"):
+        return f"files {to_dict(data.files) if isinstance(data.files, DictConfig) else data.files}"
+    return f"folder `{data.dir}`"
+
+
+def model_card_facts(
+    cfg: DictConfig, module: CausalLMModule, dm: DomainDataModule, info: dict[str, Any], trainer: pl.Trainer
+) -> dict[str, Any]:
+    """What the model card states about this run, gathered from the config and the trained module."""
+    params = list(module.model.parameters())
+    trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    adapter = to_dict(cfg.adapter.peft) if cfg.adapter.kind == "peft" else {"kind": cfg.adapter.kind}
+    return {
+        "base_model": str(cfg.model.get("path") or cfg.model.get("gguf_file") or cfg.model.name),
+        "base_model_name": str(cfg.model.name),
+        "adapter": str(cfg.adapter.name),
+        "adapter_kind": str(cfg.adapter.kind),
+        "trainable": f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)",
+        "data": str(cfg.data.name),
+        "system_prompt": (cfg.data.get("task") or {}).get("system_prompt"),
+        "sources": describe_sources(cfg.data),
+        "fingerprint": dm.fingerprint(),
+        "split": info["split"],
+        "weights": info["weights"],
+        "interval": f"paired bootstrap, {cfg.eval.bootstrap.resamples} resamples",
+        "trust_remote_code": info["trust_remote_code"],
+        "training": {
+            "adapter config": json.dumps({k: v for k, v in adapter.items() if not k.startswith("_")}, default=str),
+            "optimizer": f"{cfg.optim.optimizer._target_}, lr {cfg.optim.lr}, weight decay {cfg.optim.weight_decay}, "
+            f"{cfg.optim.scheduler} schedule",
+            "steps": trainer.global_step,
+            "batch size": cfg.data.batch_size,
+            "max length (tokens)": cfg.data.max_length,
+            "precision": str(trainer.precision),
+            "seed": cfg.seed,
+        },
+    }
 
 
 def resolve_checkpoint(cfg: DictConfig) -> str | None:

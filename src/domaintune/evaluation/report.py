@@ -59,14 +59,14 @@ def compare(
 def wide_intervals(rows: dict[str, dict[str, Any]]) -> list[str]:
     """One line per metric whose interval is too wide to decide (the report and the console warn)."""
     return [
-        f"{name}: change {_fmt(r['change'])}, interval [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] over n={r['n']} "
+        f"{name}: change {fmt(r['change'])}, interval [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] over n={r['n']} "
         "is too wide to decide; score more examples (eval.max_samples, eval.generation.max_samples) to narrow it"
         for name, r in rows.items()
         if r["too_wide"]
     ]
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
+def fmt(x: float | None, digits: int = 4) -> str:
     if x is None:
         return "-"
     return f"{x:.{digits}g}" if abs(x) >= 1e4 or (0 < abs(x) < 1e-3) else f"{x:.{digits}f}"
@@ -77,7 +77,7 @@ def _rel(r: dict[str, Any]) -> str:
 
 
 def _ci(r: dict[str, Any]) -> str:
-    return f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else "-"
+    return f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else "-"
 
 
 def _verdict(r: dict[str, Any]) -> str:
@@ -99,9 +99,9 @@ def print_table(rows: dict[str, dict[str, Any]], title: str, console: Console | 
         table.add_row(
             name,
             str(r["n"] or "-"),
-            _fmt(r["base"]),
-            _fmt(r["tuned"]),
-            _fmt(r["change"]),
+            fmt(r["base"]),
+            fmt(r["tuned"]),
+            fmt(r["change"]),
             _ci(r),
             f"[{COLOURS[r['verdict']]}]{v}[/]" if v else "",
         )
@@ -141,7 +141,7 @@ def write_report(
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['n'] or '-'} | {_fmt(r['base'])} | {_fmt(r['tuned'])} | {_fmt(r['change'])} | {_rel(r)} "
+            f"| {name} | {r['n'] or '-'} | {fmt(r['base'])} | {fmt(r['tuned'])} | {fmt(r['change'])} | {_rel(r)} "
             f"| {_ci(r)} | {_verdict(r)} |"
         )
     wide = wide_intervals(rows)

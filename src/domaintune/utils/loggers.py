@@ -5,6 +5,7 @@ from __future__ import annotations
 import netrc
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger
@@ -58,3 +59,23 @@ def log_to_wandb(
                 lg.log_table(key=key, columns=columns, data=rows)
             for key, path in (images or {}).items():
                 lg.log_image(key=key, images=[str(path)])
+
+
+def log_artifacts(loggers: list[Any], artifacts: dict[str, tuple[str, list[Path], dict[str, Any]]]) -> None:
+    """Log files to every W&B logger as versioned artifacts: {name: (type, files or folders, metadata)}.
+
+    Offline runs keep them in the run folder; `wandb sync` uploads them with the run.
+    """
+    for lg in loggers:
+        if not isinstance(lg, WandbLogger):
+            continue
+        import wandb
+
+        for name, (kind, paths, metadata) in artifacts.items():
+            artifact = wandb.Artifact(name=name, type=kind, metadata=metadata)
+            for path in paths:
+                if path.is_dir():
+                    artifact.add_dir(str(path))
+                elif path.exists():
+                    artifact.add_file(str(path))
+            lg.experiment.log_artifact(artifact)

@@ -1,0 +1,43 @@
+"""The web chat in a real headless browser (Debian's chromium driven by selenium): load the page, send one
+prompt in the compare view, see both answers stream in side by side; the test saves a screenshot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from domaintune.serving.browser import chromium_paths, compare, headless_chromium, screenshot
+from tests.serving import running, serve_cfg
+
+# .ci/run installs chromium and sets this, so CI fails instead of skipping when the browser is missing
+REQUIRED = os.environ.get("DOMAINTUNE_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture
+def browser():
+    if chromium_paths() is None:
+        if REQUIRED:
+            pytest.fail("chromium and chromedriver are required here: apt-get install -y chromium chromium-driver")
+        pytest.skip("no chromium/chromedriver (apt-get install -y chromium chromium-driver); .ci/run installs them")
+    driver = headless_chromium()
+    yield driver
+    driver.quit()
+
+
+def test_compare_view_streams_base_and_tuned_answers_side_by_side(browser, tiny_run: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    cfg = serve_cfg(tiny_run, tmp_path, "generation.max_tokens=24", "generation.temperature=1.0")
+    with running(cfg) as url:
+        panes = compare(browser, url, "How do I plan a first lesson on fractions?", timeout=120)
+        left = browser.find_element(By.CSS_SELECTOR, "#pane-left select").get_attribute("value")
+        right = browser.find_element(By.CSS_SELECTOR, "#pane-right select").get_attribute("value")
+        assert (left, right) == (tiny_run.name, "base"), "compare view: tuned on the left, base on the right"
+        assert browser.find_element(By.ID, "system").get_attribute("value"), "the tuned run's system prompt is filled in"
+        assert [p.get_attribute("data-state") for p in panes] == ["done", "done"]
+        assert all(int(p.get_attribute("data-pieces") or 0) >= 2 for p in panes), "each answer arrived in streamed pieces"
+        assert all("tokens/s" in s.text for s in browser.find_elements(By.CSS_SELECTOR, ".pane .stats"))
+        shot = screenshot(browser, tmp_path / "compare.png")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
