@@ -52,7 +52,10 @@ def test_answer_is_the_models_own_greedy_continuation_of_the_training_rendering(
     ids = model.renderer.prompt_ids([{"role": "system", "content": model.system_prompt}, *HI])
     with torch.inference_mode():
         out = model.model.generate(
-            input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, eos_token_id=model.renderer.stop_token_ids(),
+            input_ids=torch.tensor([ids]),
+            max_new_tokens=6,
+            do_sample=False,
+            eos_token_id=model.renderer.stop_token_ids(),
             pad_token_id=model.tokenizer.pad_token_id,
         )
     expected = model.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)

@@ -125,9 +125,9 @@ def parse(body: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate_json(body)
     except ValidationError as exc:
+        unsupported = ("Extra inputs are not permitted", "not supported by this server")
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].replace('Extra inputs are not permitted', 'not supported by this server')}"
-            for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].replace(*unsupported)}" for e in exc.errors()
         )
         raise ApiError(400, f"Invalid chat request: {problems}.", "invalid_request_error") from None
 
@@ -158,8 +158,12 @@ def create_app(models: dict[str, ServedModel], limits: Limits, defaults: Default
         req = parse(await read_body(request, limits.max_request_bytes))
         served = models.get(req.model)
         if served is None:
-            raise ApiError(404, f"The model '{req.model}' is not served here; GET /v1/models lists: {', '.join(models)}.",
-                           "invalid_request_error", "model_not_found")
+            raise ApiError(
+                404,
+                f"The model '{req.model}' is not served here; GET /v1/models lists: {', '.join(models)}.",
+                "invalid_request_error",
+                "model_not_found",
+            )
         options = decide(req, defaults, limits)
         ids = engine.prompt_ids(served, options)
         if len(ids) + options.max_tokens > served.context_length:
@@ -193,11 +197,15 @@ def decide(req: ChatRequest, defaults: Defaults, limits: Limits) -> engine.Reque
     """Every sampling option decided: the request's value, else the server's configured default."""
     asked = req.max_completion_tokens or req.max_tokens
     if asked is not None and asked > limits.max_tokens:
-        raise ApiError(400, f"max_tokens={asked} is over this server's limit of {limits.max_tokens} tokens per answer.",
-                       "invalid_request_error")
+        raise ApiError(
+            400,
+            f"max_tokens={asked} is over this server's limit of {limits.max_tokens} tokens per answer.",
+            "invalid_request_error",
+        )
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > 4:
-        raise ApiError(400, f"stop has {len(stop)} strings; at most 4 are accepted (as in OpenAI's API).", "invalid_request_error")
+        message = f"stop has {len(stop)} strings; at most 4 are accepted (as in OpenAI's API)."
+        raise ApiError(400, message, "invalid_request_error")
     return engine.Request(
         messages=[m.model_dump() for m in req.messages],
         max_tokens=asked or defaults.max_tokens,
@@ -215,9 +223,7 @@ def completion_body(reply_id: str, created: int, model: str, piece: engine.Piece
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": piece.text}, "finish_reason": piece.finish_reason}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": piece.text}, "finish_reason": piece.finish_reason}],
         "usage": usage_body(piece),
     }
 

@@ -53,8 +53,12 @@ def compare(driver: Any, url: str, prompt: str, timeout: float = 600) -> list[An
     wait.until(lambda d: d.find_element(By.ID, "status").text.endswith("models"))
     driver.find_element(By.ID, "prompt").send_keys(prompt)
     driver.find_element(By.ID, "send").click()
-    wait.until(lambda d: {e.get_attribute("data-state") for e in d.find_elements(By.CSS_SELECTOR, ANSWERS)} <= {"done", "error"}
-               and len(d.find_elements(By.CSS_SELECTOR, ANSWERS)) == 2)
+    wait.until(
+        lambda d: (
+            {e.get_attribute("data-state") for e in d.find_elements(By.CSS_SELECTOR, ANSWERS)} <= {"done", "error"}
+            and len(d.find_elements(By.CSS_SELECTOR, ANSWERS)) == 2
+        )
+    )
     return driver.find_elements(By.CSS_SELECTOR, ANSWERS)
 
 

@@ -77,10 +77,10 @@ def _model_key(model_cfg: DictConfig) -> str:
 def _served(
     id_: str, kind: str, model: torch.nn.Module, tok: PreTrainedTokenizerBase, cfg: DictConfig, info: dict[str, Any]
 ) -> ServedModel:
-    if kind == "tuned" and bool(cfg.serve.merge_adapter) and isinstance(model, PeftModel):
-        if not model.active_peft_config.is_prompt_learning:
-            # serving never trains: fold the adapter in for good, so the tuned model answers as fast as the base
-            model = model.merge_and_unload()
+    mergeable = isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
+    if kind == "tuned" and bool(cfg.serve.merge_adapter) and mergeable:
+        # serving never trains: fold the adapter in for good, so the tuned model answers as fast as the base
+        model = model.merge_and_unload()
     model.eval()
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     return ServedModel(
