@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig
 
 from domaintune.data.packing import check_packing
-from domaintune.models.adapters import prepends_virtual_tokens
+from domaintune.models.adapters import peft_config, prepends_virtual_tokens
+from domaintune.models.continual import check_init_from
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
 
@@ -92,6 +93,7 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
             "Set trainer.gradient_clip_algorithm=norm or trainer.gradient_clip_val=null.",
         )
     check_packing(cfg.data.get("packing"), prepends_virtual_tokens(cfg.adapter))
+    check_init_from(cfg.adapter, peft_config(cfg.adapter) if cfg.adapter.kind == "peft" else None)
     check_evaluation(cfg.eval)
 
 

@@ -34,10 +34,12 @@ from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
+from domaintune.evaluation.forgetting import Forgetting, write_forgetting
 from domaintune.evaluation.model_card import write_model_card
 from domaintune.evaluation.publish import publish
 from domaintune.inference import cli_overrides
 from domaintune.models.adapters import apply_adapter, compile_blocks, prepends_virtual_tokens, save_adapter
+from domaintune.models.continual import latest_per_domain, lineage
 from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.utils.config import CONFIG_DIR, to_dict
@@ -131,6 +133,12 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     curves = LearningCurves(out / "curves.json", cfg.eval.selection.monitor)
     interrupt = SaveOnInterrupt(out / "checkpoints" / "last.ckpt")
     trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), interrupt, *(callbacks or [])])
+    history = lineage(cfg.adapter.init_from, cfg.data, out)
+    forgetting = start = None
+    if cfg.adapter.init_from and rank_zero_only.rank == 0:
+        domains = latest_per_domain(history)
+        forgetting = Forgetting(cfg.eval, domains, dm.tokenizer, LossOptions.from_config(cfg.model), evaluator, int(cfg.seed))
+        start = forgetting.score(module.model, "start")
     if cfg.train:
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=resolve_checkpoint(cfg))
@@ -175,6 +183,12 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
         },
     )
     log.info(f"Model card: {card}")
+    (out / "lineage.json").write_text(json.dumps(history, indent=2))
+    if forgetting is not None and start is not None:
+        rows_f = forgetting.compare(start, forgetting.score(module.model, "end"))
+        write_forgetting(out, rows_f, str(cfg.adapter.init_from), trainer.loggers)
+        for domain, metrics in rows_f.items():
+            flat.update({f"forgetting/{domain}/{m}": r["change"] for m, r in metrics.items() if r["change"] is not None})
     if best.value is not None:
         flat["selection/val_loss"] = best.value
         flat["selection/step"] = float(best.step or 0)

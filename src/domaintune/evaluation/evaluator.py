@@ -201,15 +201,22 @@ class Evaluator:
             write_atomic(cache, json.dumps(asdict(result)))
             return result
 
-    def _evaluate(self, model: nn.Module, label: str) -> EvalResult:
+    def general_benchmarks(self, model: nn.Module, label: str) -> EvalResult:
+        """Only the general benchmarks (eval.general): the forgetting check scores them at the start and end of
+        a continued run."""
+        return self._evaluate(model, label, splits=[])
+
+    def _evaluate(self, model: nn.Module, label: str, splits: list[str] | None = None) -> EvalResult:
+        splits = self.splits if splits is None else splits
         was_training, original = model.training, model_device(model)
         model.to(self._device(model)).eval()
-        log.info(f"Evaluating the {label} model on the {' and '.join(self.splits)} split{'s' if len(self.splits) > 1 else ''}")
+        what = f"the {' and '.join(splits)} split{'s' if len(splits) > 1 else ''}" if splits else ", ".join(self.general)
+        log.info(f"Evaluating the {label} model on {what}")
         result = EvalResult({})
         # A LoRA-family adapter is folded into the weights for the whole evaluation (restored bit for bit
         # afterwards): the tuned model is then scored as fast as the base model.
         with merged_adapter(model, bool(self.cfg["merge_adapter"])) as fast:
-            for split in self.splits:
+            for split in splits:
                 prefix = "" if split == self.split else f"{split}/"
                 speed, evidence = self.loss(fast, label, split)
                 gen_speed, gen_evidence, samples = self.generation(fast, split, merge_adapter=False)

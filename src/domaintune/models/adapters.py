@@ -18,6 +18,7 @@ from peft import PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from domaintune.models.continual import adapter_dir, start_from
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.logging import get_logger
 
@@ -65,8 +66,12 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
         raise unknown_option(
             "adapter kind", str(kind), KINDS, "Pick one of the adapter configs: adapter=lora, ia3, full, freeze..."
         )
+    start = adapter_dir(str(cfg.init_from)) if cfg.get("init_from") else None
+    if start is not None:  # continued adaptation; checks.check_config compared the settings before anything loaded
+        model = start_from(model, start)
+        log.info(f"adapter.init_from: continuing from {start}")
     if kind == "peft":
-        model = get_peft_model(model, peft_config(cfg))
+        model = model if start is not None else get_peft_model(model, peft_config(cfg))
     elif kind == "freeze":
         _freeze_all_but_top(model, int(cfg.train_top_n), bool(cfg.get("train_head", True)), bool(cfg.get("train_norm", True)))
     else:
