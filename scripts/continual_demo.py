@@ -3,7 +3,7 @@
     python scripts/continual_demo.py paths.data_dir=../shared/data      # any extra train.py overrides
 Runs `train.py experiment=continual_demo` three times (stage 1; stage 2 without and with replay, both continued
 from stage 1's adapter with adapter.init_from), then writes the forgetting table (markdown) to
-outputs/continual_demo/<time>/table.md and prints it.
+<paths.log_dir>/continual_demo/<time>/table.md (outputs/ by default) and prints it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def table(stage1: Path, runs: dict[str, Path]) -> str:
 
 
 def main(overrides: list[str]) -> None:
-    root = ROOT / "outputs" / "continual_demo" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    logs = next((o.split("=", 1)[1] for o in overrides if o.startswith("paths.log_dir=")), str(ROOT / "outputs"))
+    root = Path(logs) / "continual_demo" / time.strftime("%Y-%m-%d_%H-%M-%S")
     stage1 = train(root / "stage1_healthcare", "data=healthcare", *overrides)
     runs = {
         label: train(root / f"stage2_{data}", f"data={data}", f"adapter.init_from={stage1}", *overrides)

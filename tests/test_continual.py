@@ -85,3 +85,18 @@ def test_a_run_without_lineage_file_counts_its_own_data(tiny_run: Path, tmp_path
 def test_init_from_a_folder_without_an_adapter(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(DomainTuneError, match="holds no adapter"):
         check_config(make_cfg(f"adapter.init_from={tmp_path}"))
+
+
+def test_continual_demo_runs_both_stages_and_writes_the_table(tmp_path: Path) -> None:
+    from tests.conftest import TINY, script
+
+    out = script("scripts/continual_demo.py", *TINY, "logger=csv", "eval.generation.max_samples=4", f"paths.log_dir={tmp_path}")
+    [table] = list(tmp_path.glob("continual_demo/*/table.md"))
+    text = table.read_text()
+    assert text in out.stdout and text.startswith("Stage 1 (healthcare): test loss")
+    for label in ("no replay", "20% replay"):
+        for row in ("healthcare loss", "customer_service loss", "general mc/piqa/acc"):
+            assert f"| {label} | {row} |" in text, (label, row)
+    stage2 = next(table.parent.glob("stage2_customer_service_replay"))
+    names = [e["name"] for e in json.loads((stage2 / "lineage.json").read_text())]
+    assert names == ["healthcare", "healthcare", "customer_service"]
