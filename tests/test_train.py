@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from domaintune.models.adapters import apply_adapter
@@ -286,3 +287,48 @@ def test_best_weights_are_restored_for_the_report_and_the_adapter(make_cfg, weig
     else:
         assert info["weights"] == "last, step 6"
         assert tuned_val > best.value + 0.5, "the last weights are the spoiled ones"
+
+
+class CrashAt(pl.Callback):
+    """Stands in for a kill: the run dies at the start of a step, after the previous checkpoint was written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_from_a_checkpoint_at_a_validation_step_keeps_that_check(make_cfg, tmp_path: Path) -> None:
+    """Checkpoint and validation at the same step (the shipped defaults: both every 20 steps). Stock Lightning
+    saves before that validation and skips it on resume, so best weights and early stopping miss a check; the
+    StepCheckpoint saves after it. The resumed run must match the uninterrupted one check for check and weight
+    for weight."""
+    common = [
+        "logger=none",
+        "trainer.precision=32-true",
+        "trainer.deterministic=true",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=4",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "data.max_samples=40",
+        "optim.lr=1e-2",
+    ]
+    fit_and_evaluate(make_cfg(*common, output_dir=tmp_path / "whole"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_and_evaluate(make_cfg(*common, output_dir=tmp_path / "crashed"), callbacks=[CrashAt(8)])
+    ckpt = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 8
+    fit_and_evaluate(make_cfg(*common, f"ckpt_path={ckpt}", output_dir=tmp_path / "resumed"))
+
+    whole = json.loads((tmp_path / "whole" / "curves.json").read_text())["val/loss"]
+    resumed = json.loads((tmp_path / "resumed" / "curves.json").read_text())["val/loss"]
+    assert [s for s, _ in resumed] == [s for s, _ in whole] == [4, 8, 12]
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in whole], abs=1e-6)
+    w_whole = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    w_resumed = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
+    for name, tensor in w_whole.items():
+        assert torch.allclose(tensor, w_resumed[name], atol=1e-6, rtol=0), name
+    metrics = [json.loads((tmp_path / r / "metrics.json").read_text())["weights"] for r in ("whole", "resumed")]
+    assert metrics[0] == metrics[1]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 class TokenThroughput(pl.Callback):
@@ -160,6 +161,35 @@ class LearningCurves(pl.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.train, self.val = [tuple(x) for x in state["train"]], [tuple(x) for x in state["val"]]
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose step checkpoints wait for a validation that runs right after the same step.
+
+    Lightning saves `every_n_train_steps` checkpoints at the end of the training batch, before that step's
+    validation. Resuming from such a checkpoint, Lightning fast-forwards past the validation instead of
+    running it, so the resumed run never sees that check: best weights, early stopping and the learning
+    curve miss a point, and the saved adapter could be another step's (found by the kill-and-resume test:
+    some resumed runs ended ~1e-4 from the uninterrupted weights). Deferring the save to the end of that
+    validation (Lightning's own deferral path, used for its last-batch case) makes the checkpoint hold the
+    check's results, and a resume skips it correctly as already run.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        if due and pl_module.automatic_optimization and self._validates_after_this_batch(trainer):
+            self._defer_save_until_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    @staticmethod
+    def _validates_after_this_batch(trainer: pl.Trainer) -> bool:
+        # Lightning's own decision (the epoch loop asks the same question right after this hook); private API,
+        # so a Lightning release without it falls back to saving before validation, as stock ModelCheckpoint does
+        loop = trainer.fit_loop.epoch_loop
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        check = getattr(loop, "_should_check_val_fx", None)
+        return bool(trainer.enable_validation and check is not None and fetcher is not None and check(fetcher))
 
 
 class RandomState(pl.Callback):
