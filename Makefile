@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow lint format clean
+.PHONY: install train test test-fast test-slow lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ train: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the in-process lane (no subprocesses, no servers, no browser): data, models, evaluation, configs
+test-fast: install
+	$(PY) -m pytest -q tests/data tests/models tests/evaluation tests/test_configs.py
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -123,3 +124,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=education", f"paths.log_dir={logs}")
     [out] = list(logs.glob("train/*/*"))
     return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Write records as JSON lines (the data tests' source files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def qa_rows(n: int) -> list[dict]:
+    """n distinct question/answer records."""
+    return [{"question": f"What is item {i}?", "answer": f"Item {i} is a thing number {i}."} for i in range(n)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from omegaconf import OmegaConf
 from domaintune.checks import Hardware, check_config
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.errors import DomainTuneError
-from tests.conftest import ROOT, compose_train
+from tests.conftest import compose_train
 
 # Options that need a value only the user can give.
 REQUIRED = {("model", "hf"): ["model.path=some/dir"], ("data", "custom"): ["data.dir=some/dir"]}
@@ -38,20 +36,6 @@ def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group} has no options"
-
-
-def test_cli_prints_composed_config() -> None:
-    out = subprocess.run(
-        [sys.executable, "train.py", "--cfg", "job", "data=marketing", "adapter=ia3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    cfg = OmegaConf.create(out.stdout)
-    assert cfg.data.name == "marketing" and cfg.adapter.name == "ia3"
-    assert cfg.data.task.type == "generation"
 
 
 @pytest.mark.parametrize("script", ["evaluate", "chat", "generate", "merge"])

@@ -17,7 +17,7 @@ import torch
 from domaintune.serving.engine import StopScanner
 from domaintune.serving.registry import load_registry
 from tests.conftest import script
-from tests.serving import running, serve_cfg
+from tests.serving.helpers import running, serve_cfg
 
 HI = [{"role": "user", "content": "What is a lesson plan?"}]
 

@@ -13,7 +13,7 @@ from domaintune.data.formats import Task
 from domaintune.data.pii import PiiScrubber
 from domaintune.data.preprocess import clean_text
 from domaintune.utils.errors import DomainTuneError
-from tests.test_errors import qa_rows, write_jsonl
+from tests.conftest import qa_rows, write_jsonl
 
 
 def build(make_cfg, tokenizer, *overrides: str) -> DomainDataModule:

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.models.loading import load_model
 from domaintune.train import fit_and_evaluate
 from domaintune.utils.errors import DomainTuneError
-from tests.conftest import ROOT
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def qa_rows(n: int) -> list[dict]:
-    return [{"question": f"What is item {i}?", "answer": f"Item {i} is a thing number {i}."} for i in range(n)]
+from tests.conftest import ROOT, qa_rows, write_jsonl
 
 
 def test_unknown_config_option_is_reported_by_the_cli() -> None:
@@ -138,3 +128,17 @@ def test_data_templates_cannot_reach_python_objects_or_files(make_cfg, tokenizer
     cfg = make_cfg(f"data.task.prompt={template!r}", "data.cache=false")
     with pytest.raises(DomainTuneError, match=r"data\.task\.prompt tries something a data template may not do"):
         DomainDataModule(cfg.data, tokenizer).prepare()
+
+
+def test_cli_prints_composed_config() -> None:
+    out = subprocess.run(
+        [sys.executable, "train.py", "--cfg", "job", "data=marketing", "adapter=ia3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    cfg = OmegaConf.create(out.stdout)
+    assert cfg.data.name == "marketing" and cfg.adapter.name == "ia3"
+    assert cfg.data.task.type == "generation"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from domaintune.serving.browser import chromium_paths, compare, headless_chromium, screenshot
-from tests.serving import running, serve_cfg
+from tests.serving.helpers import running, serve_cfg
 
 # .ci/run installs chromium and sets this, so CI fails instead of skipping when the browser is missing
 REQUIRED = os.environ.get("DOMAINTUNE_REQUIRE_BROWSER") == "1"

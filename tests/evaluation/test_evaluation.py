@@ -200,7 +200,7 @@ def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> No
 
 
 def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
-    from tests.test_errors import qa_rows, write_jsonl
+    from tests.conftest import qa_rows, write_jsonl
 
     write_jsonl(tmp_path / "d" / "train.jsonl", qa_rows(5))
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(7)[5:])
