@@ -33,6 +33,26 @@ def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -
     assert all(isinstance(resolved[g]["name"], str) and resolved[g]["name"] for g in ("model", "data", "adapter"))
 
 
+@pytest.mark.parametrize("option", options("optim"))
+def test_every_optimizer_config_builds_its_optimizer_and_schedule(option: str, tmp_path: Path) -> None:
+    """The optim group's `_partial_` targets build with only their own keys (an SGD must not inherit AdamW's
+    betas) and take a step; the schedule warms up from zero."""
+    import torch
+    from hydra.utils import instantiate
+
+    cfg = compose_train([f"optim={option}"], tmp_path)
+    weight = torch.nn.Parameter(torch.ones(3, 3))
+    optimizer = instantiate(cfg.optim.optimizer)([weight], lr=float(cfg.optim.lr))
+    assert type(optimizer).__name__.lower() == option
+    schedule = instantiate(cfg.optim.scheduler)(optimizer=optimizer, num_warmup_steps=2, num_training_steps=10)
+    assert schedule.get_last_lr() == [0.0]
+    for _ in range(2):  # the first step runs at lr 0 (warmup), the second moves the weights
+        weight.grad = torch.ones(3, 3)
+        optimizer.step()
+        schedule.step()
+    assert schedule.get_last_lr()[0] > 0 and not torch.equal(weight.detach(), torch.ones(3, 3))
+
+
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group} has no options"

@@ -106,7 +106,7 @@ def _peer_args(cfg: DictConfig, steps: int, warmup: int, bf16: bool, out: str) -
         "max_steps": steps + warmup,
         "learning_rate": float(cfg.optim.lr),
         "weight_decay": float(cfg.optim.weight_decay),
-        "lr_scheduler_type": str(cfg.optim.scheduler),
+        "lr_scheduler_type": str(cfg.optim.scheduler.name),
         "warmup_steps": warmup_steps(cfg.optim, steps + warmup),
         "max_grad_norm": float(cfg.trainer.gradient_clip_val),
         "bf16": bf16,

@@ -175,7 +175,9 @@ class StepCheckpoint(ModelCheckpoint):
     check's results, and a resume skips it correctly as already run.
     """
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
         if due and pl_module.automatic_optimization and self._validates_after_this_batch(trainer):
             self._defer_save_until_validation = True

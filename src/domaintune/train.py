@@ -234,7 +234,7 @@ def model_card_facts(
         "training": {
             "adapter config": json.dumps({k: v for k, v in adapter.items() if not k.startswith("_")}, default=str),
             "optimizer": f"{cfg.optim.optimizer._target_}, lr {cfg.optim.lr}, weight decay {cfg.optim.weight_decay}, "
-            f"{cfg.optim.scheduler} schedule",
+            f"{cfg.optim.scheduler.name} schedule",
             "steps": trainer.global_step,
             "batch size": cfg.data.batch_size,
             "max length (tokens)": cfg.data.max_length,

@@ -18,7 +18,6 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from torchmetrics import SumMetric
-from transformers import get_scheduler
 from transformers import modeling_utils as hf_modeling
 
 from domaintune.models.adapters import is_prompt_learning
@@ -231,13 +230,7 @@ class CausalLMModule(pl.LightningModule):
         optimizer = instantiate(self.optim["optimizer"])(groups, lr=float(self.optim["lr"]))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = warmup_steps(self.optim, total)
-        scheduler = get_scheduler(
-            self.optim["scheduler"],
-            optimizer,
-            num_warmup_steps=warmup,
-            num_training_steps=total,
-            scheduler_specific_kwargs=dict(self.optim["scheduler_kwargs"] or {}),
-        )
+        scheduler = instantiate(self.optim["scheduler"])(optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
