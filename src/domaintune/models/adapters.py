@@ -73,7 +73,7 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
     if kind == "peft":
         model = model if start is not None else get_peft_model(model, peft_config(cfg))
     elif kind == "freeze":
-        _freeze_all_but_top(model, int(cfg.train_top_n), bool(cfg.get("train_head", True)), bool(cfg.get("train_norm", True)))
+        _freeze_all_but_top(model, int(cfg.train_top_n), bool(cfg.train_head), bool(cfg.train_norm))
     else:
         model.requires_grad_(True)
     if gradient_checkpointing:
