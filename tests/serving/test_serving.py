@@ -207,3 +207,31 @@ def test_load_50_requests_8_at_once_loses_none(served, client, tiny_run: Path) -
 def test_serve_script_refuses_a_folder_without_runs(tmp_path: Path) -> None:
     out = script("scripts/serve.py", f"run_dir={tmp_path}", "model=tiny", f"paths.log_dir={tmp_path}", ok=False)
     assert out.returncode == 1 and "neither a training run folder" in out.stdout + out.stderr
+
+
+def test_serve_script_answers_the_openai_client(tiny_run: Path, tmp_path: Path) -> None:
+    """The README's command: `python scripts/serve.py run_dir=<run>`, then any OpenAI client."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.serving.helpers import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "scripts/serve.py", f"run_dir={tiny_run}", "model=tiny", f"port={port}", f"paths.log_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]  # type: ignore[union-attr]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model=tiny_run.name, messages=HI, max_tokens=4, temperature=0)
+        assert reply.usage.completion_tokens >= 1 and "<html" in httpx.get(f"http://127.0.0.1:{port}/").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
