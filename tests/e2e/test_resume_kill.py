@@ -78,8 +78,10 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(whole: Path, tm
     [killed] = list((tmp_path / "killed").glob("train/*/*"))
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS, "killed before the end"
 
-    finish(launch(tmp_path / "resumed", f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}"))
-    [resumed] = list((tmp_path / "resumed").glob("train/*/*"))
+    # as a user would: same command in the same log folder, `ckpt_path=last` finds the killed run's last.ckpt
+    log = finish(launch(tmp_path / "killed", "ckpt_path=last"))
+    assert f"ckpt_path=last: resuming from {killed / 'checkpoints' / 'last.ckpt'}" in log
+    [resumed] = [r for r in (tmp_path / "killed").glob("train/*/*") if r != killed]
     w_whole, ck_whole, m_whole = final_state(whole)
     w_res, ck_res, m_res = final_state(resumed)
     assert ck_res["global_step"] == ck_whole["global_step"] == STEPS
