@@ -56,7 +56,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-# Slow (three processes per case); tests/test_train.py checks the mechanism in-process in the default suite.
+# Slow (three processes per case); tests/e2e/test_train.py checks the mechanism in-process in the default suite.
 # Kills after step 12 resume from a checkpoint taken at a validation step (12, 24: validation every 6): stock
 # Lightning skipped that validation on resume, which is what left some resumed runs ~1e-4 away before
 # callbacks.StepCheckpoint.

@@ -3,7 +3,7 @@ grouping, and the resumable per-epoch batch order.
 
 Each example keeps its labels and gets position ids that restart at 0; transformers turns restarting
 position ids (with no attention mask) into a block-diagonal causal mask for eager and SDPA attention
-alike, so examples in one row never attend to each other (tests/test_packing.py checks the logits).
+alike, so examples in one row never attend to each other (tests/data/test_packing.py checks the logits).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class EpochBatches:
     chunked into batches of `batch_size`. Lightning calls `set_epoch`, and the loader checkpoints
     `state_dict` (epoch, batches done), so a run resumed mid-epoch, or in any later epoch, sees exactly the
     batches an uninterrupted run sees. torch's RandomSampler draws each epoch from one running generator,
-    whose state a restart does not reproduce: resumed runs diverged at the next epoch (tests/test_resume_kill.py).
+    whose state a restart does not reproduce: resumed runs diverged at the next epoch (tests/e2e/test_resume_kill.py).
     """
 
     def __init__(

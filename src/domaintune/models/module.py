@@ -86,7 +86,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     model's own `logits_to_keep` (see `logits_at`), so any architecture's head, softcapping included,
     is applied as the model defines it): the full-vocabulary logits of prompt and padding positions are
     never materialised. That is about half of the head's matmul work and of the logits' memory on
-    typical SFT data, for the same loss (tests/test_models.py checks it to 1e-5 in fp32).
+    typical SFT data, for the same loss (tests/models/test_models.py checks it to 1e-5 in fp32).
     With `chunk_size` as well, the head and cross-entropy run over chunks of that many positions, each
     recomputed in the backward pass, so the full (answer tokens x vocabulary) logits never exist at once.
     PEFT prompt methods prepend virtual tokens, so they keep the model's own loss on full logits.
