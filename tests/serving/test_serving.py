@@ -235,3 +235,20 @@ def test_serve_script_answers_the_openai_client(tiny_run: Path, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_run_dir_takes_runs_and_sweep_folders(tiny_run: Path, tmp_path: Path) -> None:
+    """A sweep folder stands for each of its jobs that saved an adapter (a failed job has none)."""
+    import shutil
+
+    from domaintune.serving.registry import run_dirs
+
+    sweep = tmp_path / "multirun"
+    for job in ("0_education_lora", "1_education_ia3"):
+        shutil.copytree(tiny_run / ".hydra", sweep / job / ".hydra")
+        (sweep / job / "adapter").mkdir()
+    shutil.copytree(tiny_run / ".hydra", sweep / "2_failed" / ".hydra")
+    assert run_dirs([str(sweep)]) == [sweep / "0_education_lora", sweep / "1_education_ia3"]
+    assert run_dirs([str(tiny_run), str(sweep)])[0] == tiny_run
+    with pytest.raises(Exception, match="neither a training run folder"):
+        run_dirs([str(tmp_path / "nothing")])
