@@ -9,14 +9,17 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
-from domaintune.data.datamodule import DomainDataModule
+from domaintune.data.chat import ChatRenderer
+from domaintune.data.formats import Message, Task
 from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation import multiple_choice
 from domaintune.evaluation.evidence import Evidence
@@ -53,8 +56,27 @@ class EvalResult:
             self.evidence[prefix + k] = e.to_dict()
 
 
+class EvaluationSet(Protocol):
+    """What the evaluator needs of the data: prepared records per split with their tasks, the renderer and
+    tokenizer they were encoded with, and loss batches. `DomainDataModule` is one; evaluation does not import
+    the data pipeline, so any object with these members can be scored (a test set of your own, a benchmark)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    renderer: ChatRenderer
+    tasks: dict[str, Task]
+    records: dict[str, list[dict[str, Any]]]
+
+    def require(self, split: str) -> list[dict[str, Any]]: ...
+
+    def task_of(self, rec: dict[str, Any]) -> Task: ...
+
+    def conversation(self, rec: dict[str, Any]) -> list[Message]: ...
+
+    def eval_dataloader(self, split: str, max_samples: int | None = None) -> DataLoader: ...
+
+
 class Evaluator:
-    def __init__(self, cfg: DictConfig | dict[str, Any], datamodule: DomainDataModule, loss: LossOptions, model_key: str = ""):
+    def __init__(self, cfg: DictConfig | dict[str, Any], datamodule: EvaluationSet, loss: LossOptions, model_key: str = ""):
         self.cfg = to_dict(cfg)
         self.loss_options = loss
         self.dm = datamodule
