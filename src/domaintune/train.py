@@ -136,8 +136,11 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     history = lineage(cfg.adapter.init_from, cfg.data, out)
     forgetting = start = None
     if cfg.adapter.init_from and rank_zero_only.rank == 0:
-        domains = latest_per_domain(history)
-        forgetting = Forgetting(cfg.eval, domains, dm.tokenizer, LossOptions.from_config(cfg.model), evaluator, int(cfg.seed))
+        domains = {}
+        for name, data in latest_per_domain(history).items():  # each domain's own pipeline, test split only
+            domains[name] = DomainDataModule(data, dm.tokenizer, seed=cfg.seed, packing_allowed=False)
+            domains[name].prepare()
+        forgetting = Forgetting(cfg.eval, domains, LossOptions.from_config(cfg.model), evaluator)
         start = forgetting.score(module.model, "start")
     if cfg.train:
         try:

@@ -59,7 +59,7 @@ class EvalResult:
 class EvaluationSet(Protocol):
     """What the evaluator needs of the data: prepared records per split with their tasks, the renderer and
     tokenizer they were encoded with, and loss batches. `DomainDataModule` is one; evaluation does not import
-    the data pipeline, so any object with these members can be scored (a test set of your own, a benchmark)."""
+    the DataModule, so any object with these members can be scored (a test set of your own, a benchmark)."""
 
     tokenizer: PreTrainedTokenizerBase
     renderer: ChatRenderer

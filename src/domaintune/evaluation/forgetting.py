@@ -14,10 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
-from domaintune.data.datamodule import DomainDataModule
-from domaintune.evaluation.evaluator import EvalResult, Evaluator
+from domaintune.evaluation.evaluator import EvalResult, EvaluationSet, Evaluator
 from domaintune.evaluation.evidence import paired_intervals
 from domaintune.evaluation.report import compare, fmt
 from domaintune.models.module import LossOptions
@@ -28,25 +26,13 @@ GENERAL = "general"
 
 
 class Forgetting:
-    def __init__(
-        self,
-        eval_cfg: DictConfig,
-        domains: dict[str, DictConfig],
-        tokenizer: PreTrainedTokenizerBase,
-        loss: LossOptions,
-        general: Evaluator,
-        seed: int,
-    ):
+    def __init__(self, eval_cfg: DictConfig, domains: dict[str, EvaluationSet], loss: LossOptions, general: Evaluator):
         """One loss-only evaluator per domain (test split, eval.max_samples records, no generation: the check
         is about what the model still knows, and generation would multiply its cost by the domain count)."""
         spec = to_dict(eval_cfg)
         spec.update(split="test", general=None, generation={**spec["generation"], "max_samples": 0})
         self.bootstrap = spec["bootstrap"]
-        self.evaluators: dict[str, Evaluator] = {}
-        for name, data in domains.items():
-            dm = DomainDataModule(data, tokenizer, seed=seed, packing_allowed=False)
-            dm.prepare()
-            self.evaluators[name] = Evaluator(spec, dm, loss)
+        self.evaluators = {name: Evaluator(spec, data, loss) for name, data in domains.items()}
         self.general = general if general.general else None
 
     def score(self, model: nn.Module, stage: str) -> dict[str, EvalResult]:
