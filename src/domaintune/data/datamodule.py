@@ -1,4 +1,6 @@
-"""The LightningDataModule: load -> preprocess (+audit) -> render + tokenise (+mask) -> (pack) -> batches.
+"""The LightningDataModule: a thin shell over the stages, each in its own module: load (sources.py) ->
+preprocess + audit (preprocess.py) -> render + tokenise + mask (tokenize.py) -> mixture (mixture.py) ->
+cache (cache.py) -> batches (packing.py, collate.py).
 
 A data config describes one source and task, or a `components` mixture of several data configs with
 sampling weights (multi-domain training, replay of general data). The prepared splits are cached on disk,
@@ -24,16 +26,19 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from domaintune import __version__
-from domaintune.data.audit_report import plot_lengths, print_audit
+from domaintune.data.audit_report import MAX_EXAMPLES, Audit, StepReport, plot_lengths, print_audit
+from domaintune.data.cache import read_prepared, write_prepared
 from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.collate import pad_collate
 from domaintune.data.formats import Message, Task
+from domaintune.data.mixture import mix
 from domaintune.data.packing import EpochBatches, check_packing, group_by_length, pack, padding_efficiency
-from domaintune.data.preprocess import MAX_EXAMPLES, Audit, Preprocessor, StepReport
+from domaintune.data.preprocess import Preprocessor
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
+from domaintune.data.tokenize import tokenize_split
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
-from domaintune.utils.files import locked, write_atomic
+from domaintune.utils.files import locked
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -105,24 +110,14 @@ class DomainDataModule(pl.LightningDataModule):
             return
         # One process builds while the others wait, then they all read its file (sweeps with parallel jobs).
         with locked(cache):
-            if cache.exists() and self._load_cache(cache):
+            cached = read_prepared(cache) if cache.exists() else None
+            if cached is not None:
+                self.records, self.examples, self.audit = cached
+                self.from_cache = cache
+                log.info(f"Loaded the prepared data from the cache ({cache}); preprocessing skipped")
                 return
             self._build()
-            write_atomic(cache, json.dumps({"records": self.records, "examples": self.examples, "audit": self.audit.to_dict()}))
-
-    def _load_cache(self, cache: Path) -> bool:
-        """Read the prepared data (plain JSON, never unpickled); a damaged file is rebuilt, not trusted."""
-        try:
-            state = json.loads(cache.read_text())
-            records, examples, audit = state["records"], state["examples"], Audit.from_dict(state["audit"])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning(f"The data cache {cache} is damaged ({type(exc).__name__}: {exc}); rebuilding it")
-            cache.unlink()
-            return False
-        self.records, self.examples, self.audit = records, examples, audit
-        self.from_cache = cache
-        log.info(f"Loaded the prepared data from the cache ({cache}); preprocessing skipped")
-        return True
+            write_prepared(cache, self.records, self.examples, self.audit)
 
     def _build(self) -> None:
         started = time.perf_counter()
@@ -173,69 +168,14 @@ class DomainDataModule(pl.LightningDataModule):
         for split, recs in clean.items():
             for r in recs:
                 r["_task"] = name
-            records[split], examples[split] = self._tokenize(prefix + split, recs, task, renderer, too_long, audit)
+            records[split], examples[split] = tokenize_split(prefix + split, recs, task, renderer, too_long, audit)
         return records, examples
 
-    def _tokenize(
-        self, split: str, records: list[dict[str, Any]], task: Task, renderer: ChatRenderer, too_long: str, audit: Audit
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        if task.type == "text":
-            encoded = renderer.encode_texts([task.text(r) for r in records])
-        else:
-            encoded = renderer.encode_many([task.conversation(r) for r in records], task.train_on)
-        report = StepReport("tokenize", len(records), 0)
-        kept_records, kept = [], []
-        for rec, enc in zip(records, encoded, strict=True):
-            reason = None
-            if enc.truncated and too_long == "drop":
-                reason = "too_long"
-            elif enc.n_trained == 0:
-                reason = "no_trainable_tokens"  # the prompt alone fills max_length
-            if reason:
-                report.remove(rec["_src"], reason)
-                continue
-            if enc.truncated:
-                report.change(rec["_src"], f"truncated to {renderer.max_length} tokens")
-            kept_records.append(rec)
-            kept.append({"input_ids": enc.input_ids, "labels": enc.labels})
-        report.records_out = len(kept)
-        audit.add(split, report)
-        if not kept:
-            raise DomainTuneError(
-                f"No {split} example has answer tokens left within data.max_length={renderer.max_length}.",
-                "Raise data.max_length or shorten the prompts.",
-            )
-        return kept_records, kept
-
     def _prepare_mixture(self) -> None:
-        """Prepare each component, then sample the training split by weight; evaluation splits are interleaved."""
+        """Prepare each component through its own stages, then mix them (data/mixture.py)."""
         weights = {name: float((self.cfg.get("weights") or {}).get(name, 1.0)) for name in self.parts}
         built = {name: self._prepare_source(part, self.tasks[name], name, self.audit) for name, part in self.parts.items()}
-        rng = random.Random(self.seed)
-        sizes = {name: len(ex.get("train", [])) for name, (_, ex) in built.items()}
-        total = int(self.cfg.get("size") or sum(sizes.values()))
-        report = StepReport("mixture", sum(sizes.values()), 0)
-        train_records, train_examples = [], []
-        for name, (recs, exs) in built.items():
-            want = round(total * weights[name] / sum(weights.values()))
-            pool = list(range(sizes[name]))
-            if want <= sizes[name]:
-                chosen = sorted(rng.sample(pool, want))
-                if sizes[name] - want:
-                    report.removed[f"downsampled_{name}"] = sizes[name] - want
-            else:  # upsample: every record once, then repeats drawn at random
-                chosen = pool + rng.choices(pool, k=want - sizes[name])
-                report.added += want - sizes[name]
-            train_records += [recs["train"][i] for i in chosen]
-            train_examples += [exs["train"][i] for i in chosen]
-        report.records_out = len(train_examples)
-        self.audit.add("train", report)
-        self.records["train"], self.examples["train"] = train_records, train_examples
-        for split in ("validation", "test"):
-            pairs = [list(zip(recs.get(split, []), exs.get(split, []), strict=True)) for recs, exs in built.values()]
-            mixed = [p[i] for i in range(max(map(len, pairs), default=0)) for p in pairs if i < len(p)]  # round robin
-            if mixed:
-                self.records[split], self.examples[split] = [r for r, _ in mixed], [e for _, e in mixed]
+        self.records, self.examples = mix(built, weights, self.cfg.get("size"), self.seed, self.audit)
 
     # ------------------------------------------------------------------ cache
     def _cache_file(self) -> Path | None:

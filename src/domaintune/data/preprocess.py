@@ -1,103 +1,23 @@
-"""Preprocessing steps and the audit that accounts for every record.
-
-Each step takes the records of one split and returns the ones it keeps; the `Audit` records, per split
-and step, how many went in and out, why each removed record was removed, how many were changed, and a few
-examples. `Audit.check()` proves the counts add up, so nothing leaves the pipeline unaccounted for.
-"""
+"""Preprocessing steps: each takes the records of one split and returns the ones it keeps, accounting for
+every removed or changed record in the `Audit` (data/audit_report.py)."""
 
 from __future__ import annotations
 
 import html
-import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import ftfy
 from omegaconf import DictConfig
 
+from domaintune.data.audit_report import Audit, StepReport
 from domaintune.data.formats import RecordProblem, Task
 from domaintune.data.pii import TYPES, PiiScrubber
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 
 Record = dict[str, Any]
-MAX_EXAMPLES = 3
-
-
-@dataclass
-class StepReport:
-    step: str
-    records_in: int
-    records_out: int
-    removed: dict[str, int] = field(default_factory=dict)
-    changed: int = 0
-    added: int = 0  # records a step adds (upsampling in a mixture)
-    examples: list[dict[str, str]] = field(default_factory=list)
-
-    def remove(self, src: str, reason: str, detail: str = "") -> None:
-        """Count one removed record under `reason`; the first few become examples in the audit."""
-        self.removed[reason] = self.removed.get(reason, 0) + 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append({"record": src, "removed": detail or reason})
-
-    def change(self, src: str, detail: str) -> None:
-        """Count one record a step changed; the first few become examples in the audit."""
-        self.changed += 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append({"record": src, "changed": detail})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "in": self.records_in,
-            "out": self.records_out,
-            "removed": dict(self.removed),
-            "changed": self.changed,
-            "added": self.added,
-            "examples": self.examples,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StepReport:
-        return cls(d["step"], d["in"], d["out"], dict(d["removed"]), d["changed"], d["added"], list(d["examples"]))
-
-
-class Audit:
-    """Per split, the ordered list of steps with their counts."""
-
-    def __init__(self) -> None:
-        self.splits: dict[str, list[StepReport]] = {}
-        self.notes: list[str] = []
-
-    def add(self, split: str, report: StepReport) -> None:
-        self.splits.setdefault(split, []).append(report)
-
-    def check(self) -> None:
-        """Raise if any step's counts do not add up (a bug, never a user error)."""
-        for split, steps in self.splits.items():
-            for prev, cur in itertools.pairwise(steps):
-                assert prev.records_out == cur.records_in, f"{split}: {prev.step} -> {cur.step} count mismatch"
-            for s in steps:
-                assert s.records_in - sum(s.removed.values()) + s.added == s.records_out, f"{split}/{s.step} does not add up"
-
-    def summary(self) -> dict[str, dict[str, int]]:
-        return {split: {"in": steps[0].records_in, "out": steps[-1].records_out} for split, steps in self.splits.items() if steps}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "splits": {split: [s.to_dict() for s in steps] for split, steps in self.splits.items()},
-            "summary": self.summary(),
-            "notes": self.notes,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Audit:
-        audit = cls()
-        audit.splits = {split: [StepReport.from_dict(s) for s in steps] for split, steps in d["splits"].items()}
-        audit.notes = list(d["notes"])
-        return audit
 
 
 def run_step(

@@ -1,0 +1,49 @@
+"""Stage: render each record through the chat template and tokenise it, with the loss mask and its audit.
+
+Records whose answer does not fit (`preprocess.too_long: drop`) or that keep no trainable token (the prompt
+alone fills max_length) are removed and counted; truncated ones are counted as changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domaintune.data.audit_report import Audit, StepReport
+from domaintune.data.chat import ChatRenderer
+from domaintune.data.formats import Task
+from domaintune.utils.errors import DomainTuneError
+
+Split = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def tokenize_split(
+    split: str, records: list[dict[str, Any]], task: Task, renderer: ChatRenderer, too_long: str, audit: Audit
+) -> Split:
+    """(kept records, their examples {input_ids, labels}), aligned; the step goes into `audit` under `split`."""
+    if task.type == "text":
+        encoded = renderer.encode_texts([task.text(r) for r in records])
+    else:
+        encoded = renderer.encode_many([task.conversation(r) for r in records], task.train_on)
+    report = StepReport("tokenize", len(records), 0)
+    kept_records, kept = [], []
+    for rec, enc in zip(records, encoded, strict=True):
+        reason = None
+        if enc.truncated and too_long == "drop":
+            reason = "too_long"
+        elif enc.n_trained == 0:
+            reason = "no_trainable_tokens"  # the prompt alone fills max_length
+        if reason:
+            report.remove(rec["_src"], reason)
+            continue
+        if enc.truncated:
+            report.change(rec["_src"], f"truncated to {renderer.max_length} tokens")
+        kept_records.append(rec)
+        kept.append({"input_ids": enc.input_ids, "labels": enc.labels})
+    report.records_out = len(kept)
+    audit.add(split, report)
+    if not kept:
+        raise DomainTuneError(
+            f"No {split} example has answer tokens left within data.max_length={renderer.max_length}.",
+            "Raise data.max_length or shorten the prompts.",
+        )
+    return kept_records, kept
