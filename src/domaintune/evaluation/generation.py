@@ -28,16 +28,19 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def generate_options(cfg: dict[str, Any], renderer: ChatRenderer, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+def generate_options(
+    cfg: dict[str, Any], renderer: ChatRenderer, tokenizer: PreTrainedTokenizerBase, stop_ids: list[int] | None = None
+) -> dict[str, Any]:
     """`model.generate` keyword arguments from a generation config: greedy unless do_sample, stopping at
-    the template's end-of-turn token or EOS (shared by batch generation and chat.py)."""
+    the template's end-of-turn token or EOS (shared by batch generation, chat.py and the server, which passes
+    the `stop_ids` it found once instead of re-rendering the probe per request)."""
     sampling = bool(cfg["do_sample"])
     options = {"temperature": float(cfg["temperature"]), "top_p": float(cfg["top_p"])} if sampling else {}
     return {
         "max_new_tokens": int(cfg["max_new_tokens"]),
         "do_sample": sampling,
         "repetition_penalty": float(cfg["repetition_penalty"]),
-        "eos_token_id": renderer.stop_token_ids(),
+        "eos_token_id": stop_ids if stop_ids is not None else renderer.stop_token_ids(),
         "pad_token_id": tokenizer.pad_token_id,
         "use_cache": True,
         **options,

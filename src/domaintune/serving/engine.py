@@ -11,6 +11,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from domaintune.data.formats import Message
+from domaintune.evaluation.generation import generate_options
 from domaintune.serving.registry import ServedModel
 
 
@@ -87,17 +88,11 @@ def prompt_ids(served: ServedModel, request: Request) -> list[int]:
 
 
 def _options(served: ServedModel, request: Request) -> dict[str, Any]:
-    sampling = request.temperature > 0
-    options: dict[str, Any] = {
-        "max_new_tokens": request.max_tokens,
-        "do_sample": sampling,
-        "repetition_penalty": request.repetition_penalty,
-        "eos_token_id": served.renderer.stop_token_ids(),
-        "pad_token_id": served.tokenizer.pad_token_id,
-        "use_cache": True,
-    }
-    if sampling:
-        options.update(temperature=request.temperature, top_p=request.top_p)
+    """`generate` keyword arguments: the same builder as batch generation and chat.py (temperature 0 = greedy),
+    stopping at the template's end-of-turn token, plus the request's stop strings."""
+    sampling = {"do_sample": request.temperature > 0, "temperature": request.temperature, "top_p": request.top_p}
+    limits = {"max_new_tokens": request.max_tokens, "repetition_penalty": request.repetition_penalty}
+    options = generate_options({**sampling, **limits}, served.renderer, served.tokenizer, stop_ids=served.stop_ids)
     if request.stop:  # halts generation early; the text is still cut by StopScanner (stop strings are excluded)
         options.update(stop_strings=request.stop, tokenizer=served.tokenizer)
     return options
@@ -143,7 +138,7 @@ def stream(served: ServedModel, request: Request, ids: list[int], cancel: thread
             raise result["error"]
         tail = scanner.flush()
         new = result["ids"][0, len(ids) :].tolist()
-        ended = bool(new) and new[-1] in served.renderer.stop_token_ids()
+        ended = bool(new) and new[-1] in served.stop_ids
         reason = "stop" if scanner.stopped or ended or len(new) < request.max_tokens else "length"
         yield Piece(tail, finish_reason=reason, prompt_tokens=len(ids), completion_tokens=len(new))
     finally:

@@ -6,8 +6,7 @@ to different models never wait on an adapter switch and the base model stays unt
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.data.chat import ChatRenderer
 from domaintune.inference import load_for_inference, with_run_config
-from domaintune.models.loading import load_model
-from domaintune.utils.config import to_dict
+from domaintune.models.loading import load_model, model_identity
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
 
@@ -39,6 +37,11 @@ class ServedModel:
     system_prompt: str | None
     context_length: int
     info: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def stop_ids(self) -> list[int]:
+        """The ids that end an answer, found once (the renderer renders a probe conversation to find them)."""
+        return self.renderer.stop_token_ids()
 
     def describe(self) -> dict[str, Any]:
         """The entry of GET /v1/models: OpenAI's fields plus what the web chat shows."""
@@ -68,10 +71,6 @@ def run_dirs(paths: list[str]) -> list[Path]:
             )
         found.extend(children)
     return found
-
-
-def _model_key(model_cfg: DictConfig) -> str:
-    return hashlib.sha256(json.dumps(to_dict(model_cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _served(
@@ -112,7 +111,7 @@ def load_registry(cfg: DictConfig) -> dict[str, ServedModel]:
         run_cfgs.append(with_run_config(one, overrides=[]))
     bases: dict[str, DictConfig] = {}
     for c in run_cfgs or [cfg]:
-        bases.setdefault(_model_key(c.model), c)
+        bases.setdefault(model_identity(c.model), c)
     served: dict[str, ServedModel] = {}
     for c in bases.values():
         id_ = "base" if len(bases) == 1 else f"base-{c.model.name}"
