@@ -11,9 +11,9 @@ import hydra
 import uvicorn
 from omegaconf import DictConfig
 
-from domaintune.serving.api import Defaults, Limits, create_app
 from domaintune.serving.registry import load_registry
-from domaintune.utils.config import CONFIG_DIR, to_dict
+from domaintune.serving.server import app_from_config
+from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import run_task
 from domaintune.utils.logging import get_logger
 
@@ -22,7 +22,7 @@ log = get_logger(__name__)
 
 def serve(cfg: DictConfig) -> None:
     models = load_registry(cfg)
-    app = create_app(models, Limits(**to_dict(cfg.limits)), Defaults(**to_dict(cfg.generation)))
+    app = app_from_config(cfg, models)
     log.info(f"Serving {', '.join(models)} on http://{cfg.host}:{cfg.port}/ (web chat) and http://{cfg.host}:{cfg.port}/v1")
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level="warning")
 

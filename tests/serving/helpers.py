@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
 from omegaconf import DictConfig
 
-from domaintune.serving.api import Defaults, Limits, create_app
-from domaintune.serving.registry import ServedModel, load_registry
-from domaintune.utils.config import to_dict
+from domaintune.serving.registry import ServedModel
+from domaintune.serving.server import app_from_config
+from domaintune.serving.server import running as serve_running
 from tests.conftest import compose_train
 
 
@@ -30,19 +27,6 @@ def free_port() -> int:
 
 @contextmanager
 def running(cfg: DictConfig, models: dict[str, ServedModel] | None = None) -> Iterator[str]:
-    """The API on a free local port for the duration of the block; yields its base URL."""
-    models = models if models is not None else load_registry(cfg)
-    app = create_app(models, Limits(**to_dict(cfg.limits)), Defaults(**to_dict(cfg.generation)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    """The API of the serve config on a free local port for the duration of the block; yields its base URL."""
+    with serve_running(app_from_config(cfg, models), "127.0.0.1", free_port()) as url:
+        yield url

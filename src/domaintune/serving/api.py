@@ -149,9 +149,11 @@ def create_app(models: dict[str, ServedModel], limits: Limits, defaults: Default
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [m.describe() for m in models.values()]}
 
+    page = resources.files("domaintune.serving").joinpath("static/chat.html").read_text(encoding="utf-8")  # read once
+
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> HTMLResponse:
-        return HTMLResponse(resources.files("domaintune.serving").joinpath("static/chat.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
