@@ -38,7 +38,7 @@ from domaintune.evaluation.forgetting import Forgetting, write_forgetting
 from domaintune.evaluation.model_card import write_model_card
 from domaintune.evaluation.publish import publish
 from domaintune.inference import cli_overrides
-from domaintune.models.adapters import apply_adapter, compile_blocks, prepends_virtual_tokens, save_adapter
+from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, prepends_virtual_tokens, save_adapter
 from domaintune.models.continual import latest_per_domain, lineage
 from domaintune.models.loading import load_model, model_identity
 from domaintune.models.module import CausalLMModule, LossOptions
@@ -217,8 +217,7 @@ def model_card_facts(
     cfg: DictConfig, module: CausalLMModule, dm: DomainDataModule, info: dict[str, Any], trainer: pl.Trainer
 ) -> dict[str, Any]:
     """What the model card states about this run, gathered from the config and the trained module."""
-    params = list(module.model.parameters())
-    trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    trainable, total = parameter_counts(module.model)
     adapter = to_dict(cfg.adapter.peft) if cfg.adapter.kind == "peft" else {"kind": cfg.adapter.kind}
     return {
         "base_model": str(cfg.model.get("path") or cfg.model.get("gguf_file") or cfg.model.name),
@@ -274,7 +273,8 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
             f"The checkpoint '{path}' does not exist.", "Pass a run's checkpoints/last.ckpt, or ckpt_path=last."
         )
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the zip's directory and records are checked without reading every tensor (Lightning reads it next)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
         others = sorted((p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: -p.stat().st_mtime)
         raise DomainTuneError(

@@ -80,10 +80,15 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
         base = model.get_base_model() if isinstance(model, PeftModel) else model
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable, total = parameter_counts(model)
     log.info(f"adapter={cfg.name}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     return model
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters: logged when the adapter is applied and stated in the model card."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def compile_blocks(model: nn.Module) -> int:
