@@ -11,22 +11,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation.evaluator import Evaluator
 from domaintune.evaluation.publish import publish
 from domaintune.inference import adapter_path, with_run_config
 from domaintune.models.loading import load_adapted, load_model, model_identity
 from domaintune.models.module import LossOptions
-from domaintune.utils.config import CONFIG_DIR, to_dict
-from domaintune.utils.hydra import run_task
+from domaintune.utils.config import CONFIG_DIR
+from domaintune.utils.hydra import build, run_task
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     cfg = with_run_config(cfg)
     path = adapter_path(cfg)
     model, tok = load_model(cfg.model)
-    dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
-    evaluator = Evaluator(cfg.eval, dm, LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
+    dm = build(cfg.data, tokenizer=tok)
+    evaluator: Evaluator = build(cfg.eval, data=dm, loss=LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
     base = evaluator.run(model, "base") if cfg.compare_base or path is None else None
     tuned = evaluator.run(load_adapted(model, path), "tuned") if path is not None else None
     info = {
@@ -36,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "split": ", ".join(evaluator.splits),
     }
     title = f"{cfg.data.name}: {evaluator.split} split" + (", base vs tuned" if base and tuned else "")
-    _, flat = publish(Path(cfg.paths.output_dir), base, tuned, info, to_dict(cfg.eval), title)
+    _, flat = publish(Path(cfg.paths.output_dir), base, tuned, info, evaluator, title)
     print(f"Report: {Path(cfg.paths.output_dir) / 'report.md'}")
     return flat
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.data.datamodule import DomainDataModule
 from domaintune.models.loading import load_tokenizer
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.errors import unknown_option
-from domaintune.utils.hydra import run_task
+from domaintune.utils.hydra import build, run_task
 
 FORMATS = ("openai",)
 
@@ -23,7 +22,7 @@ FORMATS = ("openai",)
 def export(cfg: DictConfig) -> dict[str, float]:
     if cfg.format not in FORMATS:
         raise unknown_option("export format", cfg.format, FORMATS, "Set format=openai.")
-    dm = DomainDataModule(cfg.data, load_tokenizer(cfg.model), seed=cfg.seed)
+    dm = build(cfg.data, tokenizer=load_tokenizer(cfg.model))
     dm.require(cfg.split)
     path = Path(cfg.output or Path(cfg.paths.output_dir) / f"{cfg.data.name}_{cfg.split}.{cfg.format}.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)

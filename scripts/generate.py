@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     src = Path(cfg.input)
     if not src.is_file():
         raise DomainTuneError(f"The input file '{src}' does not exist.", "Pass input=<a JSONL file of prompts>.")
-    task = Task(to_dict(cfg.data.task))
+    task = Task(**to_dict(cfg.data.task))
     records = read_jsonl(src, "input", "raise", ReadStats(), hint="then run again.")
     if not records:
         raise DomainTuneError(

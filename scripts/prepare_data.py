@@ -10,14 +10,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.data.datamodule import DomainDataModule
 from domaintune.models.loading import load_tokenizer
 from domaintune.utils.config import CONFIG_DIR
-from domaintune.utils.hydra import run_task
+from domaintune.utils.hydra import build, run_task
 
 
 def prepare(cfg: DictConfig) -> dict[str, float]:
-    dm = DomainDataModule(cfg.data, load_tokenizer(cfg.model), seed=cfg.seed)
+    dm = build(cfg.data, tokenizer=load_tokenizer(cfg.model))
     dm.prepare()
     report = dm.write_report(cfg.paths.output_dir)
     print(f"Wrote {Path(cfg.paths.output_dir) / 'data_report.json'} and token_lengths.png")

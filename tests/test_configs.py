@@ -14,7 +14,7 @@ from tests.conftest import compose_train
 
 # Options that need a value only the user can give.
 REQUIRED = {("model", "hf"): ["model.path=some/dir"], ("data", "custom"): ["data.dir=some/dir"]}
-GROUPS = ["model", "data", "adapter", "optim", "eval", "trainer", "logger", "callbacks", "paths"]
+GROUPS = ["model", "data", "adapter", "optim", "module", "eval", "trainer", "logger", "callbacks", "paths"]
 
 
 def options(group: str) -> list[str]:
@@ -35,17 +35,17 @@ def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -
 
 @pytest.mark.parametrize("option", options("optim"))
 def test_every_optimizer_config_builds_its_optimizer_and_schedule(option: str, tmp_path: Path) -> None:
-    """The optim group's `_partial_` targets build with only their own keys (an SGD must not inherit AdamW's
-    betas) and take a step; the schedule warms up from zero."""
+    """Each optim option builds (hydra.utils.instantiate) with only its own keys (an SGD must not inherit
+    AdamW's betas) and takes a step; the schedule warms up from zero."""
     import torch
     from hydra.utils import instantiate
 
     cfg = compose_train([f"optim={option}"], tmp_path)
+    optim = instantiate(cfg.optim)
     weight = torch.nn.Parameter(torch.ones(3, 3))
-    optimizer = instantiate(cfg.optim.optimizer)([weight], lr=float(cfg.optim.lr))
+    optimizer, schedule = optim.build(torch.nn.ParameterList([weight]), total=10)
     assert type(optimizer).__name__.lower() == option
-    schedule = instantiate(cfg.optim.scheduler)(optimizer=optimizer, num_warmup_steps=2, num_training_steps=10)
-    assert schedule.get_last_lr() == [0.0]
+    assert schedule.get_last_lr() == [0.0, 0.0] and optim.warmup(10) == 1
     for _ in range(2):  # the first step runs at lr 0 (warmup), the second moves the weights
         weight.grad = torch.ones(3, 3)
         optimizer.step()

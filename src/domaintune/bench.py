@@ -18,11 +18,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from domaintune.data.chat import IGNORE
-from domaintune.models.module import warmup_steps
+from domaintune.models.module import Optimization
 from domaintune.utils.hardware import resolve_precision
+from domaintune.utils.hydra import build
 
 
 def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -85,13 +87,12 @@ def domaintune_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------------- peers
 def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, list[dict[str, list[int]]], bool]:
     """The model with the same LoRA, the tokenizer, DomainTune's tokenised training examples, bf16 or not."""
-    from domaintune.data.datamodule import DomainDataModule
     from domaintune.models.adapters import apply_adapter
     from domaintune.models.loading import load_model
 
     pl.seed_everything(cfg.seed)
     model, tok = load_model(cfg.model)
-    dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
+    dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
     model = apply_adapter(model, cfg.adapter).train()
     bf16 = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).startswith("bf16")
@@ -100,6 +101,7 @@ def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, list[dict[str, list[int]]], 
 
 def _peer_args(cfg: DictConfig, steps: int, warmup: int, bf16: bool, out: str) -> dict[str, Any]:
     """TrainingArguments shared by both peers, matching DomainTune's optim/trainer settings."""
+    optim: Optimization = instantiate(cfg.optim)
     return {
         "output_dir": out,
         "per_device_train_batch_size": int(cfg.data.batch_size),
@@ -107,7 +109,7 @@ def _peer_args(cfg: DictConfig, steps: int, warmup: int, bf16: bool, out: str) -
         "learning_rate": float(cfg.optim.lr),
         "weight_decay": float(cfg.optim.weight_decay),
         "lr_scheduler_type": str(cfg.optim.scheduler.name),
-        "warmup_steps": warmup_steps(cfg.optim, steps + warmup),
+        "warmup_steps": optim.warmup(steps + warmup),
         "max_grad_norm": float(cfg.trainer.gradient_clip_val),
         "bf16": bf16,
         "use_cpu": cfg.trainer.accelerator == "cpu",
@@ -247,13 +249,12 @@ def mc_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
 def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     """Generated tokens/s: base vs tuned (LoRA merged, and unmerged for reference), and our batched
     generation vs a plain transformers `generate` loop over the same prompts in file order."""
-    from domaintune.data.datamodule import DomainDataModule
     from domaintune.evaluation.generation import generate
     from domaintune.models.adapters import apply_adapter
     from domaintune.models.loading import load_model
 
     model, tok = load_model(cfg.model)
-    dm = DomainDataModule(cfg.data, tok, seed=cfg.seed)
+    dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
     convs = [dm.conversation(r) for r in dm.records[cfg.eval.split][: int(bench.gen_prompts)]]
     gcfg = OmegaConf.to_container(cfg.eval.generation, resolve=True)

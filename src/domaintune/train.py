@@ -45,7 +45,7 @@ from domaintune.models.module import CausalLMModule, LossOptions
 from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
-from domaintune.utils.hydra import instantiate_all, run_task
+from domaintune.utils.hydra import build, instantiate_all, run_task
 from domaintune.utils.loggers import log_artifacts, log_to_wandb
 from domaintune.utils.logging import get_logger
 from domaintune.utils.secrets import redact
@@ -90,12 +90,13 @@ def prepare_training(
 
     model, tokenizer = load_model(cfg.model)
     clock.lap("model")
-    dm = DomainDataModule(cfg.data, tokenizer, seed=cfg.seed, packing_allowed=not prepends_virtual_tokens(cfg.adapter))
+    dm: DomainDataModule = build(cfg.data, tokenizer=tokenizer, packing_allowed=not prepends_virtual_tokens(cfg.adapter))
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None
     clock.lap("data")
 
-    evaluator = Evaluator(cfg.eval, dm, LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
+    loss = LossOptions.from_config(cfg.model)
+    evaluator: Evaluator = build(cfg.eval, data=dm, loss=loss, model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
     base = evaluator.run(model, "base") if is_zero and base_eval else None
     clock.lap("base evaluation")
@@ -111,8 +112,8 @@ def prepare_training(
         "adapter": json.dumps(to_dict(cfg.adapter), sort_keys=True, default=str),
         "data": dm.fingerprint(),
     }
-    module = CausalLMModule(model, cfg.optim, LossOptions.from_config(cfg.model), identity)
-    every = (cfg.eval.get("generation") or {}).get("every_n_epochs")
+    module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity)
+    every = evaluator.gcfg["every_n_epochs"]
     during = [GenerationMetrics(evaluator, int(every))] if every else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
     for lg in trainer.loggers:  # W&B / CSV config: no token or key values; the data fingerprint ties results to data
@@ -137,10 +138,10 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     forgetting = start = None
     if cfg.adapter.init_from and rank_zero_only.rank == 0:
         domains = {}
-        for name, data in latest_per_domain(history).items():  # each domain's own pipeline, test split only
-            domains[name] = DomainDataModule(data, dm.tokenizer, seed=cfg.seed, packing_allowed=False)
+        for name, data in latest_per_domain(history, cfg.data).items():  # each domain's own pipeline, test split only
+            domains[name] = build(data, tokenizer=dm.tokenizer, packing_allowed=False)
             domains[name].prepare()
-        forgetting = Forgetting(cfg.eval, domains, LossOptions.from_config(cfg.model), evaluator)
+        forgetting = Forgetting(cfg.eval, domains, module.loss, evaluator)
         start = forgetting.score(module.model, "start")
     if cfg.train:
         try:
@@ -154,7 +155,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
                 f"{interrupt.path} holds it.",
                 f"Resume with: python train.py {again} ckpt_path={interrupt.path}",
             ) from None
-    weights = choose_weights(cfg, trainer, module, best)
+    weights = choose_weights(cfg, evaluator, trainer, module, best)
     if rank_zero_only.rank != 0:
         return None
     assert base is not None
@@ -171,7 +172,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
         "trust_remote_code": bool(cfg.model.trust_remote_code),
     }
     title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
-    rows, flat = publish(out, base, tuned, info, to_dict(cfg.eval), title, trainer.loggers, trainer.global_step)
+    rows, flat = publish(out, base, tuned, info, evaluator, title, trainer.loggers, trainer.global_step)
     facts = model_card_facts(cfg, module, dm, info, trainer)
     card = write_model_card(out / "adapter", facts, rows, json.loads((out / "data_report.json").read_text()))
     log_artifacts(
@@ -287,14 +288,14 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     return str(path)
 
 
-def choose_weights(cfg: DictConfig, trainer: pl.Trainer, module: CausalLMModule, best: BestWeights) -> str:
+def choose_weights(cfg: DictConfig, evaluator: Evaluator, trainer: pl.Trainer, module: CausalLMModule, best: BestWeights) -> str:
     """Restore the best validation weights when `eval.weights: best` (on every rank, so shards stay
     consistent); returns what the report says about the weights it evaluates."""
-    monitor = cfg.eval.selection.monitor
+    monitor = evaluator.selection["monitor"]
     if not cfg.train:
         return "base model (train=false)"
     stopped = " (stopped early)" if any(isinstance(c, EarlyStopping) and c.stopped_epoch for c in trainer.callbacks) else ""
-    if cfg.eval.weights == "last":
+    if evaluator.weights == "last":
         return f"last, step {trainer.global_step}{stopped}"
     if not best.restore(module):
         log.warning("eval.weights=best, but no validation check ran (trainer.val_check_interval): using the last weights")

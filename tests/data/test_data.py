@@ -7,18 +7,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.data.formats import Task
 from domaintune.data.pii import PiiScrubber
 from domaintune.data.preprocess import clean_text
+from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
 from tests.conftest import qa_rows, write_jsonl
 
 
-def build(make_cfg, tokenizer, *overrides: str) -> DomainDataModule:
+def make_task(**keys: object) -> Task:
+    """A Task from conf/data/_base.yaml's task keys with some replaced (what a data config does)."""
+    return Task(**{**OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "_base.yaml").task), **keys})
+
+
+def prepared(make_cfg, tokenizer, *overrides: str) -> DomainDataModule:
     cfg = make_cfg("data=custom", "data.max_samples=null", "data.cache=false", *overrides)
-    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     return dm
 
@@ -70,27 +78,27 @@ def test_every_input_format_loads(fmt: str, make_cfg, tokenizer, tmp_path: Path)
         import datasets
 
         datasets.DatasetDict({s: datasets.Dataset.from_list(r) for s, r in splits.items()}).save_to_disk(str(folder))
-    dm = build(make_cfg, tokenizer, f"data.dir={folder}")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={folder}")
     assert len(dm.examples["train"]) == 12 and len(dm.examples["validation"]) == 3
 
 
 def test_single_file_is_split_by_seeded_ratios(make_cfg, tokenizer, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "all.jsonl", qa_rows(50))
-    dm = build(make_cfg, tokenizer, f"data.files={path}")
+    dm = prepared(make_cfg, tokenizer, f"data.files={path}")
     assert {s: len(v) for s, v in dm.examples.items()} == {"train": 40, "validation": 5, "test": 5}
-    again = build(make_cfg, tokenizer, f"data.files={path}")
+    again = prepared(make_cfg, tokenizer, f"data.files={path}")
     assert [r["_src"] for r in again.records["test"]] == [r["_src"] for r in dm.records["test"]]
 
 
 def test_hub_id_offline_gets_a_clear_error(make_cfg, tokenizer) -> None:
     with pytest.raises(DomainTuneError, match=r"Could not load the dataset 'no-org/no-such-data'.*save_to_disk"):
-        build(make_cfg, tokenizer, "data.hub=no-org/no-such-data")
+        prepared(make_cfg, tokenizer, "data.hub=no-org/no-such-data")
 
 
 def test_max_samples_caps_every_split_and_is_counted(make_cfg, tokenizer, tmp_path: Path) -> None:
     for split in ("train", "validation"):
         write_jsonl(tmp_path / f"{split}.jsonl", qa_rows(10) if split == "train" else qa_rows(14)[10:])
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.max_samples=3")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.max_samples=3")
     assert steps(dm, "train")["max_samples"]["removed"] == {"over_max_samples": 7}
     assert len(dm.examples["validation"]) == 3
 
@@ -101,8 +109,8 @@ def test_non_utf8_line_errors_or_is_skipped_and_counted(make_cfg, tokenizer, tmp
     path.write_bytes(path.read_bytes() + b'{"question": "caf\xe9?", "answer": "yes"}\n')
     write_jsonl(tmp_path / "validation.jsonl", qa_rows(6)[4:])
     with pytest.raises(DomainTuneError, match=r"train.jsonl:5: the line is not valid UTF-8.*iconv"):
-        build(make_cfg, tokenizer, f"data.dir={tmp_path}")
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.on_error=skip")
+        prepared(make_cfg, tokenizer, f"data.dir={tmp_path}")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.on_error=skip")
     assert steps(dm, "train")["read"]["removed"] == {"not_utf8": 1}
 
 
@@ -110,7 +118,7 @@ def test_malformed_lines_are_skipped_and_counted_with_on_error_skip(make_cfg, to
     path = write_jsonl(tmp_path / "train.jsonl", qa_rows(4))
     path.write_text(path.read_text() + "{not json\n[1, 2]\n")
     write_jsonl(tmp_path / "validation.jsonl", qa_rows(6)[4:])
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.on_error=skip")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.on_error=skip")
     assert steps(dm, "train")["read"]["removed"] == {"malformed_json": 1, "not_an_object": 1}
     assert len(dm.examples["train"]) == 4
 
@@ -122,26 +130,26 @@ def test_wrong_types(value, coerced, make_cfg, tokenizer, tmp_path: Path) -> Non
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", qa_rows(6)[4:])
     if coerced is not None:  # numbers become text
-        dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}")
+        dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}")
         assert dm.records["train"][1]["answer"] == coerced
         return
     with pytest.raises(DomainTuneError, match=r"train.jsonl:2 cannot be used: field 'answer' should be text.*on_error=skip"):
-        build(make_cfg, tokenizer, f"data.dir={tmp_path}")
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.on_error=skip")
+        prepared(make_cfg, tokenizer, f"data.dir={tmp_path}")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.on_error=skip")
     assert steps(dm, "train")["fields"]["removed"] == {"wrong_type": 1}
 
 
 def test_empty_file(make_cfg, tokenizer, tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text("\n\n")
     with pytest.raises(DomainTuneError, match="holds no records"):
-        build(make_cfg, tokenizer, f"data.dir={tmp_path}")
+        prepared(make_cfg, tokenizer, f"data.dir={tmp_path}")
 
 
 def test_split_empty_after_preprocessing(make_cfg, tokenizer, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", qa_rows(4))
     write_jsonl(tmp_path / "validation.jsonl", qa_rows(2))  # both duplicate training records
     with pytest.raises(DomainTuneError, match="validation split is empty after preprocessing"):
-        build(make_cfg, tokenizer, f"data.dir={tmp_path}")
+        prepared(make_cfg, tokenizer, f"data.dir={tmp_path}")
 
 
 def test_label_outside_the_label_set(make_cfg, tokenizer, tmp_path: Path) -> None:
@@ -150,14 +158,14 @@ def test_label_outside_the_label_set(make_cfg, tokenizer, tmp_path: Path) -> Non
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", [{"claim": "Other.", "evidence": "E.", "label": "true"}])
     with pytest.raises(DomainTuneError, match=r"train.jsonl:4 cannot be used: label 'mostly true' is not one of"):
-        build(make_cfg, tokenizer, "data=fact_checking", f"data.dir={tmp_path}")
-    dm = build(make_cfg, tokenizer, "data=fact_checking", f"data.dir={tmp_path}", "data.on_error=skip")
+        prepared(make_cfg, tokenizer, "data=fact_checking", f"data.dir={tmp_path}")
+    dm = prepared(make_cfg, tokenizer, "data=fact_checking", f"data.dir={tmp_path}", "data.on_error=skip")
     assert steps(dm, "train")["fields"]["removed"] == {"label_not_in_set": 1}
 
 
 def test_unknown_task_type(make_cfg) -> None:
     with pytest.raises(DomainTuneError, match="Unknown task type 'poetry'"):
-        Task({"type": "poetry"})
+        make_task(type="poetry")
 
 
 # ------------------------------------------------------------------------------------------ steps + audit
@@ -175,7 +183,7 @@ def test_messy_records_are_cleaned_deduplicated_and_accounted_for(make_cfg, toke
     ]
     write_jsonl(tmp_path / "train.jsonl", train)
     write_jsonl(tmp_path / "validation.jsonl", [train[0], {"question": "What is E?", "answer": "E is new."}])
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}")
     s = steps(dm, "train")
     assert s["clean"]["changed"] >= 2
     assert s["pii"]["changed"] == 1 and any("[EMAIL]" in r["answer"] for r in dm.records["train"])
@@ -194,9 +202,9 @@ def test_too_long_examples_are_truncated_or_dropped(make_cfg, tokenizer, tmp_pat
     rows = [*qa_rows(4), {"question": "Long?", "answer": "word " * 300}]
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "validation.jsonl", qa_rows(7)[5:])
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.max_length=64")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.max_length=64")
     assert steps(dm, "train")["tokenize"]["changed"] == 1 and max(dm.token_lengths("train")) == 64
-    dm = build(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.max_length=64", "data.preprocess.too_long=drop")
+    dm = prepared(make_cfg, tokenizer, f"data.dir={tmp_path}", "data.max_length=64", "data.preprocess.too_long=drop")
     assert steps(dm, "train")["tokenize"]["removed"] == {"too_long": 1}
 
 
@@ -204,15 +212,15 @@ def test_prepared_data_is_cached_and_invalidated_by_content(make_cfg, tokenizer,
     write_jsonl(tmp_path / "d" / "train.jsonl", qa_rows(6))
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(8)[6:])
     args = ("data=custom", f"data.dir={tmp_path}/d", "data.max_samples=null")
-    first = DomainDataModule(make_cfg(*args).data, tokenizer)
+    first = build(make_cfg(*args).data, tokenizer=tokenizer)
     first.prepare()
-    second = DomainDataModule(make_cfg(*args).data, tokenizer)
+    second = build(make_cfg(*args).data, tokenizer=tokenizer)
     second.prepare()
     assert first.from_cache is None and second.from_cache is not None
     assert second.examples == first.examples and second.audit.summary() == first.audit.summary()
-    assert DomainDataModule(make_cfg(*args, "data.max_length=100").data, tokenizer)._cache_file() != second.from_cache
+    assert build(make_cfg(*args, "data.max_length=100").data, tokenizer=tokenizer)._cache_file() != second.from_cache
     write_jsonl(tmp_path / "d" / "train.jsonl", qa_rows(7))
-    third = DomainDataModule(make_cfg(*args).data, tokenizer)
+    third = build(make_cfg(*args).data, tokenizer=tokenizer)
     third.prepare()
     assert third.from_cache is None and len(third.examples["train"]) == 7
 
@@ -271,7 +279,7 @@ TASK_CASES = {
 @pytest.mark.parametrize("name", list(TASK_CASES))
 def test_task_types_render_conversations(name: str) -> None:
     cfg, raw, contents = TASK_CASES[name]
-    task = Task({**cfg, "system_prompt": "SYS"})
+    task = make_task(**cfg, system_prompt="SYS")
     conv = task.conversation(task.select(raw))
     assert conv[0] == {"role": "system", "content": "SYS"}
     assert [m["content"] for m in conv[1:]] == contents
@@ -280,7 +288,7 @@ def test_task_types_render_conversations(name: str) -> None:
 def test_text_task_trains_every_token(make_cfg, tokenizer, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", [{"text": f"Document number {i} talks about topic {i}."} for i in range(5)])
     write_jsonl(tmp_path / "validation.jsonl", [{"text": "A held-out document."}])
-    dm = build(
+    dm = prepared(
         make_cfg,
         tokenizer,
         f"data.dir={tmp_path}",
@@ -294,7 +302,7 @@ def test_text_task_trains_every_token(make_cfg, tokenizer, tmp_path: Path) -> No
 
 
 def test_chat_records_with_a_bad_role_are_errors(make_cfg) -> None:
-    task = Task({"type": "chat"})
+    task = make_task(type="chat")
     with pytest.raises(ValueError, match="a message should be"):
         task.select({"messages": [{"role": "robot", "content": "x"}]})
 
@@ -309,7 +317,7 @@ def test_mixture_samples_by_weight_and_accounts_for_it(make_cfg, tokenizer) -> N
         "data.cache=false",
         "data.max_samples=null",
     )
-    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     tasks = [r["_task"] for r in dm.records["train"]]
     assert tasks.count("healthcare") == 50 and tasks.count("customer_service") == 150
@@ -347,13 +355,12 @@ def test_shipped_samples_evaluate_on_unseen_groups(domain: str) -> None:
         assert groups(split) and not groups(split) & train, split
 
 
-def test_each_domain_names_its_public_dataset_and_the_hub_command_fails_clearly_offline(tmp_path: Path) -> None:
+def test_each_domain_names_its_public_dataset_and_the_hub_command_fails_clearly_offline(tokenizer, tmp_path: Path) -> None:
     """Every domain config names the public dataset it mirrors; where a hub copy loads directly, the config
     gives the exact command (hub id, revision, field mapping), which composes and, offline, fails with the
     one-paragraph error that says what to do instead."""
     import re
 
-    from domaintune.data.sources import ReadStats, load_records
     from domaintune.utils.config import CONFIG_DIR
     from domaintune.utils.errors import DomainTuneError
     from tests.conftest import compose_train
@@ -368,7 +375,7 @@ def test_each_domain_names_its_public_dataset_and_the_hub_command_fails_clearly_
             cfg = compose_train(["model=tiny", *overrides], tmp_path)
             hub = cfg.data.hub
             with pytest.raises(DomainTuneError, match=rf"Could not load the dataset '{re.escape(hub)}'.*Without network"):
-                load_records(cfg.data, seed=0, stats=ReadStats())
+                build(cfg.data, tokenizer=tokenizer).prepare()
             commands += 1
     assert commands == 2, "healthcare and customer_service have direct hub commands"
 
@@ -388,7 +395,7 @@ def test_mixture_components_honour_the_top_level_data_keys(make_cfg, tokenizer) 
     for name, cap in (("healthcare", 10), ("customer_service", 7)):
         part = cfg.data.components[name]
         assert (part.max_samples, part.max_length, part.on_error, part.preprocess.pii.enabled) == (cap, 80, "skip", False)
-    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     for name, cap in (("healthcare", 10), ("customer_service", 7)):
         steps = {s.step: s for s in dm.audit.splits[f"{name}/train"]}

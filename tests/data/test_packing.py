@@ -9,6 +9,7 @@ from domaintune.data.chat import IGNORE
 from domaintune.data.collate import pad_collate
 from domaintune.data.packing import pack, padding_efficiency
 from domaintune.models.loading import load_model
+from domaintune.utils.hydra import build
 
 
 def examples(lengths: list[int]) -> list[dict[str, list[int]]]:
@@ -83,27 +84,25 @@ def test_packing_refuses_prompt_tuning(make_cfg) -> None:
 def test_auto_packing_follows_the_padding_efficiency(make_cfg, tokenizer) -> None:
     """auto packs when packing raises the padding efficiency enough, never for virtual-token adapters, and
     the data report records the decision."""
-    from domaintune.data.datamodule import DomainDataModule
 
     # batches of 16 rows pad to their longest: here packing beats them (grouping by length beats both)
     cfg = make_cfg("data.packing=auto", "data.packing_min_gain=0.0", "data.group_by_length=false", "data.batch_size=16")
-    dm = DomainDataModule(cfg.data, tokenizer)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     eff = dm.padding_efficiency()
     assert eff["packed"] > eff["shuffled"] and eff["grouped"] > eff["shuffled"]
     assert dm.batching()["packed"] and "position_ids" in next(iter(dm.train_dataloader()))
     assert dm.report()["batching"]["mode"] == "packed"
 
-    never = DomainDataModule(make_cfg("data.packing=auto", "data.packing_min_gain=1.0").data, tokenizer)
+    never = build(make_cfg("data.packing=auto", "data.packing_min_gain=1.0").data, tokenizer=tokenizer)
     assert not never.batching()["packed"] and never.batching()["mode"] == "grouped by length"
-    prompt = DomainDataModule(make_cfg("data.packing=auto", "data.packing_min_gain=0.0").data, tokenizer, packing_allowed=False)
+    prompt = build(make_cfg("data.packing=auto", "data.packing_min_gain=0.0").data, tokenizer=tokenizer, packing_allowed=False)
     assert not prompt.batching()["packed"] and "virtual tokens" in prompt.batching()["reason"]
 
 
 def test_length_grouped_batches_pad_less_and_cover_every_example_once(make_cfg, tokenizer) -> None:
-    from domaintune.data.datamodule import DomainDataModule
 
-    dm = DomainDataModule(make_cfg("data.packing=false", "data.group_by_length=true", "data.max_samples=40").data, tokenizer)
+    dm = build(make_cfg("data.packing=false", "data.group_by_length=true", "data.max_samples=40").data, tokenizer=tokenizer)
     batches = list(dm.train_dataloader())
     seen = sorted(tuple(row[row != tokenizer.pad_token_id].tolist()[:8]) for b in batches for row in b["input_ids"])
     want = sorted(tuple(e["input_ids"][:8]) for e in dm.examples["train"])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from domaintune.checks import check_config
-from domaintune.data.datamodule import DomainDataModule
 from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
 
 
 def lines(rows: list[dict]) -> str:
@@ -61,7 +61,7 @@ def test_bad_data(make_cfg, tokenizer, tmp_path: Path, name: str, files: dict, o
         (folder / fn).write_bytes(content if isinstance(content, bytes) else content.encode())
     cfg = make_cfg("data=custom", f"data.dir={folder}", "data.cache=false", "data.max_samples=null", *overrides)
     with pytest.raises(DomainTuneError) as err:
-        DomainDataModule(cfg.data, tokenizer).prepare()
+        build(cfg.data, tokenizer=tokenizer).prepare()
     message = err.value.paragraph()
     for part in expected:
         assert part in message, f"{name}: {message}"
@@ -97,8 +97,8 @@ def test_a_byte_order_mark_and_a_huge_line_are_handled_not_fatal(make_cfg, token
     (folder / "train.jsonl").write_text("\ufeff" + QA + json.dumps({"question": "q " * 5_000_000, "answer": "a"}) + "\n")
     (folder / "validation.jsonl").write_text(VAL)
     (folder / "test.jsonl").write_text(TEST)
-    dm = DomainDataModule(
-        make_cfg("data=custom", f"data.dir={folder}", "data.cache=false", "data.max_samples=null").data, tokenizer
+    dm = build(
+        make_cfg("data=custom", f"data.dir={folder}", "data.cache=false", "data.max_samples=null").data, tokenizer=tokenizer
     )
     dm.prepare()
     steps = {s.step: s for s in dm.audit.splits["train"]}

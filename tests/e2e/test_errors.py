@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from domaintune.data.datamodule import DomainDataModule
 from domaintune.models.loading import load_model
 from domaintune.train import fit_and_evaluate
 from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
 from tests.conftest import ROOT, qa_rows, write_jsonl
 
 
@@ -44,7 +44,7 @@ def test_friendly_error_exits_1_without_traceback(tmp_path: Path) -> None:
 def test_missing_data_dir(tokenizer, make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(f"data.dir={tmp_path}/nowhere")
     with pytest.raises(DomainTuneError, match=r"data directory .* does not exist.*Set data.dir"):
-        DomainDataModule(cfg.data, tokenizer).prepare()
+        build(cfg.data, tokenizer=tokenizer).prepare()
 
 
 def test_misspelt_field_mapping_lists_the_columns(tokenizer, make_cfg, tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_misspelt_field_mapping_lists_the_columns(tokenizer, make_cfg, tmp_path:
         write_jsonl(tmp_path / "d" / f"{split}.jsonl", qa_rows(5))
     cfg = make_cfg(f"data.dir={tmp_path}/d", "data.task.fields.answer=answr")
     with pytest.raises(DomainTuneError, match=r"no column for answer -> 'answr'.*columns are: 'answer', 'question'"):
-        DomainDataModule(cfg.data, tokenizer).prepare()
+        build(cfg.data, tokenizer=tokenizer).prepare()
 
 
 def test_record_without_field_is_counted_not_silently_dropped(tokenizer, make_cfg, tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_record_without_field_is_counted_not_silently_dropped(tokenizer, make_cf
     write_jsonl(tmp_path / "d" / "train.jsonl", rows)
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(3))
     cfg = make_cfg(f"data.dir={tmp_path}/d", "data.max_samples=null")
-    dm = DomainDataModule(cfg.data, tokenizer)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     [fields] = [s for s in dm.audit.splits["train"] if s.step == "fields"]
     assert fields.removed == {"missing_answer": 2}
@@ -75,7 +75,7 @@ def test_malformed_json_line_names_file_and_line(tokenizer, make_cfg, tmp_path: 
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(2))
     cfg = make_cfg(f"data.dir={tmp_path}/d")
     with pytest.raises(DomainTuneError, match=r"train.jsonl:4: malformed JSON.*starts with.*broken.*on_error=skip"):
-        DomainDataModule(cfg.data, tokenizer).prepare()
+        build(cfg.data, tokenizer=tokenizer).prepare()
 
 
 def test_model_unreachable_offline_suggests_the_default(make_cfg) -> None:
@@ -123,11 +123,10 @@ def test_secrets_never_reach_the_run_folder(tmp_path: Path) -> None:
     ],
 )
 def test_data_templates_cannot_reach_python_objects_or_files(make_cfg, tokenizer, template: str) -> None:
-    from domaintune.data.datamodule import DomainDataModule
 
     cfg = make_cfg(f"data.task.prompt={template!r}", "data.cache=false")
     with pytest.raises(DomainTuneError, match=r"data\.task\.prompt tries something a data template may not do"):
-        DomainDataModule(cfg.data, tokenizer).prepare()
+        build(cfg.data, tokenizer=tokenizer).prepare()
 
 
 def test_cli_prints_composed_config() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from domaintune.data.datamodule import DomainDataModule
+from domaintune.utils.hydra import build
 from tests.conftest import ROOT, SHARED_DATA
 
 REAL_DOMAINS = ["healthcare", "marketing", "education", "fact_checking", "customer_service"]
@@ -48,7 +48,7 @@ def test_export_data_writes_openai_chat_jsonl(tmp_path: Path) -> None:
 @pytest.mark.parametrize("domain", REAL_DOMAINS)
 def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, tokenizer) -> None:
     cfg = make_cfg(f"data={domain}", f"paths.data_dir={SHARED_DATA}", "data.max_samples=null", "data.cache=false")
-    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     dm.audit.check()
     source_lines = {s: sum(1 for _ in (SHARED_DATA / domain / f"{s}.jsonl").open()) for s in ("train", "validation", "test")}

@@ -20,9 +20,10 @@ from transformers import AutoModelForCausalLM
 
 from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
-from domaintune.models.module import CausalLMModule, LossOptions
+from domaintune.models.module import LossOptions
 from domaintune.train import fit_and_evaluate, resolve_checkpoint
 from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
 from tests.conftest import ROOT, TINY, wandb_blob
 
 ADAPTERS = ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "full", "freeze"]
@@ -177,7 +178,7 @@ def test_freeze_trains_only_the_top_blocks(make_cfg) -> None:
     model = apply_adapter(model, cfg.adapter)
     trainable = {n.split(".")[2] if n.startswith("model.layers") else n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"1", "model.norm.weight"}
-    module = CausalLMModule(model, cfg.optim, LossOptions(True, None))
+    module = build(cfg.module, model=model, loss=LossOptions(True, None), identity={})
     assert sum(p.requires_grad for p in module.parameters()) == sum(p.requires_grad for p in model.parameters()) > 0
 
 
@@ -210,7 +211,9 @@ def test_fsdp_clips_gradients_by_the_root_modules_norm(make_cfg) -> None:
     from pytorch_lightning.strategies import FSDPStrategy
 
     cfg = make_cfg()
-    module = CausalLMModule(apply_adapter(load_model(cfg.model)[0], cfg.adapter), cfg.optim, LossOptions(True, None))
+    module = build(
+        cfg.module, model=apply_adapter(load_model(cfg.model)[0], cfg.adapter), loss=LossOptions(True, None), identity={}
+    )
     calls: list[float] = []
     strategy = FSDPStrategy.__new__(FSDPStrategy)
     strategy.model = SimpleNamespace(clip_grad_norm_=calls.append)

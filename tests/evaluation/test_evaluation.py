@@ -9,14 +9,13 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation import metrics, multiple_choice
-from domaintune.evaluation.evaluator import Evaluator
 from domaintune.evaluation.multiple_choice import MCItem
 from domaintune.evaluation.report import compare
 from domaintune.models.loading import load_model, materialize, model_identity
 from domaintune.models.module import LossOptions
 from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
 from tests.conftest import ROOT
 
 LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
@@ -80,7 +79,7 @@ def test_label_accuracy_macro_f1_and_unparseable_by_hand() -> None:
 def test_unknown_metric_name(make_cfg, tokenizer) -> None:
     cfg = make_cfg("eval.metrics=[rouge,bertscore]")
     with pytest.raises(DomainTuneError, match="Unknown metric 'bertscore'"):
-        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), LOSS)
+        build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LOSS)
 
 
 def test_report_directions() -> None:
@@ -163,9 +162,9 @@ def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ evaluator
 def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, tmp_path: Path) -> None:
     cfg = make_cfg("data=fact_checking", "eval.general=piqa", "eval.generation.max_samples=6")
-    dm = DomainDataModule(cfg.data, tokenizer)
+    dm = build(cfg.data, tokenizer=tokenizer)
     model, _ = load_model(cfg.model)
-    evaluator = Evaluator(cfg.eval, dm, LOSS, model_key=model_identity(cfg.model))
+    evaluator = build(cfg.eval, data=dm, loss=LOSS, model_key=model_identity(cfg.model))
     first = evaluator.run(model, "base")
     assert {
         "loss",
@@ -184,19 +183,19 @@ def test_evaluator_scores_generations_and_caches_the_base(make_cfg, tokenizer, t
     assert first.evidence_of("gen/accuracy").ids == [s["id"] for s in first.samples]
     assert "eval_tokens_per_s" not in first.evidence, "speeds are not resampled"
     assert evaluator.cache_path().exists()
-    again = Evaluator(cfg.eval, dm, LOSS, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
+    again = build(cfg.eval, data=dm, loss=LOSS, model_key=model_identity(cfg.model)).run(None, "base")  # type: ignore[arg-type]
     assert again.metrics == first.metrics, "the second base evaluation comes from the cache (no model needed)"
     assert again.evidence == first.evidence, "and so does its evidence (the tuned run pairs with it)"
 
 
 def test_empty_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
     cfg = make_cfg("eval.split=test", "eval.max_samples=0")
-    dm = DomainDataModule(cfg.data, tokenizer)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     dm.examples["test"] = []
     model, _ = load_model(cfg.model)
     with pytest.raises(DomainTuneError, match="test split has no examples"):
-        Evaluator(cfg.eval, dm, LOSS).loss(model, "base", "test")
+        build(cfg.eval, data=dm, loss=LOSS).loss(model, "base", "test")
 
 
 def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> None:
@@ -206,7 +205,7 @@ def test_missing_eval_split_is_an_error(make_cfg, tokenizer, tmp_path: Path) -> 
     write_jsonl(tmp_path / "d" / "validation.jsonl", qa_rows(7)[5:])
     cfg = make_cfg("data=custom", f"data.dir={tmp_path}/d", "eval.split=test")
     with pytest.raises(DomainTuneError, match="no 'test' split"):
-        Evaluator(cfg.eval, DomainDataModule(cfg.data, tokenizer), LOSS).run(load_model(cfg.model)[0], "base")
+        build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LOSS).run(load_model(cfg.model)[0], "base")
 
 
 @pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
@@ -245,7 +244,7 @@ def test_fast_generation_gives_the_same_answers_and_keeps_the_weights(make_cfg, 
         if "lora_B" in name:
             p.data.normal_(0, 0.5)  # a non-zero adapter, so merging changes the weights
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dm = DomainDataModule(cfg.data, tokenizer)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     convs = [dm.conversation(r) for r in dm.records["validation"][:7]]
     renderer = ChatRenderer(tokenizer, 384)
@@ -270,12 +269,12 @@ def test_merged_evaluation_scores_like_the_unmerged_model(make_cfg, tokenizer) -
         if "lora_B" in name:
             p.data.normal_(0, 0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dm = DomainDataModule(cfg.data, tokenizer)
+    dm = build(cfg.data, tokenizer=tokenizer)
     results = {}
     for merge in (False, True):
         with open_dict(cfg):
             cfg.eval.merge_adapter = merge
-        results[merge] = Evaluator(cfg.eval, dm, LOSS).run(model, "tuned")
+        results[merge] = build(cfg.eval, data=dm, loss=LOSS).run(model, "tuned")
     assert results[True].metrics["loss"] == pytest.approx(results[False].metrics["loss"], abs=1e-5)
     assert [s["output"] for s in results[True].samples] == [s["output"] for s in results[False].samples]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from domaintune.models.loading import load_model, materialize
+from domaintune.utils.hydra import build
 
 
 def test_tiny_model_is_cached_and_reproducible(make_cfg) -> None:
@@ -65,7 +66,6 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
     """The LM head at trained positions only (the default), in chunks or not, changes neither the loss nor
     its gradients (for full fine-tuning that includes the head, tied to the embeddings); also through the
     1-D positions fallback that transformers releases without boolean masks get (5.17 on the GPU image)."""
-    from domaintune.data.datamodule import DomainDataModule
     from domaintune.models import module
     from domaintune.models.adapters import apply_adapter
     from domaintune.models.module import LossOptions, forward_loss
@@ -73,7 +73,7 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
     monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
 
     cfg = make_cfg(f"adapter={adapter}", f"data.packing={str(packing).lower()}")
-    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     batch = next(iter(dm.train_dataloader()))
     assert (batch["labels"] == -100).any(), "the batch must have untrained positions (prompt or padding)"
@@ -120,12 +120,11 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
 def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapter: str, answer_only: bool) -> None:
     """Evaluation keeps the loss per example; summed and token-weighted it is the batch loss training uses
     (prompt tuning's virtual-token positions included)."""
-    from domaintune.data.datamodule import DomainDataModule
     from domaintune.models.adapters import apply_adapter
     from domaintune.models.module import LossOptions, example_nll, forward_loss
 
     cfg = make_cfg(f"adapter={adapter}")
-    dm = DomainDataModule(cfg.data, tokenizer, seed=0)
+    dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     batch = next(iter(dm.eval_dataloader("validation")))
     model = apply_adapter(load_model(cfg.model)[0], cfg.adapter).eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import random
 import time
@@ -20,7 +21,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
@@ -34,27 +34,16 @@ from domaintune.data.formats import Message, Task
 from domaintune.data.mixture import mix
 from domaintune.data.packing import EpochBatches, check_packing, group_by_length, pack, padding_efficiency
 from domaintune.data.preprocess import Preprocessor
+from domaintune.data.recipe import DataRecipe
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.data.tokenize import tokenize_split
-from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.files import locked
+from domaintune.utils.hydra import build
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-# Keys that change how batches are served, not what the prepared examples are: not part of the cache key.
-SERVING_KEYS = (
-    "batch_size",
-    "eval_batch_size",
-    "num_workers",
-    "val_max_samples",
-    "packing",
-    "packing_min_gain",
-    "group_by_length",
-    "cache",
-    "cache_dir",
-)
 PACKING = (True, False, "auto")
 # Bump when preprocessing or tokenisation changes what a config produces.
 PIPELINE_VERSION = 2
@@ -68,28 +57,46 @@ class DomainDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, cfg: DictConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0, packing_allowed: bool = True
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int,
+        eval_batch_size: int,
+        val_max_samples: int | None,
+        num_workers: int,
+        packing: bool | str,
+        packing_min_gain: float,
+        group_by_length: bool,
+        cache: bool,
+        cache_dir: str | None,
+        packing_allowed: bool = True,
+        **recipe: Any,
     ):
-        """`packing_allowed=False` for adapters that prepend virtual tokens (prompt/prefix tuning): packed rows
-        restart positions, which they cannot hold, so `packing: auto` never packs and `packing: true` is refused."""
+        """Built by `hydra.utils.instantiate(cfg.data, tokenizer=...)`. The named arguments say how batches are
+        served; every other data key is the `DataRecipe` (data/recipe.py), which alone decides what the prepared
+        examples are (and so the cache key). `packing_allowed=False` for adapters that prepend virtual tokens
+        (prompt/prefix tuning): packed rows restart positions, which they cannot hold, so `packing: auto` never
+        packs and `packing: true` is refused."""
         super().__init__()
-        self.cfg = to_dict(cfg)
+        # a component's serving keys are the mixture's: its batches are formed after mixing
+        self.recipe = DataRecipe.from_keys(recipe, "data", ignore=SERVING_ARGUMENTS)
         self.tokenizer = tokenizer
-        self.seed = seed
-        self.renderer = ChatRenderer(tokenizer, int(self.cfg["max_length"]))
-        components = self.cfg.get("components") or {}
-        self.parts = {name: dict(c) for name, c in components.items()}  # top-level keys arrive by interpolation
-        self.tasks = {name: Task(c.get("task") or {}) for name, c in self.parts.items()} or {"": Task(self.cfg.get("task") or {})}
+        self.seed = self.recipe.seed
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.val_max_samples, self.num_workers = val_max_samples, int(num_workers)
+        self.packing, self.packing_min_gain, self.group_by_length = packing, float(packing_min_gain), bool(group_by_length)
+        self.cache_dir = Path(str(cache_dir)).expanduser() if cache and cache_dir else None
+        self.renderer = ChatRenderer(tokenizer, self.recipe.max_length)
+        self.parts = self.recipe.components
+        self.tasks = {name: Task(**c.task) for name, c in self.parts.items()} or {"": Task(**self.recipe.task)}
         self.records: dict[str, list[dict[str, Any]]] = {}
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.audit = Audit()
         self.from_cache: Path | None = None
         self.packing_allowed = packing_allowed
-        if self.cfg.get("packing") not in PACKING:
-            raise unknown_option(
-                "data.packing value", str(self.cfg.get("packing")), map(str, PACKING), "Use data.packing=auto, true or false."
-            )
-        check_packing(self.cfg["packing"], virtual_tokens=not packing_allowed)
+        if packing not in PACKING:
+            raise unknown_option("data.packing value", str(packing), map(str, PACKING), "Use data.packing=auto, true or false.")
+        check_packing(packing, virtual_tokens=not packing_allowed)
         self._batching: dict[str, Any] | None = None
         self._efficiency: dict[str, float] | None = None
 
@@ -124,16 +131,16 @@ class DomainDataModule(pl.LightningDataModule):
         if self.parts:
             self._prepare_mixture()
         else:
-            self.records, self.examples = self._prepare_source(self.cfg, self.tasks[""], "", self.audit)
+            self.records, self.examples = self._prepare_source(self.recipe, self.tasks[""], "", self.audit)
         self.audit.check()
         self.audit.notes.append(f"prepared in {time.perf_counter() - started:.1f} s (load, preprocess, tokenise)")
         log.info(self.audit.notes[-1])
 
     def _prepare_source(
-        self, cfg: dict[str, Any], task: Task, name: str, audit: Audit
+        self, recipe: DataRecipe, task: Task, name: str, audit: Audit
     ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
         stats = ReadStats()
-        raw = load_records(cfg, self.seed, stats)
+        raw = load_records(recipe, stats)
         prefix = f"{name}/" if name else ""
         for split, records in raw.items():
             skipped = stats.skipped.get(split, {})
@@ -150,21 +157,22 @@ class DomainDataModule(pl.LightningDataModule):
             if not records:
                 raise DomainTuneError(
                     f"The {prefix}{split} split has no records (a train-only source is cut by data.split_ratios "
-                    f"{dict(cfg['split_ratios'])}, which leaves none for it here).",
+                    f"{recipe.split_ratios}, which leaves none for it here).",
                     f"Add a {split} file, or give more records so every split gets some.",
                 )
             task.check_columns({k for r in records for k in r if not k.startswith("_")}, origin_of(records[0]["_src"]))
-            cap = cfg.get("max_samples")
+            cap = recipe.max_samples
             if cap is not None and len(records) > int(cap):
                 audit.add(
                     prefix + split,
                     StepReport("max_samples", len(records), int(cap), removed={"over_max_samples": len(records) - int(cap)}),
                 )
                 raw[split] = records[: int(cap)]
-        clean = Preprocessor(cfg["preprocess"], task).run(raw, audit, cfg["on_error"], prefix)
+        preprocessor: Preprocessor = build(recipe.preprocess, task=task)
+        clean = preprocessor.run(raw, audit, recipe.on_error, prefix)
         records, examples = {}, {}
-        renderer = ChatRenderer(self.tokenizer, int(cfg.get("max_length") or self.renderer.max_length))
-        too_long = cfg["preprocess"]["too_long"]
+        renderer = ChatRenderer(self.tokenizer, recipe.max_length)
+        too_long = preprocessor.too_long
         for split, recs in clean.items():
             for r in recs:
                 r["_task"] = name
@@ -173,23 +181,22 @@ class DomainDataModule(pl.LightningDataModule):
 
     def _prepare_mixture(self) -> None:
         """Prepare each component through its own stages, then mix them (data/mixture.py)."""
-        weights = {name: float((self.cfg.get("weights") or {}).get(name, 1.0)) for name in self.parts}
+        weights = {name: float(self.recipe.weights.get(name, 1.0)) for name in self.parts}
         built = {name: self._prepare_source(part, self.tasks[name], name, self.audit) for name, part in self.parts.items()}
-        self.records, self.examples = mix(built, weights, self.cfg.get("size"), self.seed, self.audit)
+        self.records, self.examples = mix(built, weights, self.recipe.size, self.seed, self.audit)
 
     # ------------------------------------------------------------------ cache
     def _cache_file(self) -> Path | None:
-        if not self.cfg["cache"] or not self.cfg["cache_dir"]:
+        if self.cache_dir is None:
             return None
-        name = f"{self.cfg['name']}-{self.fingerprint()[:16]}.json"
-        return Path(str(self.cfg["cache_dir"])).expanduser() / "data" / name
+        return self.cache_dir / "data" / f"{self.recipe.name}-{self.fingerprint()[:16]}.json"
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        h = hashlib.sha256(f"{__version__}|{PIPELINE_VERSION}|{self.seed}".encode())
-        h.update(json.dumps({k: v for k, v in self.cfg.items() if k not in SERVING_KEYS}, sort_keys=True, default=str).encode())
-        for part in self.parts.values() or [self.cfg]:
-            h.update(locate(part).fingerprint(str(part.get("revision"))).encode())
+        h = hashlib.sha256(f"{__version__}|{PIPELINE_VERSION}".encode())
+        h.update(json.dumps(self.recipe.as_dict(), sort_keys=True, default=str).encode())
+        for part in self.recipe.sources():
+            h.update(locate(part).fingerprint(str(part.revision)).encode())
         h.update(hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).digest())
         h.update(str(self.tokenizer.chat_template).encode())
         return h.hexdigest()
@@ -230,19 +237,19 @@ class DomainDataModule(pl.LightningDataModule):
         """
         if self._batching is None:
             eff = self.padding_efficiency()
-            unpacked = eff["grouped" if self.cfg["group_by_length"] else "shuffled"]
-            wanted = self.cfg["packing"]
+            unpacked = eff["grouped" if self.group_by_length else "shuffled"]
+            wanted = self.packing
             if wanted == "auto":
                 gain = eff["packed"] - unpacked
-                pack_it = self.packing_allowed and gain >= float(self.cfg["packing_min_gain"])
+                pack_it = self.packing_allowed and gain >= self.packing_min_gain
                 why = (
                     "the adapter prepends virtual tokens"
                     if not self.packing_allowed
-                    else f"packing changes the padding efficiency by {gain:+.3f} (threshold {self.cfg['packing_min_gain']})"
+                    else f"packing changes the padding efficiency by {gain:+.3f} (threshold {self.packing_min_gain})"
                 )
             else:
                 pack_it, why = bool(wanted), f"data.packing={str(wanted).lower()}"
-            used = "packed" if pack_it else "grouped" if self.cfg["group_by_length"] else "shuffled"
+            used = "packed" if pack_it else "grouped" if self.group_by_length else "shuffled"
             mode = "grouped by length" if used == "grouped" else used
             self._batching = {"mode": mode, "packed": pack_it, "reason": why, "efficiency": eff[used]}
             log.info(f"Training batches: {mode} ({why}); padding efficiency {self._batching['efficiency']:.3f}")
@@ -260,7 +267,7 @@ class DomainDataModule(pl.LightningDataModule):
         # with the same shuffled order instead of replaying the epoch from the start. The order depends
         # on the seed alone, not on whatever else drew from the global RNG before training.
         rows = self.train_rows()
-        size = int(self.cfg["batch_size"])
+        size = self.batch_size
         # our batch sampler splits batches between data-parallel processes itself (trainer config sets
         # use_distributed_sampler: false, so Lightning does not try to wrap it)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -271,21 +278,21 @@ class DomainDataModule(pl.LightningDataModule):
             batches = EpochBatches(self.seed, buckets=group_by_length(rows, size, self.seed), **place)
         else:
             batches = EpochBatches(self.seed, rows=len(rows), batch_size=size, **place)
-        return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.collate, num_workers=int(self.cfg["num_workers"]))
+        return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.collate, num_workers=self.num_workers)
 
     def eval_dataloader(self, split: str, max_samples: int | None = None) -> DataLoader:
         items = self.require(split)
         items = items[:max_samples] if max_samples else items
         return DataLoader(
             items,
-            batch_size=int(self.cfg["eval_batch_size"]),
+            batch_size=self.eval_batch_size,
             shuffle=False,
             collate_fn=self.collate,
-            num_workers=int(self.cfg["num_workers"]),
+            num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("validation", self.cfg.get("val_max_samples"))
+        return self.eval_dataloader("validation", self.val_max_samples)
 
     # ------------------------------------------------------------------ reporting
     def token_lengths(self, split: str) -> list[int]:
@@ -300,7 +307,7 @@ class DomainDataModule(pl.LightningDataModule):
 
     def _measure_padding(self) -> dict[str, float]:
         examples = self.require("train")
-        size = int(self.cfg["batch_size"])
+        size = self.batch_size
         shuffled = list(examples)
         random.Random(self.seed).shuffle(shuffled)
         packed = pack(examples, self.renderer.max_length, self.seed)
@@ -350,3 +357,7 @@ class DomainDataModule(pl.LightningDataModule):
         if show:
             print_audit(report)
         return report
+
+
+# The DataModule's own arguments (how batches are served): a mixture component's values of these are not used.
+SERVING_ARGUMENTS = frozenset(inspect.signature(DomainDataModule.__init__).parameters) - {"self", "tokenizer", "recipe"}

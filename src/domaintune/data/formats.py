@@ -13,9 +13,7 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
-from omegaconf import DictConfig
 
-from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, choices, unknown_option
 
 Message = dict[str, str]
@@ -62,13 +60,23 @@ class RecordProblem(ValueError):
 class Task:
     """One configured task: field mapping, type checks and conversation rendering."""
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]):
-        cfg = to_dict(cfg)
-        self.type = cfg.get("type", "qa")
+    def __init__(
+        self,
+        *,
+        type: str,
+        fields: dict[str, str] | None,
+        system_prompt: str | None,
+        prompt: str | None,
+        response: str | None,
+        labels: list[str] | None,
+        train_on: str,
+    ):
+        """`data.task` of a data config (conf/data/_base.yaml documents each key): `Task(**recipe.task)`."""
+        self.type = type
         if self.type not in TASKS:
             raise unknown_option("task type", self.type, TASKS, "Set data.task.type to one of them.")
         self.spec = TASKS[self.type]
-        fields = cfg.get("fields") or {}
+        fields = fields or {}
         unknown = set(fields) - set(self.spec.required) - set(self.spec.optional)
         if unknown:
             raise DomainTuneError(
@@ -77,18 +85,17 @@ class Task:
             )
         # canonical name -> column name in the data (identity unless configured)
         self.fields = {name: fields.get(name, name) for name in self.spec.required + self.spec.optional}
-        self.system_prompt: str | None = cfg.get("system_prompt")
-        self.labels: list[str] | None = cfg.get("labels")
-        self.train_on = cfg.get("train_on", "all")
+        self.system_prompt = system_prompt
+        self.labels = list(labels) if labels else None
+        self.train_on = train_on
         if self.train_on not in ("all", "last"):
             raise unknown_option("data.task.train_on", self.train_on, ("all", "last"), "Use all or last.")
-        self._prompt = self._template(cfg, "prompt")
-        self._response = self._template(cfg, "response")
+        self._prompt = self._template(prompt, "prompt")
+        self._response = self._template(response, "response")
         if self.type == "fact_check" and not self.labels:
             raise DomainTuneError("Task type 'fact_check' needs its label set.", "Set data.task.labels, e.g. [true, false].")
 
-    def _template(self, cfg: dict[str, Any], key: str) -> jinja2.Template | None:
-        text = cfg.get(key)
+    def _template(self, text: str | None, key: str) -> jinja2.Template | None:
         if text is None:
             if self.type in ("chat", "text"):
                 return None

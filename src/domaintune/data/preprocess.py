@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import ftfy
-from omegaconf import DictConfig
 
 from domaintune.data.audit_report import Audit, StepReport
 from domaintune.data.formats import RecordProblem, Task
@@ -213,18 +212,33 @@ class Preprocessor:
     the DataModule's last audited step.
     """
 
-    def __init__(self, cfg: DictConfig | dict[str, Any], task: Task):
-        self.cfg = to_dict(cfg)
+    def __init__(
+        self,
+        task: Task,
+        *,
+        unicode: bool,
+        html: bool,
+        whitespace: bool,
+        pii: dict[str, Any],
+        dedup: dict[str, Any],
+        leakage: bool,
+        too_long: str,
+    ):
+        """Built by `hydra.utils.instantiate(data.preprocess, task=...)` (one per source: a mixture's components
+        each have their own task); the keys are documented in conf/data/_base.yaml."""
         self.task = task
-        if self.cfg["too_long"] not in TOO_LONG:
-            raise unknown_option("data.preprocess.too_long", self.cfg["too_long"], TOO_LONG, "Use truncate or drop.")
-        pii = self.cfg["pii"]
+        self.unicode, self.html, self.whitespace = bool(unicode), bool(html), bool(whitespace)
+        self.leakage = bool(leakage)
+        if too_long not in TOO_LONG:
+            raise unknown_option("data.preprocess.too_long", too_long, TOO_LONG, "Use truncate or drop.")
+        self.too_long = too_long
+        pii = to_dict(pii)
         self.scrub = (
             PiiScrubber(pii["types"] or TYPES, pii["region"], pii["placeholder"], int(pii["id_min_digits"]))
             if pii["enabled"]
             else None
         )
-        self.dedup = self.cfg.get("dedup") or {}
+        self.dedup = to_dict(dedup)
 
     def run(
         self, splits: dict[str, list[Record]], audit: Audit, on_error: str = "raise", prefix: str = ""
@@ -236,7 +250,7 @@ class Preprocessor:
             out[split], index = self._per_split(prefix + split, splits[split], audit, on_error)
             if split == "train":
                 train_index = index
-        if self.cfg["leakage"] and "train" in out:
+        if self.leakage and "train" in out:
             train_keys = {dedup_key(r): r.get("_src", "?") for r in out["train"]}
             for split in out:
                 if split != "train":
@@ -252,7 +266,7 @@ class Preprocessor:
     def _per_split(
         self, split: str, records: list[Record], audit: Audit, on_error: str
     ) -> tuple[list[Record], NearDuplicates | None]:
-        cfg, task = self.cfg, self.task
+        task = self.task
 
         def select(rec: Record) -> Record:
             try:
@@ -268,8 +282,8 @@ class Preprocessor:
 
         records = run_step(audit, split, "fields", records, select, track_changes=False)
         names = _all_text_fields(task)
-        if cfg["unicode"] or cfg["html"] or cfg["whitespace"]:
-            clean = lambda text: clean_text(text, cfg["unicode"], cfg["html"], cfg["whitespace"])
+        if self.unicode or self.html or self.whitespace:
+            clean = lambda text: clean_text(text, self.unicode, self.html, self.whitespace)
             records = run_step(audit, split, "clean", records, lambda r: _map_text(r, names, clean))
         if self.scrub is not None:
             records = run_step(audit, split, "pii", records, lambda r: _map_text(r, names, self.scrub))

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
-from domaintune.utils.config import to_dict
+from domaintune.data.recipe import DataRecipe
 from domaintune.utils.errors import DomainTuneError, choices
 from domaintune.utils.logging import get_logger
 
@@ -233,16 +231,15 @@ class Source:
         return h.hexdigest()
 
 
-def locate(cfg: DictConfig | dict[str, Any]) -> Source:
+def locate(recipe: DataRecipe) -> Source:
     """Resolve data.hub / data.files / data.dir to a Source, with clear errors for missing paths."""
-    cfg = to_dict(cfg)
-    if cfg.get("hub"):
-        return Source("hub", hub=str(cfg["hub"]))
-    if cfg.get("files"):
-        files = cfg["files"]
+    if recipe.hub:
+        return Source("hub", hub=str(recipe.hub))
+    if recipe.files:
+        files = recipe.files
         mapping = {"train": files} if isinstance(files, str) else {s: p for s, p in files.items() if p}
         return Source("files", files={s: Path(str(p)) for s, p in mapping.items()})
-    folder = Path(str(cfg.get("dir")))
+    folder = Path(str(recipe.dir))
     if not folder.is_dir():
         raise DomainTuneError(
             f"The data directory '{folder}' does not exist (resolved to '{folder.resolve()}').",
@@ -262,19 +259,18 @@ def locate(cfg: DictConfig | dict[str, Any]) -> Source:
     return Source("files", files=files)
 
 
-def load_records(cfg: DictConfig | dict[str, Any], seed: int, stats: ReadStats) -> dict[str, list[Record]]:
+def load_records(recipe: DataRecipe, stats: ReadStats) -> dict[str, list[Record]]:
     """Load every available split of the configured source."""
-    cfg = to_dict(cfg)
-    on_error = cfg["on_error"]
+    on_error = recipe.on_error
     if on_error not in ("raise", "skip"):
         raise DomainTuneError(f"data.on_error={on_error!r} is not valid.", "Use raise or skip.")
-    split_names = {**{s: s for s in SPLITS}, **(cfg.get("split_names") or {})}
-    source = locate(cfg)
+    split_names = {**{s: s for s in SPLITS}, **recipe.split_names}
+    source = locate(recipe)
     if source.kind == "hub":
         import datasets
 
         try:
-            obj = datasets.load_dataset(source.hub, name=cfg.get("hub_config"), revision=cfg.get("revision"))
+            obj = datasets.load_dataset(source.hub, name=recipe.hub_config, revision=recipe.revision)
         except Exception as exc:
             raise DomainTuneError(
                 f"Could not load the dataset '{source.hub}' from the Hugging Face Hub: {type(exc).__name__}: {exc}.",
@@ -288,7 +284,7 @@ def load_records(cfg: DictConfig | dict[str, Any], seed: int, stats: ReadStats) 
     else:
         splits = {s: read_file(p, s, on_error, stats) for s, p in source.files.items()}
     if set(splits) == {"train"}:
-        ratios = cfg.get("split_ratios") or {"train": 0.8, "validation": 0.1, "test": 0.1}
-        log.info(f"Only a train split was given: splitting it {ratios} with seed {seed}")
-        splits = split_by_ratio(splits["train"], ratios, seed)
+        ratios = recipe.split_ratios
+        log.info(f"Only a train split was given: splitting it {ratios} with seed {recipe.seed}")
+        splits = split_by_ratio(splits["train"], ratios, recipe.seed)
     return splits

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -31,10 +30,9 @@ from domaintune.utils.files import locked, write_atomic
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
-# Settings that do not change a model's results: left out of the base-result cache key.
-NOT_IN_KEY = ("device", "cache_base", "cache_dir", "bootstrap", "weights", "selection", "analysis_top")
-# Bumped when what a cached result holds changes (2: per-example evidence), so older files are not reused.
-CACHE_FORMAT = 2
+# Bumped when what a cached result holds changes (2: per-example evidence; 3: key of the result-shaping
+# arguments only), so older files are not reused.
+CACHE_FORMAT = 3
 
 
 @dataclass
@@ -76,11 +74,35 @@ class EvaluationSet(Protocol):
 
 
 class Evaluator:
-    def __init__(self, cfg: DictConfig | dict[str, Any], datamodule: EvaluationSet, loss: LossOptions, model_key: str = ""):
-        self.cfg = to_dict(cfg)
+    """Built by `hydra.utils.instantiate(cfg.eval, data=..., loss=...)`; the keys are documented in
+    conf/eval/default.yaml. `weights`, `selection`, `bootstrap` and `analysis_top` are the evaluation's policy
+    that training (which weights to score) and `publish` (intervals, refinement report) read from here."""
+
+    def __init__(
+        self,
+        data: EvaluationSet,
+        loss: LossOptions,
+        model_key: str = "",
+        *,
+        split: str | list[str],
+        weights: str,
+        selection: dict[str, str],
+        bootstrap: dict[str, Any],
+        max_samples: int | None,
+        merge_adapter: bool,
+        device: str,
+        metrics: str | list[str],
+        generation: dict[str, Any],
+        share_context: bool,
+        general: str | list[str] | None,
+        benchmarks: dict[str, dict[str, Any]],
+        analysis_top: int,
+        cache_base: bool,
+        cache_dir: str | None,
+    ):
+        """`model_key` names the base model for the base-result cache (empty: never cached)."""
         self.loss_options = loss
-        self.dm = datamodule
-        split = self.cfg["split"]
+        self.dm = data
         # the first split is the report's; further ones (e.g. [test, validation]) add prefixed metrics
         self.splits = [split] if isinstance(split, str) else list(split)
         if not self.splits:
@@ -88,21 +110,35 @@ class Evaluator:
                 "eval.split is an empty list.", "Name a split, e.g. eval.split=test or eval.split=[test,validation]."
             )
         self.split = self.splits[0]
-        self.gcfg = self.cfg.get("generation") or {}
+        self.weights, self.selection, self.bootstrap = weights, to_dict(selection), to_dict(bootstrap)
+        self.max_samples, self.merge_adapter, self.device = max_samples, bool(merge_adapter), device
+        self.metrics, self.gcfg, self.share_context = metrics, to_dict(generation), bool(share_context)
+        self.benchmark_specs, self.analysis_top = to_dict(benchmarks), int(analysis_top)
+        self.cache_dir = Path(str(cache_dir)).expanduser() if cache_base and cache_dir else None
         self.model_key = model_key
-        general = self.cfg.get("general") or []
-        self.general = [general] if isinstance(general, str) else list(general)
-        benchmarks = self.cfg.get("benchmarks") or {}
+        self.general = [general] if isinstance(general, str) else list(general or [])
         for name in self.general:
-            if name not in benchmarks:
-                raise unknown_option("benchmark", name, benchmarks, "Define it under eval.benchmarks or pick a defined one.")
+            if name not in self.benchmark_specs:
+                raise unknown_option(
+                    "benchmark", name, self.benchmark_specs, "Define it under eval.benchmarks or pick a defined one."
+                )
         for task in self.dm.tasks.values():
-            gen_metrics.resolve(self.cfg.get("metrics"), task.type)  # unknown metric names fail before any work
+            gen_metrics.resolve(metrics, task.type)  # unknown metric names fail before any work
+        # what shapes a model's results (the base-result cache key); device, cache and report policy do not
+        self.result_key = {
+            "split": self.splits,
+            "max_samples": max_samples,
+            "metrics": metrics,
+            "generation": self.gcfg,
+            "share_context": self.share_context,
+            "general": self.general,
+            "benchmarks": self.benchmark_specs,
+        }
 
     def _device(self, model: nn.Module) -> torch.device:
-        if self.cfg["device"] == "auto":
+        if self.device == "auto":
             return torch.device("cuda") if torch.cuda.is_available() else model_device(model)
-        return torch.device(self.cfg["device"])
+        return torch.device(self.device)
 
     # ------------------------------------------------------------------ loss
     @torch.inference_mode()
@@ -112,7 +148,7 @@ class Evaluator:
         nll: list[float] = []
         tokens: list[int] = []
         seen, started = 0, time.perf_counter()
-        loader = self.dm.eval_dataloader(split, self.cfg["max_samples"])
+        loader = self.dm.eval_dataloader(split, self.max_samples)
         if len(loader.dataset) == 0:
             raise DomainTuneError(f"The {split} split has no examples to evaluate.", "Use another eval.split or more data.")
         bar = tqdm(loader, desc=f"eval {label} loss [{split}]", leave=False)
@@ -143,7 +179,7 @@ class Evaluator:
         if not records:
             return {}, {}, []
         convs = [self.dm.conversation(r) for r in records]
-        merge = self.cfg["merge_adapter"] if merge_adapter is None else merge_adapter
+        merge = self.merge_adapter if merge_adapter is None else merge_adapter
         outs, speed = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge)
         samples = [
             {
@@ -158,7 +194,7 @@ class Evaluator:
         evidence: dict[str, Evidence] = {}
         for name, task in self.dm.tasks.items():
             mine = [(s, r) for s, r in zip(samples, records, strict=True) if r.get("_task", "") == name]
-            names = gen_metrics.resolve(self.cfg["metrics"], task.type)
+            names = gen_metrics.resolve(self.metrics, task.type)
             if not mine or not names:
                 continue
             prefix = f"gen/{name}/" if name else "gen/"
@@ -176,7 +212,7 @@ class Evaluator:
     def benchmarks(self, model: nn.Module) -> dict[str, Evidence]:
         out: dict[str, Evidence] = {}
         for name in self.general:
-            b = self.cfg["benchmarks"][name]
+            b = self.benchmark_specs[name]
             split = b.get("split", "validation")
             items = multiple_choice.load_items(b["dir"], split if isinstance(split, str) else list(split), b.get("max_samples"))
             evidence = multiple_choice.evaluate(
@@ -186,7 +222,7 @@ class Evaluator:
                 b["prompt"],
                 b["delimiter"],
                 int(b["batch_size"]),
-                bool(self.cfg["share_context"]),
+                self.share_context,
                 self.loss_options.answer_only_logits,
                 name,
             )
@@ -195,15 +231,15 @@ class Evaluator:
 
     # ------------------------------------------------------------------ all together
     def cache_path(self) -> Path | None:
-        if not self.cfg["cache_base"] or not self.cfg["cache_dir"]:
+        if self.cache_dir is None:
             return None
         ids = hashlib.sha256()
         for split in self.splits:
             for ex in self.dm.require(split):
                 ids.update(json.dumps(ex["input_ids"]).encode())
-        key = json.dumps({k: v for k, v in self.cfg.items() if k not in NOT_IN_KEY}, sort_keys=True, default=str)
+        key = json.dumps(self.result_key, sort_keys=True, default=str)
         digest = hashlib.sha256(f"{CACHE_FORMAT}|{self.model_key}|{key}|{ids.hexdigest()}".encode()).hexdigest()[:20]
-        return Path(str(self.cfg["cache_dir"])).expanduser() / "eval" / f"base-{digest}.json"
+        return self.cache_dir / "eval" / f"base-{digest}.json"
 
     def run(self, model: nn.Module, label: str) -> EvalResult:
         """Evaluate `model`; the base model's result is reused from the cache when nothing that shapes it changed."""
@@ -237,7 +273,7 @@ class Evaluator:
         result = EvalResult({})
         # A LoRA-family adapter is folded into the weights for the whole evaluation (restored bit for bit
         # afterwards): the tuned model is then scored as fast as the base model.
-        with merged_adapter(model, bool(self.cfg["merge_adapter"])) as fast:
+        with merged_adapter(model, self.merge_adapter) as fast:
             for split in splits:
                 prefix = "" if split == self.split else f"{split}/"
                 speed, evidence = self.loss(fast, label, split)

@@ -20,6 +20,7 @@ from domaintune.evaluation.evidence import paired_intervals
 from domaintune.evaluation.report import compare, fmt
 from domaintune.models.module import LossOptions
 from domaintune.utils.config import to_dict
+from domaintune.utils.hydra import build
 from domaintune.utils.loggers import log_to_wandb
 
 GENERAL = "general"
@@ -29,10 +30,12 @@ class Forgetting:
     def __init__(self, eval_cfg: DictConfig, domains: dict[str, EvaluationSet], loss: LossOptions, general: Evaluator):
         """One loss-only evaluator per domain (test split, eval.max_samples records, no generation: the check
         is about what the model still knows, and generation would multiply its cost by the domain count)."""
-        spec = to_dict(eval_cfg)
-        spec.update(split="test", general=None, generation={**spec["generation"], "max_samples": 0})
-        self.bootstrap = spec["bootstrap"]
-        self.evaluators = {name: Evaluator(spec, data, loss) for name, data in domains.items()}
+        loss_only = {**to_dict(eval_cfg.generation), "max_samples": 0}
+        self.bootstrap = general.bootstrap
+        self.evaluators: dict[str, Evaluator] = {
+            name: build(eval_cfg, data=data, loss=loss, split="test", general=None, generation=loss_only)
+            for name, data in domains.items()
+        }
         self.general = general if general.general else None
 
     def score(self, model: nn.Module, stage: str) -> dict[str, EvalResult]:

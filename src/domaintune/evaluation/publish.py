@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from domaintune.evaluation.analysis import write_analysis
-from domaintune.evaluation.evaluator import EvalResult
+from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.evidence import Evidence, paired_intervals
 from domaintune.evaluation.report import compare, print_table, samples_table, write_report
 from domaintune.utils.loggers import log_to_wandb
@@ -72,14 +72,14 @@ def publish(
     base: EvalResult | None,
     tuned: EvalResult | None,
     info: dict[str, Any],
-    eval_cfg: dict[str, Any],
+    evaluator: Evaluator,
     title: str,
     loggers: list[Any] | tuple[Any, ...] = (),
     step: int | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Compare, write report.md / metrics.json / samples.md / per_example.jsonl, log to W&B and print the
     table. Returns the rows and the flat metrics (`tuned/loss`, `ci_low/gen/rougeL`, ...) sweepers read."""
-    boot = eval_cfg["bootstrap"]
+    boot = evaluator.bootstrap
     intervals = (
         paired_intervals(base.evidence, tuned.evidence, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"]))
         if base and tuned
@@ -89,7 +89,7 @@ def publish(
     info = {**info, "interval": f"paired bootstrap, {boot['resamples']} resamples, {100 * float(boot['confidence']):g}%"}
     first, second = (base or tuned), (tuned or base)
     assert first is not None and second is not None, "publish needs at least one result"
-    write_report(folder, rows, info, first.samples, second.samples, int(eval_cfg["generation"]["num_samples"]))
+    write_report(folder, rows, info, first.samples, second.samples, int(evaluator.gcfg["num_samples"]))
     write_per_example(folder, {"base": base, "tuned": tuned})
     write_generations(folder, first.samples, second.samples if base and tuned else [])
     flat = {f"{key}/{k}": r[key] for k, r in rows.items() for key in FLAT_KEYS if r[key] is not None}
@@ -103,6 +103,6 @@ def publish(
         lg.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=step)
         lg.save()  # fit() already finalised the loggers; flush what came after
     print_table(rows, title=title)
-    analysis = write_analysis(folder, int(eval_cfg["analysis_top"]))
+    analysis = write_analysis(folder, evaluator.analysis_top)
     log.info(f"Refinement report: {analysis}")
     return rows, flat

@@ -17,7 +17,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from torch import nn
 
-from domaintune.utils.config import to_dict
+from domaintune.utils.config import fill_missing, to_dict
 from domaintune.utils.errors import DomainTuneError
 
 # PEFT config fields that record where/how an adapter was saved, not what it is
@@ -128,9 +128,11 @@ def _portable(data: DictConfig) -> dict[str, Any]:
     return spec
 
 
-def latest_per_domain(entries: list[dict[str, Any]]) -> dict[str, DictConfig]:
-    """One data config per domain name (the most recent stage's), in first-seen order."""
+def latest_per_domain(entries: list[dict[str, Any]], today: DictConfig) -> dict[str, DictConfig]:
+    """One data config per domain name (the most recent stage's), in first-seen order; an entry written by an
+    older version gets the keys it lacks from `today` (this run's data config, mixture keys left out)."""
+    template = OmegaConf.create({k: v for k, v in to_dict(today).items() if k not in ("components", "weights", "size")})
     out: dict[str, DictConfig] = {}
     for e in entries:
-        out[e["name"]] = OmegaConf.create(e["data"])
+        out[e["name"]] = fill_missing(OmegaConf.create(e["data"]), template)
     return out

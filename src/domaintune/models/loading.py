@@ -38,7 +38,7 @@ CHATML = (
 
 
 def cache_root(cfg: DictConfig | dict) -> Path:
-    return Path(os.path.expanduser(str(cfg.get("cache_dir") or "~/.cache/domaintune")))
+    return Path(os.path.expanduser(str(cfg["cache_dir"])))
 
 
 def _gguf_location(spec: dict[str, Any]) -> Path | None:
@@ -121,14 +121,14 @@ def materialize(cfg: DictConfig | dict) -> str:
         return str(target)
     if spec.get("config"):
         config = instantiate(spec["config"])
-        key = json.dumps({"config": spec["config"], "seed": spec.get("init_seed", 0)}, sort_keys=True)
-        target = cache / "models" / f"{spec.get('name', 'from-config')}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        key = json.dumps({"config": spec["config"], "seed": spec["init_seed"]}, sort_keys=True)
+        target = cache / "models" / f"{spec['name']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         with locked(target):  # parallel jobs on a cold cache build it once
             if not _cached(target):
                 tok_dir = _tokenizer_source(spec.get("tokenizer") or {}, cache)
                 tok = AutoTokenizer.from_pretrained(tok_dir)
                 with torch.random.fork_rng():
-                    torch.manual_seed(int(spec.get("init_seed", 0)))
+                    torch.manual_seed(int(spec["init_seed"]))
                     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
                 def save(d: Path) -> None:
@@ -228,10 +228,10 @@ def load_model(cfg: DictConfig | dict) -> tuple[PreTrainedModel, PreTrainedToken
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
-            dtype=getattr(torch, spec.get("dtype") or "float32"),
-            attn_implementation=spec.get("attn_implementation") or None,
-            revision=spec.get("revision"),
-            trust_remote_code=bool(spec.get("trust_remote_code")),
+            dtype=getattr(torch, spec["dtype"]),
+            attn_implementation=spec["attn_implementation"],
+            revision=spec["revision"],
+            trust_remote_code=bool(spec["trust_remote_code"]),
         )
     except (OSError, ValueError, SafetensorError) as exc:
         raise _load_error(source, exc) from exc

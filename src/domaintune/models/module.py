@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from peft import PeftModel
 from pytorch_lightning.strategies import FSDPStrategy
@@ -163,28 +162,48 @@ def _chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch
     return total / targets.numel()
 
 
-def warmup_steps(optim: DictConfig | dict[str, Any], total: int) -> int:
-    """optim.warmup_steps, or optim.warmup_ratio of the total steps (rounded up)."""
-    return int(optim["warmup_steps"] or math.ceil(float(optim["warmup_ratio"]) * total))
+@dataclass(frozen=True)
+class Optimization:
+    """The `optim` group, built by `hydra.utils.instantiate` (conf/optim/_base.yaml documents the keys):
+    the optimizer and schedule arrive as partials still waiting for parameters, step counts."""
+
+    optimizer: Callable[..., torch.optim.Optimizer]
+    scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler]
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    warmup_steps: int | None
+
+    def warmup(self, total: int) -> int:
+        """warmup_steps, or warmup_ratio of the total steps (rounded up)."""
+        return int(self.warmup_steps or math.ceil(float(self.warmup_ratio) * total))
+
+    def build(self, model: nn.Module, total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Optimizer over the trainable weights (weight decay on matrices only: biases and norms never decay)
+        and its schedule over `total` steps."""
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": float(self.weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = self.optimizer(groups, lr=float(self.lr))
+        scheduler = self.scheduler(optimizer=optimizer, num_warmup_steps=self.warmup(total), num_training_steps=total)
+        return optimizer, scheduler
 
 
 class CausalLMModule(pl.LightningModule):
     """Wraps the model to train; checkpoints hold only its trainable weights."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optim: DictConfig | dict[str, Any],
-        loss: LossOptions,
-        identity: dict[str, str] | None = None,
-    ):
+    def __init__(self, model: nn.Module, optim: Optimization, loss: LossOptions, identity: dict[str, str]):
+        """Built by `hydra.utils.instantiate(cfg.module, ...)` (conf/train.yaml): `optim` from the config; the
+        adapted model, loss options and identity from the run."""
         super().__init__()
         # what the checkpoint was trained on (model, adapter config, data fingerprint): resuming elsewhere is refused
-        self.identity = dict(identity or {})
+        self.identity = dict(identity)
         # from_pretrained returns models in eval mode and Lightning keeps modules' modes as they are:
         # without this, dropout (e.g. LoRA's) would silently be off during training.
         self.model = model.train()
-        self.optim = dict(optim)
+        self.optim = optim
         self.loss = loss
         # Frozen base weights are not in our checkpoints (see on_save_checkpoint), so loading is partial.
         self.strict_loading = False
@@ -222,15 +241,7 @@ class CausalLMModule(pl.LightningModule):
         self.val_tokens.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": float(self.optim["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = instantiate(self.optim["optimizer"])(groups, lr=float(self.optim["lr"]))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = warmup_steps(self.optim, total)
-        scheduler = instantiate(self.optim["scheduler"])(optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        optimizer, scheduler = self.optim.build(self.model, max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(

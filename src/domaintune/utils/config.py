@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = PACKAGE_DIR / "data" / "samples"
@@ -65,12 +65,28 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def fill_missing(node: DictConfig, today: DictConfig) -> DictConfig:
+    """A config saved by an older version (a run folder, a lineage entry), completed in place with today's keys
+    it lacks; a value it has is never changed. Nested object configs (nodes with a `_target_`, such as
+    data.preprocess) are completed the same way; other nested dicts are not (today's data.task.fields would be
+    wrong for another task)."""
+    with open_dict(node):
+        for key in today:
+            if key not in node:
+                node[key] = today[key]
+            elif isinstance(node[key], DictConfig) and isinstance(today[key], DictConfig) and "_target_" in today[key]:
+                fill_missing(node[key], today[key])
+    return node
+
+
 def to_dict(cfg: DictConfig | dict | None) -> dict[str, Any]:
+    """A plain, resolved dict of a config node or of a dict that holds nodes (what Hydra passes as keyword
+    arguments when it does not recurse)."""
     if cfg is None:
         return {}
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
+    return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v for k, v in cfg.items()}
 
 
 register_resolvers()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,25 @@ from domaintune.utils.logging import get_logger
 from domaintune.utils.secrets import scrub_saved_config
 
 log = get_logger(__name__)
+
+
+def build(cfg: DictConfig | dict[str, Any], **runtime: Any) -> Any:
+    """`instantiate(cfg)` completed with what only the run has (a model, a tokenizer, loss options).
+
+    The runtime objects go to the partial, not to `instantiate`: Hydra merges instantiate's keyword
+    arguments into the config first, which turns a dataclass such as `LossOptions` into a DictConfig.
+    """
+    target = str(cfg.get("_target_"))
+    try:
+        return instantiate(cfg, _partial_=True)(**runtime)
+    except TypeError as exc:  # a key the class does not take (a typo, a stale key) or one the config lacks
+        if not re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
+            raise
+        key = getattr(cfg, "_get_full_key", lambda _: "")(None) or target.rsplit(".", 1)[-1]
+        raise DomainTuneError(
+            f"The config `{key}` does not fit {target}: {str(exc).replace('.__init__()', '')}.",
+            "Remove or correct that key (conf/ documents each one), or add the missing one.",
+        ) from None
 
 
 def instantiate_all(cfg: DictConfig | None) -> list[Any]:

@@ -1,0 +1,107 @@
+"""Configs build the objects: the DataModule, Preprocessor, Evaluator, LightningModule and optimizer come from
+`hydra.utils.instantiate` of the real composed configs, each parameter reaches its use, and a key nothing
+reads is refused rather than ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from domaintune.data.datamodule import SERVING_ARGUMENTS, DomainDataModule
+from domaintune.data.preprocess import Preprocessor
+from domaintune.data.recipe import DataRecipe
+from domaintune.evaluation.evaluator import Evaluator
+from domaintune.models.adapters import apply_adapter
+from domaintune.models.loading import load_model
+from domaintune.models.module import CausalLMModule, LossOptions, Optimization
+from domaintune.utils.config import fill_missing, to_dict
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
+
+DATA = ["healthcare", "marketing", "education", "fact_checking", "customer_service", "mixture", "customer_service_replay"]
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_each_data_config_builds_its_datamodule_and_preprocessors(data: str, make_cfg, tokenizer) -> None:
+    cfg = make_cfg(f"data={data}")
+    assert cfg.data._target_ == "domaintune.data.datamodule.DomainDataModule"
+    dm = build(cfg.data, tokenizer=tokenizer)
+    assert isinstance(dm, DomainDataModule) and isinstance(dm.recipe, DataRecipe)
+    assert dm.batch_size == cfg.data.batch_size and dm.recipe.max_length == cfg.data.max_length
+    for part in dm.recipe.sources():  # a mixture's components each build their own preprocessor
+        assert isinstance(build(part.preprocess, task=dm.tasks[next(iter(dm.tasks))]), Preprocessor)
+    if data in ("mixture", "customer_service_replay"):
+        assert set(dm.recipe.components) == {"healthcare", "customer_service"}
+        assert dm.recipe.weights == to_dict(cfg.data.weights)
+
+
+def test_parameters_reach_their_use_from_the_yaml(make_cfg, tokenizer) -> None:
+    """The walk from YAML to use is one `instantiate` (max_length, packing, lora r, lr): each override lands
+    where it acts."""
+    cfg = make_cfg("data.max_length=200", "data.packing=false", "adapter.peft.r=4", "optim.lr=0.0123")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    assert dm.renderer.max_length == 200 and dm.packing is False
+    dm.prepare()
+    assert max(len(e["input_ids"]) for e in dm.examples["train"]) <= 200
+    assert dm.batching()["packed"] is False
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    assert model.peft_config["default"].r == 4
+    module = build(cfg.module, model=model, loss=LossOptions.from_config(cfg.model), identity={})
+    assert isinstance(module, CausalLMModule) and isinstance(module.optim, Optimization)
+    optimizer, schedule = module.optim.build(module.model, total=10)
+    assert {g["initial_lr"] for g in optimizer.param_groups} == {0.0123}
+    assert type(optimizer).__name__ == "AdamW" and schedule.get_last_lr() == [0.0, 0.0]  # warmup starts at 0
+
+
+def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
+    cfg = make_cfg("eval.split=[test,validation]", "eval.max_samples=3", "eval.general=piqa")
+    evaluator = build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
+    assert isinstance(evaluator, Evaluator)
+    assert evaluator.splits == ["test", "validation"] and evaluator.max_samples == 3 and evaluator.general == ["piqa"]
+    assert evaluator.bootstrap["resamples"] == cfg.eval.bootstrap.resamples
+    with pytest.raises(DomainTuneError, match="Unknown benchmark 'nope'"):
+        build(make_cfg("eval.general=nope").eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("+data.max_lenght=5", "max_lenght"), ("+data.preprocess.unicodes=false", "unicodes")],
+)
+def test_a_data_key_nothing_reads_is_refused(override: str, named: str, make_cfg, tokenizer) -> None:
+    with pytest.raises((DomainTuneError, TypeError), match=named):
+        build(make_cfg(override).data, tokenizer=tokenizer).prepare()
+
+
+def test_a_mixture_component_key_nothing_reads_is_refused(make_cfg, tokenizer) -> None:
+    with pytest.raises(DomainTuneError, match=r"data\.components\.healthcare has keys that nothing reads: 'answers'"):
+        build(make_cfg("data=mixture", "+data.components.healthcare.answers=1").data, tokenizer=tokenizer)
+
+
+def test_serving_keys_leave_the_cache_key_alone_and_content_keys_change_it(make_cfg, tokenizer) -> None:
+    """The DataModule's own arguments (batches) are not in the fingerprint; every recipe key is."""
+    base = build(make_cfg().data, tokenizer=tokenizer).fingerprint()
+    served = ["data.batch_size=2", "data.eval_batch_size=3", "data.num_workers=1", "data.packing=true"]
+    served += ["data.group_by_length=false", "data.val_max_samples=5", "data.packing_min_gain=0.5"]
+    assert {build(make_cfg(o).data, tokenizer=tokenizer).fingerprint() for o in served} == {base}
+    assert {o.split("=")[0].removeprefix("data.") for o in served} <= SERVING_ARGUMENTS
+    content = ["data.max_length=100", "seed=7", "data.preprocess.pii.enabled=false", "data.task.system_prompt=Hi"]
+    prints = {build(make_cfg(o).data, tokenizer=tokenizer).fingerprint() for o in content}
+    assert base not in prints and len(prints) == len(content)
+
+
+def test_a_config_saved_before_targets_existed_still_builds(make_cfg, tokenizer, tmp_path: Path) -> None:
+    """A run folder or lineage entry of an older version lacks `_target_`, `seed` and the preprocess target:
+    today's keys fill in (values it has are kept), and it prepares the same data."""
+    cfg = make_cfg()
+    old = to_dict(cfg.data)
+    for key in ("_target_", "_recursive_", "seed"):
+        old.pop(key)
+    old["preprocess"].pop("_target_")
+    old["task"]["fields"] = {"question": "question"}
+    filled = fill_missing(OmegaConf.create(old), cfg.data)
+    assert filled.task.fields == {"question": "question"}, "a plain nested dict must not get today's entries"
+    assert build(filled, tokenizer=tokenizer).fingerprint() != build(cfg.data, tokenizer=tokenizer).fingerprint()
+    filled.task.fields = cfg.data.task.fields
+    assert build(filled, tokenizer=tokenizer).fingerprint() == build(cfg.data, tokenizer=tokenizer).fingerprint()
