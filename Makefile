@@ -21,8 +21,10 @@ install: $(STAMP)
 train: install
 	$(PY) train.py data=healthcare
 
+# one worker per core (pytest-xdist; torch single-threaded in each, see tests/conftest.py); an idle worker
+# takes queued tests from a busy one (worksteal), so a long test does not leave the other core waiting
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # the in-process lane (no subprocesses, no servers, no browser): data, models, evaluation, configs
 test-fast: install

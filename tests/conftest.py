@@ -52,6 +52,11 @@ def _environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ["WANDB_SILENT"] = "true"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, no contention
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     yield
     os.environ.clear()
     os.environ.update(saved)

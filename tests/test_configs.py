@@ -121,7 +121,7 @@ def test_impossible_combinations_are_refused_before_loading(
 
 
 def test_run_refuses_a_bad_combination_before_loading_the_model(make_cfg, monkeypatch) -> None:
-    import domaintune.train as train_mod
+    import domaintune.pipeline as train_mod
 
     def never(*args, **kwargs):
         raise AssertionError("the model must not be loaded")

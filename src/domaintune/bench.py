@@ -74,7 +74,7 @@ class StepTimer(pl.Callback):
 
 def domaintune_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
     """DomainTune's own training path: `train.prepare_training` (the code `train.py` runs) and Lightning's fit."""
-    from domaintune.train import prepare_training
+    from domaintune.pipeline import prepare_training
 
     timer = StepTimer(warmup)
     with open_dict(cfg):

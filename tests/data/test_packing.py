@@ -67,14 +67,14 @@ def _order(row: dict, exs: list[dict]) -> list[int]:
 
 
 def test_packed_training_runs(make_cfg) -> None:
-    from domaintune.train import fit_and_evaluate
+    from domaintune.pipeline import fit_and_evaluate
 
     run = fit_and_evaluate(make_cfg("data.packing=true", "logger=none", "trainer.max_steps=2"))
     assert run is not None and run.trainer.global_step == 2
 
 
 def test_packing_refuses_prompt_tuning(make_cfg) -> None:
-    from domaintune.train import fit_and_evaluate
+    from domaintune.pipeline import fit_and_evaluate
     from domaintune.utils.errors import DomainTuneError
 
     with pytest.raises(DomainTuneError, match="packing=true does not work with an adapter that prepends virtual tokens"):

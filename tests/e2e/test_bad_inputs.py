@@ -138,7 +138,7 @@ MODEL_CASES = [
 
 @pytest.mark.parametrize(("name", "overrides", "problem", "fix"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
 def test_bad_model_adapter_or_checkpoint(tmp_path: Path, name: str, overrides, problem: str, fix: str) -> None:
-    from domaintune.train import fit_and_evaluate
+    from domaintune.pipeline import fit_and_evaluate
 
     cfg = compose_tiny(tmp_path, "logger=none", "trainer=debug", *overrides(tmp_path))
     with pytest.raises(DomainTuneError) as err:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from domaintune.checks import check_config
-from domaintune.train import fit_and_evaluate
+from domaintune.pipeline import fit_and_evaluate
 from domaintune.utils.errors import DomainTuneError
 
 

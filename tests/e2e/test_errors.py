@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from domaintune.models.loading import load_model
-from domaintune.train import fit_and_evaluate
+from domaintune.pipeline import fit_and_evaluate
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 from tests.conftest import ROOT, qa_rows, write_jsonl

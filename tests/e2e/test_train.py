@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM
 from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
 from domaintune.models.module import LossOptions
-from domaintune.train import fit_and_evaluate, resolve_checkpoint
+from domaintune.pipeline import fit_and_evaluate, resolve_checkpoint
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 from tests.conftest import ROOT, TINY, wandb_blob

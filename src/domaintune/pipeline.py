@@ -1,0 +1,306 @@
+"""The flow of one run: check the options, build the objects from config, evaluate the base model, fine-tune,
+evaluate again, write the report, model card, lineage and forgetting check. `domaintune.train` is the
+Hydra entry point that calls `train()` here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from domaintune.callbacks import (
+    BestWeights,
+    FirstStepTime,
+    GenerationMetrics,
+    LearningCurves,
+    RandomState,
+    SaveOnInterrupt,
+    Stopwatch,
+)
+from domaintune.checks import check_config
+from domaintune.data.audit_report import audit_rows
+from domaintune.data.datamodule import DomainDataModule
+from domaintune.evaluation.evaluator import EvalResult, Evaluator
+from domaintune.evaluation.forgetting import Forgetting, write_forgetting
+from domaintune.evaluation.model_card import write_model_card
+from domaintune.evaluation.publish import publish
+from domaintune.inference import cli_overrides
+from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, prepends_virtual_tokens, save_adapter
+from domaintune.models.continual import latest_per_domain, lineage
+from domaintune.models.loading import load_model, model_identity
+from domaintune.models.module import CausalLMModule, LossOptions
+from domaintune.utils.config import to_dict
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hardware import resolve_precision
+from domaintune.utils.hydra import build, instantiate_all
+from domaintune.utils.loggers import log_artifacts, log_to_wandb
+from domaintune.utils.logging import get_logger
+from domaintune.utils.secrets import redact
+
+log = get_logger(__name__)
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+    loggers = instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    if not loggers:  # logger=none: Lightning refuses a learning-rate monitor with nowhere to log
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision)
+
+
+@dataclass
+class Run:
+    """Everything a finished run produced (tests and scripts inspect it)."""
+
+    trainer: pl.Trainer
+    module: CausalLMModule
+    datamodule: DomainDataModule
+    rows: dict[str, dict[str, Any]]
+    flat: dict[str, float]
+
+
+def prepare_training(
+    cfg: DictConfig, callbacks: list[pl.Callback] | None = None, base_eval: bool = True
+) -> tuple[pl.Trainer, CausalLMModule, DomainDataModule, Evaluator, EvalResult | None]:
+    """Everything before `trainer.fit`: model, data (+ audit), base evaluation, adapter, module, trainer.
+
+    scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
+    benchmark measures the code a run executes, not a copy of it.
+    """
+    check_config(cfg)  # impossible option combinations fail here, before anything loads
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_zero = rank_zero_only.rank == 0
+    pl.seed_everything(cfg.seed, workers=True)
+    clock = Stopwatch()
+
+    model, tokenizer = load_model(cfg.model)
+    clock.lap("model")
+    dm: DomainDataModule = build(cfg.data, tokenizer=tokenizer, packing_allowed=not prepends_virtual_tokens(cfg.adapter))
+    dm.prepare()
+    data_report = dm.write_report(out) if is_zero else None
+    clock.lap("data")
+
+    loss = LossOptions.from_config(cfg.model)
+    evaluator: Evaluator = build(cfg.eval, data=dm, loss=loss, model_key=model_identity(cfg.model))
+    # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
+    base = evaluator.run(model, "base") if is_zero and base_eval else None
+    clock.lap("base evaluation")
+
+    # Re-seed: the adapter's random init (and everything after) must not depend on whether the base
+    # evaluation came from the cache or consumed random numbers (found by the kill-and-resume test).
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
+    if cfg.model.compile:
+        compile_blocks(model)
+    identity = {
+        "model": model_identity(cfg.model),
+        "adapter": json.dumps(to_dict(cfg.adapter), sort_keys=True, default=str),
+        "data": dm.fingerprint(),
+    }
+    module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity)
+    every = evaluator.gcfg["every_n_epochs"]
+    during = [GenerationMetrics(evaluator, int(every))] if every else []
+    trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
+    for lg in trainer.loggers:  # W&B / CSV config: no token or key values; the data fingerprint ties results to data
+        lg.log_hyperparams({**redact(to_dict(cfg)), "data_fingerprint": dm.fingerprint()})
+    if data_report is not None:
+        log_to_wandb(
+            trainer.loggers,
+            tables={"data/audit": audit_rows(data_report)},
+            images={"data/token_lengths": out / "token_lengths.png"},
+        )
+    return trainer, module, dm, evaluator, base
+
+
+def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
+    """Base evaluation, fit, tuned evaluation (best or last weights), report. None on non-zero DDP ranks."""
+    out = Path(cfg.paths.output_dir)
+    best = BestWeights(cfg.eval.selection.monitor, cfg.eval.selection.mode)
+    curves = LearningCurves(out / "curves.json", cfg.eval.selection.monitor)
+    interrupt = SaveOnInterrupt(out / "checkpoints" / "last.ckpt")
+    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), interrupt, *(callbacks or [])])
+    history = lineage(cfg.adapter.init_from, cfg.data, out)
+    forgetting = start = None
+    if cfg.adapter.init_from and rank_zero_only.rank == 0:
+        domains = {}
+        for name, data in latest_per_domain(history, cfg.data).items():  # each domain's own pipeline, test split only
+            domains[name] = build(data, tokenizer=dm.tokenizer, packing_allowed=False)
+            domains[name].prepare()
+        forgetting = Forgetting(cfg.eval, domains, module.loss, evaluator)
+        start = forgetting.score(module.model, "start")
+    if cfg.train:
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=resolve_checkpoint(cfg))
+        except (SIGTERMException, KeyboardInterrupt, SystemExit):
+            if interrupt.saved_step is None:
+                raise
+            again = " ".join(o for o in cli_overrides() if not o.startswith("ckpt_path="))
+            raise DomainTuneError(
+                f"Training was interrupted (SIGTERM or Ctrl+C) at step {interrupt.saved_step}; the checkpoint "
+                f"{interrupt.path} holds it.",
+                f"Resume with: python train.py {again} ckpt_path={interrupt.path}",
+            ) from None
+    weights = choose_weights(cfg, evaluator, trainer, module, best)
+    if rank_zero_only.rank != 0:
+        return None
+    assert base is not None
+
+    tuned = evaluator.run(module.model, "tuned")
+    save_adapter(module.model, dm.tokenizer, out / "adapter")
+    info = {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "adapter": cfg.adapter.name,
+        "split": ", ".join(evaluator.splits) + " (model selection: validation)",
+        "weights": weights,
+        "global_step": trainer.global_step,
+        "trust_remote_code": bool(cfg.model.trust_remote_code),
+    }
+    title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
+    rows, flat = publish(out, base, tuned, info, evaluator, title, trainer.loggers, trainer.global_step)
+    facts = model_card_facts(cfg, module, dm, info, trainer)
+    card = write_model_card(out / "adapter", facts, rows, json.loads((out / "data_report.json").read_text()))
+    log_artifacts(
+        trainer.loggers,
+        {
+            f"adapter-{cfg.run_name}": ("model", [out / "adapter"], {"fingerprint": facts["fingerprint"], **info}),
+            f"data-audit-{cfg.data.name}": (
+                "dataset",
+                [out / "data_report.json", out / "token_lengths.png"],
+                {"fingerprint": facts["fingerprint"], "data": cfg.data.name},
+            ),
+        },
+    )
+    log.info(f"Model card: {card}")
+    (out / "lineage.json").write_text(json.dumps(history, indent=2))
+    if forgetting is not None and start is not None:
+        rows_f = forgetting.compare(start, forgetting.score(module.model, "end"))
+        write_forgetting(out, rows_f, str(cfg.adapter.init_from), trainer.loggers)
+        for domain, metrics in rows_f.items():
+            flat.update({f"forgetting/{domain}/{m}": r["change"] for m, r in metrics.items() if r["change"] is not None})
+    if best.value is not None:
+        flat["selection/val_loss"] = best.value
+        flat["selection/step"] = float(best.step or 0)
+    log.info(f"Run folder: {out} (adapter in {out / 'adapter'})")
+    return Run(trainer, module, dm, rows, flat)
+
+
+def describe_sources(data: DictConfig) -> str:
+    """Where a data config reads from, in words for the model card."""
+    if data.get("components"):
+        weights = data.get("weights") or {}
+        return "mixture of " + ", ".join(
+            f"{name} ({weights.get(name, '?')}: {describe_sources(c)})" for name, c in data.components.items()
+        )
+    if data.get("hub"):
+        return f"Hugging Face dataset `{data.hub}` (revision {data.get('revision') or 'not pinned'})"
+    if data.get("files"):
+        return f"files {to_dict(data.files) if isinstance(data.files, DictConfig) else data.files}"
+    return f"folder `{data.dir}`"
+
+
+def model_card_facts(
+    cfg: DictConfig, module: CausalLMModule, dm: DomainDataModule, info: dict[str, Any], trainer: pl.Trainer
+) -> dict[str, Any]:
+    """What the model card states about this run, gathered from the config and the trained module."""
+    trainable, total = parameter_counts(module.model)
+    adapter = to_dict(cfg.adapter.peft) if cfg.adapter.kind == "peft" else {"kind": cfg.adapter.kind}
+    return {
+        "base_model": str(cfg.model.get("path") or cfg.model.get("gguf_file") or cfg.model.name),
+        "base_model_name": str(cfg.model.name),
+        "adapter": str(cfg.adapter.name),
+        "adapter_kind": str(cfg.adapter.kind),
+        "trainable": f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)",
+        "data": str(cfg.data.name),
+        "system_prompt": (cfg.data.get("task") or {}).get("system_prompt"),
+        "sources": describe_sources(cfg.data),
+        "fingerprint": dm.fingerprint(),
+        "split": info["split"],
+        "weights": info["weights"],
+        "interval": f"paired bootstrap, {cfg.eval.bootstrap.resamples} resamples",
+        "trust_remote_code": info["trust_remote_code"],
+        "training": {
+            "adapter config": json.dumps({k: v for k, v in adapter.items() if not k.startswith("_")}, default=str),
+            "optimizer": f"{cfg.optim.optimizer._target_}, lr {cfg.optim.lr}, weight decay {cfg.optim.weight_decay}, "
+            f"{cfg.optim.scheduler.name} schedule",
+            "steps": trainer.global_step,
+            "batch size": cfg.data.batch_size,
+            "max length (tokens)": cfg.data.max_length,
+            "precision": str(trainer.precision),
+            "seed": cfg.seed,
+        },
+    }
+
+
+def resolve_checkpoint(cfg: DictConfig) -> str | None:
+    """`ckpt_path`: a file, or the word `last` (the newest last.ckpt of an earlier run with this run_name under
+    paths.log_dir). The file is read once here, so a truncated checkpoint fails with the good ones named."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        here = Path(cfg.paths.output_dir).resolve()
+        found = [
+            p
+            for p in Path(cfg.paths.log_dir).glob(f"{cfg.task_name}/*/*_{cfg.run_name}/checkpoints/last.ckpt")
+            if p.parents[1].resolve() != here
+        ]
+        if not found:
+            raise DomainTuneError(
+                f"ckpt_path=last: no earlier '{cfg.run_name}' run under {cfg.paths.log_dir}/{cfg.task_name} left a "
+                "checkpoints/last.ckpt.",
+                "Pass the file itself: ckpt_path=<run folder>/checkpoints/last.ckpt (and the same run_name and overrides).",
+            )
+        path = max(found, key=lambda p: p.stat().st_mtime)
+        log.info(f"ckpt_path=last: resuming from {path}")
+    else:
+        path = Path(str(cfg.ckpt_path))
+    if not path.is_file():
+        raise DomainTuneError(
+            f"The checkpoint '{path}' does not exist.", "Pass a run's checkpoints/last.ckpt, or ckpt_path=last."
+        )
+    try:
+        # mmap: the zip's directory and records are checked without reading every tensor (Lightning reads it next)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        others = sorted((p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: -p.stat().st_mtime)
+        raise DomainTuneError(
+            f"The checkpoint '{path}' cannot be read ({type(exc).__name__}); it is probably truncated (a crash while "
+            "it was written).",
+            f"Resume from an earlier one: {', '.join(f'ckpt_path={p}' for p in others)}."
+            if others
+            else "No other checkpoint is in that folder: start the run again without ckpt_path.",
+        ) from None
+    return str(path)
+
+
+def choose_weights(cfg: DictConfig, evaluator: Evaluator, trainer: pl.Trainer, module: CausalLMModule, best: BestWeights) -> str:
+    """Restore the best validation weights when `eval.weights: best` (on every rank, so shards stay
+    consistent); returns what the report says about the weights it evaluates."""
+    monitor = evaluator.selection["monitor"]
+    if not cfg.train:
+        return "base model (train=false)"
+    stopped = " (stopped early)" if any(isinstance(c, EarlyStopping) and c.stopped_epoch for c in trainer.callbacks) else ""
+    if evaluator.weights == "last":
+        return f"last, step {trainer.global_step}{stopped}"
+    if not best.restore(module):
+        log.warning("eval.weights=best, but no validation check ran (trainer.val_check_interval): using the last weights")
+        return f"last, step {trainer.global_step}: no validation check ran{stopped}"
+    log.info(f"Restored the best weights: step {best.step} of {trainer.global_step}, {monitor}={best.value:.4f}")
+    return f"best, step {best.step} of {trainer.global_step} ({monitor}={best.value:.4f}){stopped}"
+
+
+def train(cfg: DictConfig) -> dict[str, float] | None:
+    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers (None off rank 0)."""
+    run = fit_and_evaluate(cfg)
+    return run.flat if run else None
