@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from domaintune.checks import Hardware, check_config, check_keys
 from domaintune.data.datamodule import SERVING_ARGUMENTS, DomainDataModule
 from domaintune.data.preprocess import Preprocessor
 from domaintune.data.recipe import DataRecipe
@@ -19,7 +20,9 @@ from domaintune.models.module import CausalLMModule, LossOptions, Optimization
 from domaintune.utils.config import fill_missing, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
+from tests.conftest import compose_train
 
+CPU = Hardware(gpus=0, bf16_gpu=False, deepspeed_installed=False)
 DATA = ["healthcare", "marketing", "education", "fact_checking", "customer_service", "mixture", "customer_service_replay"]
 
 
@@ -65,18 +68,39 @@ def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
         build(make_cfg("eval.general=nope").eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
 
 
-@pytest.mark.parametrize(
-    ("override", "named"),
-    [("+data.max_lenght=5", "max_lenght"), ("+data.preprocess.unicodes=false", "unicodes")],
-)
-def test_a_data_key_nothing_reads_is_refused(override: str, named: str, make_cfg, tokenizer) -> None:
-    with pytest.raises((DomainTuneError, TypeError), match=named):
-        build(make_cfg(override).data, tokenizer=tokenizer).prepare()
+KEYS_NOTHING_READS = {
+    "+data.max_lenght=5": r"data has keys that nothing reads: 'max_lenght'",
+    "+data.preprocess.unicodes=false": r"data\.preprocess has keys that nothing reads: 'unicodes'",
+    "+eval.splits=[test]": r"eval has keys that nothing reads: 'splits'",
+    "+optim.learning_rate=0.1": r"optim has keys that nothing reads: 'learning_rate'",
+    "+module.optimizer=x": r"module has keys that nothing reads: 'optimizer'",
+}
 
 
-def test_a_mixture_component_key_nothing_reads_is_refused(make_cfg, tokenizer) -> None:
-    with pytest.raises(DomainTuneError, match=r"data\.components\.healthcare has keys that nothing reads: 'answers'"):
-        build(make_cfg("data=mixture", "+data.components.healthcare.answers=1").data, tokenizer=tokenizer)
+@pytest.mark.parametrize("override", list(KEYS_NOTHING_READS))
+def test_a_key_nothing_reads_is_refused_before_anything_loads(override: str, make_cfg, tokenizer) -> None:
+    """check_config (the first thing a run does) compares each object config with its class's arguments."""
+    cfg = make_cfg(override)
+    with pytest.raises(DomainTuneError, match=KEYS_NOTHING_READS[override]):
+        check_config(cfg, CPU)
+    if override.startswith("+data"):  # building the object refuses it too (scripts that skip check_config)
+        with pytest.raises(DomainTuneError, match=override.split("=")[0].rsplit(".", 1)[-1]):
+            build(cfg.data, tokenizer=tokenizer).prepare()
+
+
+def test_a_mixture_component_key_nothing_reads_is_refused(make_cfg) -> None:
+    for override, where in [
+        ("+data.components.healthcare.answers=1", r"data\.components\.healthcare has keys that nothing reads: 'answers'"),
+        ("+data.components.healthcare.preprocess.htm=true", r"preprocess is \{'htm': True\}: an override replaced"),
+        ("++data.components.healthcare.preprocess.html=false", r"preprocess is \{'html': False\}: an override replaced"),
+    ]:
+        with pytest.raises(DomainTuneError, match=where):
+            check_config(make_cfg("data=mixture", override), CPU)
+
+
+def test_the_shipped_configs_have_no_key_nothing_reads(tmp_path: Path) -> None:
+    for data in DATA:
+        check_keys(compose_train([f"data={data}"], tmp_path))
 
 
 def test_serving_keys_leave_the_cache_key_alone_and_content_keys_change_it(make_cfg, tokenizer) -> None:

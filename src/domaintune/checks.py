@@ -7,16 +7,20 @@ rules) so that tests can walk every shipped trainer config through them on a CPU
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
 from domaintune.data.packing import check_packing
+from domaintune.data.recipe import DataRecipe
 from domaintune.models.adapters import peft_config, prepends_virtual_tokens
 from domaintune.models.continual import check_init_from
-from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.config import to_dict
+from domaintune.utils.errors import DomainTuneError, choices
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -46,6 +50,7 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
     """Raise a DomainTuneError for the first combination of trainer, precision, adapter and data options that
     cannot run on this hardware."""
     hw = hw or Hardware.here()
+    check_keys(cfg)
     t = cfg.trainer
     strategy = strategy_name(t.get("strategy"))
     accelerator = str(t.get("accelerator") or "auto").lower()
@@ -95,6 +100,40 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
     check_packing(cfg.data.get("packing"), prepends_virtual_tokens(cfg.adapter))
     check_init_from(cfg.adapter, peft_config(cfg.adapter) if cfg.adapter.kind == "peft" else None)
     check_evaluation(cfg.eval)
+
+
+def _object_configs(cfg: DictConfig) -> list[str]:
+    """The config nodes that `hydra.utils.instantiate` turns into DomainTune objects, by their full keys."""
+    parts = [f"data.components.{name}.preprocess" for name in (cfg.data.get("components") or {})]
+    return ["data", "data.preprocess", *parts, "eval", "optim", "module"]
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Each object config against its class's arguments: a misspelt or stale key (`+data.max_lenght=...`) is
+    refused here, before anything loads, instead of failing when the object is built or, worse, being
+    ignored. The DataModule takes its serving keys by name and the rest as its `DataRecipe`, which checks
+    them (mixture components included)."""
+    for where in _object_configs(cfg):
+        node = OmegaConf.select(cfg, where)
+        if not isinstance(node, DictConfig):
+            continue
+        if "_target_" not in node:  # e.g. `+data.components.x.preprocess.html=false` replaced the inherited block
+            raise DomainTuneError(
+                f"{where} is {to_dict(node)}: an override replaced the whole block (it lost `_target_` and every "
+                "other key) instead of changing one key.",
+                f"Change the key for every component (data.preprocess.<key>=...), or write a data config whose {where} "
+                "block is complete (start from conf/data/_base.yaml).",
+            )
+        params = inspect.signature(get_object(node._target_)).parameters
+        unknown = {str(k) for k in node if not str(k).startswith("_")} - set(params)
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            DataRecipe.from_keys({k: node[k] for k in unknown}, where, ignore=frozenset(params))
+        elif unknown:
+            raise DomainTuneError(
+                f"{where} has keys that nothing reads: {choices(unknown)} ({node._target_} takes "
+                f"{choices(k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))}).",
+                "Remove them or fix their spelling (conf/ documents each key).",
+            )
 
 
 def check_evaluation(e: DictConfig) -> None:
