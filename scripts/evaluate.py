@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from domaintune.checks import check_evaluation, check_keys
 from domaintune.evaluation.evaluator import Evaluator
 from domaintune.evaluation.publish import publish
 from domaintune.inference import adapter_path, with_run_config
@@ -22,6 +23,8 @@ from domaintune.utils.hydra import build, run_task
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     cfg = with_run_config(cfg)
+    check_keys(cfg)  # before anything loads, as a training run does
+    check_evaluation(cfg.eval)
     path = adapter_path(cfg)
     model, tok = load_model(cfg.model)
     dm = build(cfg.data, tokenizer=tok)

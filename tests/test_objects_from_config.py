@@ -64,6 +64,12 @@ def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
     assert isinstance(evaluator, Evaluator)
     assert evaluator.splits == ["test", "validation"] and evaluator.max_samples == 3 and evaluator.general == ["piqa"]
     assert evaluator.bootstrap["resamples"] == cfg.eval.bootstrap.resamples
+    with pytest.raises(DomainTuneError, match=r"eval\.benchmarks\.mine lacks split, delimiter, max_samples, batch_size"):
+        build(
+            make_cfg("eval.general=mine", "+eval.benchmarks.mine={dir: x, prompt: p}").eval,
+            data=build(cfg.data, tokenizer=tokenizer),
+            loss=LossOptions(True, None),
+        )
     with pytest.raises(DomainTuneError, match="Unknown benchmark 'nope'"):
         build(make_cfg("eval.general=nope").eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
 

@@ -53,10 +53,10 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
     check_keys(cfg)
     t = cfg.trainer
     strategy = strategy_name(t.get("strategy"))
-    accelerator = str(t.get("accelerator") or "auto").lower()
+    accelerator = str(t.accelerator).lower()
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and hw.gpus > 0)
-    devices = t.get("devices", 1)
-    precision = str(t.get("precision") or "auto")
+    devices = t.devices
+    precision = str(t.precision)
 
     if accelerator in ("gpu", "cuda") and hw.gpus == 0:
         raise DomainTuneError(
@@ -91,7 +91,7 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
             f"trainer.precision={precision} but this GPU has no bf16 support.",
             "Use trainer.precision=auto (it picks 16-mixed there) or 32-true.",
         )
-    clip_algorithm = str(t.get("gradient_clip_algorithm") or "norm")
+    clip_algorithm = str(t.gradient_clip_algorithm)
     if strategy.startswith("deepspeed") and t.get("gradient_clip_val") and clip_algorithm != "norm":
         raise DomainTuneError(
             f"DeepSpeed clips gradients by norm only (trainer.gradient_clip_algorithm={clip_algorithm}).",

@@ -149,6 +149,7 @@ def test_bad_model_adapter_or_checkpoint(tmp_path: Path, name: str, overrides, p
 
 SCRIPT_CASES = [
     ("evaluate: run_dir that is not a run", ("scripts/evaluate.py", "run_dir={tmp}"), "is not a training run folder", "Pass the folder a training run printed"),
+    ("evaluate: a misspelt eval key", ("scripts/evaluate.py", "model=tiny", "+eval.splits=[test]"), "eval has keys that nothing reads: 'splits'", "fix their spelling"),
     ("analyze: folder without evidence", ("scripts/analyze.py", "run_dir={tmp}"), "has no per_example.jsonl", "Pass a folder written by train.py"),
     ("generate: empty input", ("scripts/generate.py", "model=tiny", "input={tmp}/empty.jsonl", "output={tmp}/out.jsonl"), "empty", "prompt"),
     ("generate: input missing", ("scripts/generate.py", "model=tiny", "input={tmp}/none.jsonl", "output={tmp}/out.jsonl"), "does not exist", ""),

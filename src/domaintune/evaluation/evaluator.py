@@ -30,6 +30,8 @@ from domaintune.utils.files import locked, write_atomic
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
+# what a multiple-choice benchmark under eval.benchmarks must say (conf/eval/default.yaml documents each)
+BENCHMARK_KEYS = ("dir", "split", "prompt", "delimiter", "max_samples", "batch_size")
 # Bumped when what a cached result holds changes (2: per-example evidence; 3: key of the result-shaping
 # arguments only), so older files are not reused.
 CACHE_FORMAT = 3
@@ -122,6 +124,12 @@ class Evaluator:
                 raise unknown_option(
                     "benchmark", name, self.benchmark_specs, "Define it under eval.benchmarks or pick a defined one."
                 )
+            lacking = [k for k in BENCHMARK_KEYS if k not in self.benchmark_specs[name]]
+            if lacking:
+                raise DomainTuneError(
+                    f"eval.benchmarks.{name} lacks {', '.join(lacking)}.",
+                    f"Give each of {', '.join(BENCHMARK_KEYS)} (eval.benchmarks.piqa in conf/eval/default.yaml shows them).",
+                )
         for task in self.dm.tasks.values():
             gen_metrics.resolve(metrics, task.type)  # unknown metric names fail before any work
         # what shapes a model's results (the base-result cache key); device, cache and report policy do not
@@ -213,8 +221,8 @@ class Evaluator:
         out: dict[str, Evidence] = {}
         for name in self.general:
             b = self.benchmark_specs[name]
-            split = b.get("split", "validation")
-            items = multiple_choice.load_items(b["dir"], split if isinstance(split, str) else list(split), b.get("max_samples"))
+            split = b["split"]
+            items = multiple_choice.load_items(b["dir"], split if isinstance(split, str) else list(split), b["max_samples"])
             evidence = multiple_choice.evaluate(
                 model,
                 self.dm.tokenizer,
