@@ -26,9 +26,10 @@ train: install
 test: install
 	$(PY) -m pytest -q -n auto --dist worksteal
 
-# the in-process lane (no subprocesses, no servers, no browser): data, models, evaluation, configs
+# the in-process lane (no test starts a process, server or browser): data, models, evaluation, configs;
+# parallel like `make test` (run pytest on one file without -n to debug)
 test-fast: install
-	$(PY) -m pytest -q tests/data tests/models tests/evaluation tests/test_configs.py
+	$(PY) -m pytest -q -n auto --dist worksteal tests/data tests/models tests/evaluation tests/test_configs.py tests/test_objects_from_config.py
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
