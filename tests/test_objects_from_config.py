@@ -17,7 +17,7 @@ from domaintune.evaluation.evaluator import Evaluator
 from domaintune.models.adapters import apply_adapter
 from domaintune.models.loading import load_model
 from domaintune.models.module import CausalLMModule, LossOptions, Optimization
-from domaintune.utils.config import fill_missing, to_dict
+from domaintune.utils.config import fill_data, fill_missing, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 from tests.conftest import compose_train
@@ -135,3 +135,19 @@ def test_a_config_saved_before_targets_existed_still_builds(make_cfg, tokenizer,
     assert build(filled, tokenizer=tokenizer).fingerprint() != build(cfg.data, tokenizer=tokenizer).fingerprint()
     filled.task.fields = cfg.data.task.fields
     assert build(filled, tokenizer=tokenizer).fingerprint() == build(cfg.data, tokenizer=tokenizer).fingerprint()
+
+
+def test_a_mixture_saved_before_targets_existed_still_builds(make_cfg, tokenizer) -> None:
+    """Its components get today's single-source keys (targets, seed); a single-source config is never turned into
+    a mixture by today's mixture keys."""
+    today_mixture = make_cfg("data=mixture").data
+    old = to_dict(today_mixture)
+    for part in [old, *old["components"].values()]:
+        for key in ("_target_", "_recursive_", "seed"):
+            part.pop(key)
+        part["preprocess"].pop("_target_")
+    filled = fill_data(OmegaConf.create(old), make_cfg().data)  # today's default data is single-source
+    assert build(filled, tokenizer=tokenizer).fingerprint() == build(today_mixture, tokenizer=tokenizer).fingerprint()
+    single = to_dict(make_cfg().data)
+    single.pop("_target_")
+    assert "components" not in fill_data(OmegaConf.create(single), today_mixture)

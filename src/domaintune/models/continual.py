@@ -17,7 +17,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from torch import nn
 
-from domaintune.utils.config import fill_missing, to_dict
+from domaintune.utils.config import fill_data, to_dict
 from domaintune.utils.errors import DomainTuneError
 
 # PEFT config fields that record where/how an adapter was saved, not what it is
@@ -131,8 +131,7 @@ def _portable(data: DictConfig) -> dict[str, Any]:
 def latest_per_domain(entries: list[dict[str, Any]], today: DictConfig) -> dict[str, DictConfig]:
     """One data config per domain name (the most recent stage's), in first-seen order; an entry written by an
     older version gets the keys it lacks from `today` (this run's data config, mixture keys left out)."""
-    template = OmegaConf.create({k: v for k, v in to_dict(today).items() if k not in ("components", "weights", "size")})
     out: dict[str, DictConfig] = {}
     for e in entries:
-        out[e["name"]] = fill_missing(OmegaConf.create(e["data"]), template)
+        out[e["name"]] = fill_data(OmegaConf.create(e["data"]), today)
     return out

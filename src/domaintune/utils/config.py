@@ -79,6 +79,20 @@ def fill_missing(node: DictConfig, today: DictConfig) -> DictConfig:
     return node
 
 
+MIXTURE_KEYS = ("components", "weights", "size")
+
+
+def fill_data(node: DictConfig, today: DictConfig) -> DictConfig:
+    """`fill_missing` for a data config saved by an older version (a run's, or one lineage domain): each mixture
+    component is completed from today's single-source keys, and a single-source config never gets today's
+    mixture keys (that would turn it into a mixture)."""
+    single = OmegaConf.create({k: v for k, v in to_dict(today).items() if k not in MIXTURE_KEYS})
+    parts = node.get("components") or {}
+    for name in parts:
+        fill_missing(parts[name], single)
+    return fill_missing(node, today if parts else single)
+
+
 def to_dict(cfg: DictConfig | dict | None) -> dict[str, Any]:
     """A plain, resolved dict of a config node or of a dict that holds nodes (what Hydra passes as keyword
     arguments when it does not recurse)."""
