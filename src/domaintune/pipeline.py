@@ -135,6 +135,9 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     if cfg.adapter.init_from and rank_zero_only.rank == 0:
         domains = {}
         for name, data in latest_per_domain(history, cfg.data).items():  # each domain's own pipeline, test split only
+            if name == cfg.data.name and not cfg.data.get("components"):
+                domains[name] = dm  # this run's own single-source data: already prepared
+                continue
             domains[name] = build(data, tokenizer=dm.tokenizer, packing_allowed=False)
             domains[name].prepare()
         forgetting = Forgetting(cfg.eval, domains, module.loss, evaluator)
