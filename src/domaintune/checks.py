@@ -20,7 +20,7 @@ from domaintune.data.recipe import DataRecipe
 from domaintune.models.adapters import peft_config, prepends_virtual_tokens
 from domaintune.models.continual import check_init_from
 from domaintune.utils.config import to_dict
-from domaintune.utils.errors import DomainTuneError, choices
+from domaintune.utils.errors import DomainTuneError, unread_keys
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -129,11 +129,7 @@ def check_keys(cfg: DictConfig) -> None:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             DataRecipe.from_keys({k: node[k] for k in unknown}, where, ignore=frozenset(params))
         elif unknown:
-            raise DomainTuneError(
-                f"{where} has keys that nothing reads: {choices(unknown)} ({node._target_} takes "
-                f"{choices(k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))}).",
-                "Remove them or fix their spelling (conf/ documents each key).",
-            )
+            raise unread_keys(where, unknown, (k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)))
 
 
 def check_evaluation(e: DictConfig) -> None:

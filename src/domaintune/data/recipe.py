@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domaintune.utils.config import to_dict
-from domaintune.utils.errors import DomainTuneError, choices
+from domaintune.utils.errors import DomainTuneError, choices, unread_keys
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ class DataRecipe:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(keys) - fields)
         if unknown:
-            raise DomainTuneError(
-                f"{where} has keys that nothing reads: {choices(unknown)}.",
-                f"Remove them or fix their spelling; the data keys are {choices(fields | ignore)}.",
-            )
+            raise unread_keys(where, unknown, fields | ignore)
         required = [f.name for f in dataclasses.fields(cls) if dataclasses.MISSING is f.default is f.default_factory]
         missing = sorted(set(required) - set(keys))
         if missing:

@@ -32,3 +32,11 @@ def unknown_option(kind: str, value: str, options: Iterable[str], how: str) -> D
         f"Unknown {kind} '{value}'. Known {kind}s: {choices(options)}.",
         how,
     )
+
+
+def unread_keys(where: str, unknown: Iterable[str], known: Iterable[str]) -> DomainTuneError:
+    """A config node holds keys no class reads (a misspelling, a stale key): named with the keys it takes."""
+    return DomainTuneError(
+        f"{where} has keys that nothing reads: {choices(unknown)}.",
+        f"Remove them or fix their spelling; {where} takes {choices(known)} (conf/ documents each key).",
+    )
