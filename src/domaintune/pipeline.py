@@ -29,6 +29,7 @@ from domaintune.callbacks import (
 from domaintune.checks import check_config
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
+from domaintune.data.recipe import DataRecipe
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.forgetting import Forgetting, write_forgetting
 from domaintune.evaluation.model_card import write_model_card
@@ -199,18 +200,17 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     return Run(trainer, module, dm, rows, flat)
 
 
-def describe_sources(data: DictConfig) -> str:
-    """Where a data config reads from, in words for the model card."""
-    if data.get("components"):
-        weights = data.get("weights") or {}
+def describe_sources(recipe: DataRecipe) -> str:
+    """Where a data recipe reads from, in words for the model card."""
+    if recipe.components:
         return "mixture of " + ", ".join(
-            f"{name} ({weights.get(name, '?')}: {describe_sources(c)})" for name, c in data.components.items()
+            f"{name} ({recipe.weights.get(name, '?')}: {describe_sources(c)})" for name, c in recipe.components.items()
         )
-    if data.get("hub"):
-        return f"Hugging Face dataset `{data.hub}` (revision {data.get('revision') or 'not pinned'})"
-    if data.get("files"):
-        return f"files {to_dict(data.files) if isinstance(data.files, DictConfig) else data.files}"
-    return f"folder `{data.dir}`"
+    if recipe.hub:
+        return f"Hugging Face dataset `{recipe.hub}` (revision {recipe.revision or 'not pinned'})"
+    if recipe.files:
+        return f"files {recipe.files}"
+    return f"folder `{recipe.dir}`"
 
 
 def model_card_facts(
@@ -226,8 +226,8 @@ def model_card_facts(
         "adapter_kind": str(cfg.adapter.kind),
         "trainable": f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)",
         "data": str(cfg.data.name),
-        "system_prompt": (cfg.data.get("task") or {}).get("system_prompt"),
-        "sources": describe_sources(cfg.data),
+        "system_prompt": dm.recipe.task["system_prompt"],
+        "sources": describe_sources(dm.recipe),
         "fingerprint": dm.fingerprint(),
         "split": info["split"],
         "weights": info["weights"],
