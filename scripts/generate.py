@@ -61,15 +61,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model, tok, _ = load_for_inference(cfg)
     renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
     convs = [to_messages(rec, task) for rec in records]
-    outs, speed = generate(model, tok, renderer, convs, to_dict(cfg.generation), bool(cfg.generation.merge_adapter))
+    outs, stats = generate(model, tok, renderer, convs, to_dict(cfg.generation), bool(cfg.generation.merge_adapter))
     dst = Path(cfg.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with dst.open("w", encoding="utf-8") as f:
         for rec, out in zip(records, outs, strict=True):
             line = {k: v for k, v in rec.items() if k != "_src"}  # the reader's file:line tag
             f.write(json.dumps({**line, "output": out.text}, ensure_ascii=False) + "\n")
-    print(f"Wrote {len(outs)} generations to {dst} ({speed:.1f} generated tokens/s)")
-    return {"generated_tokens_per_s": speed}
+    cut = f", {stats.at_limit} ran into max_new_tokens" if stats.at_limit else ""
+    print(f"Wrote {len(outs)} generations to {dst} ({stats.answer_tokens} tokens in {stats.seconds:.1f} s{cut})")
+    return {"answer_tokens_per_s": stats.answer_tokens_per_s, "at_limit": float(stats.at_limit)}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")

@@ -249,7 +249,7 @@ def mc_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
 def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     """Generated tokens/s: base vs tuned (LoRA merged, and unmerged for reference), and our batched
     generation vs a plain transformers `generate` loop over the same prompts in file order."""
-    from domaintune.evaluation.generation import generate
+    from domaintune.evaluation.generation import answer_limit, generate
     from domaintune.models.adapters import apply_adapter
     from domaintune.models.loading import load_model
 
@@ -258,6 +258,7 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     dm.prepare()
     convs = [dm.conversation(r) for r in dm.records[cfg.eval.split][: int(bench.gen_prompts)]]
     gcfg = OmegaConf.to_container(cfg.eval.generation, resolve=True)
+    gcfg["max_new_tokens"] = answer_limit(dm, gcfg)["max_new_tokens"]  # `auto` as the evaluation resolves it
     out: dict[str, Any] = {"prompts": len(convs), "max_new_tokens": gcfg["max_new_tokens"], "batch_size": gcfg["batch_size"]}
 
     def timed(name: str, fn: Any) -> None:
@@ -269,8 +270,8 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
         out.setdefault("_texts", {})[name] = texts
 
     def ours(m: Any, merge: bool = True) -> Any:
-        gens, rate = generate(m, tok, dm.renderer, convs, gcfg, merge_adapter=merge and bool(cfg.eval.merge_adapter))
-        return [g.text for g in gens], sum(g.n_tokens for g in gens), rate
+        gens, stats = generate(m, tok, dm.renderer, convs, gcfg, merge_adapter=merge and bool(cfg.eval.merge_adapter))
+        return [g.text for g in gens], stats.answer_tokens, stats.answer_tokens_per_s
 
     def plain(m: Any, batch_size: int) -> Any:
         """What a user writes with transformers alone: chat template, left padding, generate, file order."""

@@ -15,6 +15,7 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from domaintune.budget import parse_budget
 from domaintune.data.packing import check_packing
 from domaintune.data.recipe import DataRecipe
 from domaintune.models.adapters import peft_config, prepends_virtual_tokens
@@ -96,6 +97,12 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
         raise DomainTuneError(
             f"DeepSpeed clips gradients by norm only (trainer.gradient_clip_algorithm={clip_algorithm}).",
             "Set trainer.gradient_clip_algorithm=norm or trainer.gradient_clip_val=null.",
+        )
+    if parse_budget(t.budget) is not None and (devices not in (1, "1") or strategy not in ("auto", "single_device")):
+        raise DomainTuneError(
+            f"trainer.budget={t.budget} plans the steps from one process's measured speed; with trainer.devices={devices} "
+            f"(strategy {strategy}) the processes could plan different step counts.",
+            "Use trainer.max_steps for multi-device runs (a budgeted single-device run's report gives its step count).",
         )
     check_packing(cfg.data.get("packing"), prepends_virtual_tokens(cfg.adapter))
     check_init_from(cfg.adapter, peft_config(cfg.adapter) if cfg.adapter.kind == "peft" else None)

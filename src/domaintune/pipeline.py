@@ -12,11 +12,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from domaintune.budget import TimeBudget, parse_budget
 from domaintune.callbacks import (
     BestWeights,
     FirstStepTime,
@@ -50,13 +51,27 @@ from domaintune.utils.secrets import redact
 log = get_logger(__name__)
 
 
+# trainer keys that DomainTune reads (the time budget) and Lightning's Trainer does not take
+BUDGET_KEYS = ("budget", "budget_warmup_steps", "budget_measure_steps")
+
+
 def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
     loggers = instantiate_all(cfg.get("logger"))
     callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
     if not loggers:  # logger=none: Lightning refuses a learning-rate monitor with nowhere to log
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision)
+    lightning = OmegaConf.create({k: v for k, v in to_dict(cfg.trainer).items() if k not in BUDGET_KEYS})
+    return instantiate(lightning, logger=loggers or False, callbacks=callbacks, precision=precision)
+
+
+def time_budget(cfg: DictConfig, base: EvalResult | None) -> TimeBudget | None:
+    """The `trainer.budget` callback, planning the tuned evaluation from the base evaluation's measured time
+    (kept in the base-result cache, so a cached base still informs the plan)."""
+    seconds = parse_budget(cfg.trainer.budget)
+    if seconds is None or base is None:
+        return None
+    return TimeBudget(seconds, base.seconds or 0.0, int(cfg.trainer.budget_warmup_steps), int(cfg.trainer.budget_measure_steps))
 
 
 @dataclass
@@ -111,7 +126,9 @@ def prepare_training(
     }
     module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity)
     every = evaluator.gcfg["every_n_epochs"]
-    during = [GenerationMetrics(evaluator, int(every))] if every else []
+    during: list[pl.Callback] = [GenerationMetrics(evaluator, int(every))] if every else []
+    budget = time_budget(cfg, base)
+    during += [budget] if budget else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
     for lg in trainer.loggers:  # W&B / CSV config: no token or key values; the data fingerprint ties results to data
         lg.log_hyperparams({**redact(to_dict(cfg)), "data_fingerprint": dm.fingerprint()})
@@ -162,6 +179,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
 
     tuned = evaluator.run(module.model, "tuned")
     save_adapter(module.model, dm.tokenizer, out / "adapter")
+    budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
     info = {
         "model": cfg.model.name,
         "data": cfg.data.name,
@@ -170,6 +188,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
         "weights": weights,
         "global_step": trainer.global_step,
         "trust_remote_code": bool(cfg.model.trust_remote_code),
+        **({"time budget": budget.summary(tuned.seconds)} if budget else {}),
     }
     title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
     rows, flat = publish(out, base, tuned, info, evaluator, title, trainer.loggers, trainer.global_step)

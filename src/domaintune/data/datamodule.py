@@ -69,6 +69,7 @@ class DomainDataModule(pl.LightningDataModule):
         group_by_length: bool,
         cache: bool,
         cache_dir: str | None,
+        primary_metric: str,
         packing_allowed: bool = True,
         **recipe: Any,
     ):
@@ -86,6 +87,8 @@ class DomainDataModule(pl.LightningDataModule):
         self.val_max_samples, self.num_workers = val_max_samples, int(num_workers)
         self.packing, self.packing_min_gain, self.group_by_length = packing, float(packing_min_gain), bool(group_by_length)
         self.cache_dir = Path(str(cache_dir)).expanduser() if cache and cache_dir else None
+        # read by the evaluation and the reports (it does not change the prepared examples, so not in the recipe)
+        self.primary_metric = str(primary_metric)
         self.renderer = ChatRenderer(tokenizer, self.recipe.max_length)
         self.parts = self.recipe.components
         self.tasks = {name: Task(**c.task) for name, c in self.parts.items()} or {"": Task(**self.recipe.task)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from domaintune.data.audit_report import Audit, StepReport
-from domaintune.data.chat import ChatRenderer
+from domaintune.data.chat import IGNORE, ChatRenderer
 from domaintune.data.formats import Task
 from domaintune.utils.errors import DomainTuneError
 
@@ -26,7 +26,16 @@ def tokenize_split(
         encoded = renderer.encode_many([task.conversation(r) for r in records], task.train_on)
     report = StepReport("tokenize", len(records), 0)
     kept_records, kept = [], []
+    # a model learns to stop only if each answer's end-of-turn token is trained: checked on every whole example
+    stops = set(renderer.stop_token_ids()) if task.type != "text" else set()
     for rec, enc in zip(records, encoded, strict=True):
+        if stops and not enc.truncated and enc.n_trained and [t for t in enc.labels if t != IGNORE][-1] not in stops:
+            raise DomainTuneError(
+                f"{rec['_src']}: the answer's last trained token is not the chat template's end-of-turn token, so the "
+                "model would never learn to stop answering.",
+                "Use a chat template whose assistant turn ends with a single end-of-turn token (model.chat_template, "
+                "e.g. ChatML).",
+            )
         reason = None
         if enc.truncated and too_long == "drop":
             reason = "too_long"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ from domaintune.utils.errors import DomainTuneError
 class Finding:
     topic: str
     text: str
-    change: str  # the config change (or data change) to try
+    change: str  # the config change (or data change) to try, in words
+    # the same change as command-line overrides that `scripts/refine.py` runs (empty: not a config change,
+    # e.g. "add training records labelled X", or not a training change, e.g. scoring more examples)
+    overrides: list[str] = field(default_factory=list)
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -99,6 +102,7 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
                     f"be told from guessing among {len(labels)} labels ({100 * chance:.1f}%): it has not learnt to read "
                     "the evidence.",
                     "experiment=more_steps, or a larger base model (model=hf model.path=...)",
+                    ["experiment=more_steps"],
                 )
             )
         weak = min(f1s, key=f1s.get)
@@ -125,6 +129,7 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
                         f"{100 * share:.0f}% of the tuned model's answers name no label ({metric}).",
                         "train longer so the label format is learnt (experiment=more_steps), or state the labels "
                         "more plainly in the task's prompt (data.task.prompt)",
+                        ["experiment=more_steps"],
                     )
                 )
     return lines, findings
@@ -152,22 +157,47 @@ def generation_analysis(generations: list[dict[str, Any]]) -> tuple[list[str], l
         f"{ratios[int(0.1 * (n - 1))]:.2f}-{ratios[int(0.9 * (n - 1))]:.2f}",
         "",
     ]
+    never = [g for g in tuned if g.get("tuned_stopped") is False]
+    base_never = sum(g.get("base_stopped") is False for g in generations)
+    stops = f"tuned {len(never)} of {n}, base {base_never} of {len(generations)}"
+    lines.insert(1, f"- answers that ran into max_new_tokens without stopping: {stops}")
     lines += [f"- repetitive `{g['id']}`: {_short(g['tuned'], 120)}" for g in repeat[:3]]
     findings = []
     if len(repeat) / n >= 0.1:
         findings.append(
             Finding(
-                "repetition", f"{len(repeat)} of {n} tuned answers repeat themselves.", "eval.generation.repetition_penalty=1.2"
+                "repetition",
+                f"{len(repeat)} of {n} tuned answers repeat themselves.",
+                "eval.generation.repetition_penalty=1.2",
+                ["eval.generation.repetition_penalty=1.2"],
+            )
+        )
+    if len(never) / n >= 0.1:
+        findings.append(
+            Finding(
+                "never stops",
+                f"{len(never)} of {n} tuned answers ran into max_new_tokens without their end-of-turn token: the model has "
+                "not learnt where an answer ends (often because training examples were truncated before their end).",
+                "experiment=longer_context, or experiment=more_steps when few training examples are truncated",
+                ["experiment=longer_context"],
             )
         )
     if len(empty) / n >= 0.05:
-        findings.append(Finding("empty answers", f"{len(empty)} of {n} tuned answers are empty.", "experiment=more_steps"))
+        findings.append(
+            Finding(
+                "empty answers",
+                f"{len(empty)} of {n} tuned answers are empty.",
+                "experiment=more_steps",
+                ["experiment=more_steps"],
+            )
+        )
     if median > 2.0 or median < 0.5:
         findings.append(
             Finding(
                 "answer length",
                 f"Tuned answers are {median:.2f}x the reference length (median): the answer style is not learnt yet.",
                 "experiment=more_steps",
+                ["experiment=more_steps"],
             )
         )
     return lines, findings
@@ -204,6 +234,7 @@ def curve_analysis(curves: dict[str, Any], weights: str | None) -> tuple[list[st
                 f"{monitor} fell {recent[0][1]:.4f} -> {last:.4f} over the last {len(recent)} checks and was lowest at "
                 "the last one: training stopped before the validation loss levelled off.",
                 "experiment=more_steps",
+                ["experiment=more_steps"],
             )
         )
     train_then = [v for s, v in train if s <= best_step]
@@ -216,6 +247,7 @@ def curve_analysis(curves: dict[str, Any], weights: str | None) -> tuple[list[st
                 "loss kept falling: the model fits the training set at the expense of held-out data. The best step's "
                 "weights are the ones to keep (eval.weights=best, the default).",
                 f"experiment=regularize (or trainer.max_steps={best_step})",
+                ["experiment=regularize"],
             )
         )
     return lines, findings
@@ -238,6 +270,7 @@ def data_analysis(report: dict[str, Any]) -> tuple[list[str], list[Finding]]:
                         + (f" (the longest 5% of kept examples reach {p95} tokens)" if p95 else "")
                         + ": the model never sees how those answers end.",
                         "experiment=longer_context (data.max_length=768)",
+                        ["experiment=longer_context"],
                     )
                 )
     for split, counts in (report.get("labels") or {}).items():
@@ -273,6 +306,8 @@ def analyze(run_dir: str | Path, top: int = 5) -> tuple[str, list[Finding]]:
 
     md = [f"# Refinement report: {metrics.get('data', '?')} / {metrics.get('adapter', '?')}", ""]
     md += [f"Split: {metrics.get('split', '?')}; weights: {metrics.get('weights', '?')}.", ""]
+    if metrics.get("primary metric"):
+        md += [f"**Primary metric** {metrics['primary metric']}", ""]
     wide = [k for k, v in (metrics.get("too_wide") or {}).items() if v]
     if wide:
         findings.append(

@@ -4,6 +4,7 @@ subset of it, and optional multiple-choice benchmarks (the forgetting check)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -21,20 +22,22 @@ from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Message, Task
 from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation import multiple_choice
+from domaintune.evaluation.choice import choice_scores, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
-from domaintune.evaluation.generation import generate, merged_adapter, model_device
+from domaintune.evaluation.generation import answer_limit, generate, merged_adapter, model_device
 from domaintune.models.module import LossOptions, example_nll
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.files import locked, write_atomic
+from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
 # what a multiple-choice benchmark under eval.benchmarks must say (conf/eval/default.yaml documents each)
 BENCHMARK_KEYS = ("dir", "split", "prompt", "delimiter", "max_samples", "batch_size")
 # Bumped when what a cached result holds changes (2: per-example evidence; 3: key of the result-shaping
-# arguments only), so older files are not reused.
-CACHE_FORMAT = 3
+# arguments only; 4: answers' stop flags, choice scores, the evaluation's time), so older files are not reused.
+CACHE_FORMAT = 4
 
 
 @dataclass
@@ -45,6 +48,7 @@ class EvalResult:
     metrics: dict[str, float]
     samples: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float | None = None
 
     def evidence_of(self, name: str) -> Evidence | None:
         d = self.evidence.get(name)
@@ -65,6 +69,8 @@ class EvaluationSet(Protocol):
     renderer: ChatRenderer
     tasks: dict[str, Task]
     records: dict[str, list[dict[str, Any]]]
+    # the metric that decides whether adaptation worked (data.primary_metric: a name, or auto)
+    primary_metric: str
 
     def require(self, split: str) -> list[dict[str, Any]]: ...
 
@@ -93,8 +99,10 @@ class Evaluator:
         max_samples: int | None,
         merge_adapter: bool,
         device: str,
+        precision: str,
         metrics: str | list[str],
         generation: dict[str, Any],
+        choices: dict[str, Any],
         share_context: bool,
         general: str | list[str] | None,
         benchmarks: dict[str, dict[str, Any]],
@@ -114,7 +122,14 @@ class Evaluator:
         self.split = self.splits[0]
         self.weights, self.selection, self.bootstrap = weights, to_dict(selection), to_dict(bootstrap)
         self.max_samples, self.merge_adapter, self.device = max_samples, bool(merge_adapter), device
+        self.precision = str(precision)
         self.metrics, self.gcfg, self.share_context = metrics, to_dict(generation), bool(share_context)
+        self.choices = to_dict(choices)
+        # `max_new_tokens: auto` becomes a number here, from the training references (the report states it and
+        # how it was found); the resolved number is part of the base-result cache key below
+        self.answer_limit = answer_limit(self.dm, self.gcfg)
+        self.gcfg["max_new_tokens"] = self.answer_limit["max_new_tokens"]
+        self.primary = gen_metrics.primary_metric(self.dm.primary_metric, [t.type for t in self.dm.tasks.values()])
         self.benchmark_specs, self.analysis_top = to_dict(benchmarks), int(analysis_top)
         self.cache_dir = Path(str(cache_dir)).expanduser() if cache_base and cache_dir else None
         self.model_key = model_key
@@ -136,12 +151,24 @@ class Evaluator:
         self.result_key = {
             "split": self.splits,
             "max_samples": max_samples,
+            "precision": self.precision,
             "metrics": metrics,
             "generation": self.gcfg,
+            "choices": self.choices,
             "share_context": self.share_context,
             "general": self.general,
             "benchmarks": self.benchmark_specs,
         }
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast where bf16 is fast (`precision: auto` decides as the trainer's does), else full precision.
+        Base and tuned models are always scored in the same precision, so their paired changes stay comparable."""
+        chosen = resolve_precision(self.precision, "gpu" if device.type == "cuda" else "cpu")
+        if chosen.startswith("bf16"):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        if chosen.startswith("16"):
+            return torch.autocast(device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
 
     def _device(self, model: nn.Module) -> torch.device:
         if self.device == "auto":
@@ -180,15 +207,12 @@ class Evaluator:
     ) -> tuple[dict[str, float], dict[str, Evidence], list[dict[str, Any]]]:
         """Generate for the first `generation.max_samples` records of a split and score them with the task's
         metrics: (speed, evidence per metric, the generations)."""
-        limit = self.gcfg["max_samples"]
-        self.dm.require(split)
-        records = [r for r in self.dm.records[split] if self.dm.task_of(r).type != "text"]
-        records = records[: int(limit)] if limit is not None else records
+        records = self.generated_records(split)
         if not records:
             return {}, {}, []
         convs = [self.dm.conversation(r) for r in records]
         merge = self.merge_adapter if merge_adapter is None else merge_adapter
-        outs, speed = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge)
+        outs, stats = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge, desc=f"generate [{split}]")
         samples = [
             {
                 "id": r["_src"],
@@ -196,10 +220,14 @@ class Evaluator:
                 "prompt": c[-2]["content"] if len(c) >= 2 else "",
                 "reference": self.dm.task_of(r).reference(r),
                 "output": o.text,
+                "stopped": o.stopped,
             }
             for r, c, o in zip(records, convs, outs, strict=True)
         ]
-        evidence: dict[str, Evidence] = {}
+        # how many answers ran into max_new_tokens without stopping (descriptive: base and tuned side by side)
+        evidence: dict[str, Evidence] = {
+            "gen/at_limit_rate": Evidence("mean", [s["id"] for s in samples], [100.0 * (not s["stopped"]) for s in samples])
+        }
         for name, task in self.dm.tasks.items():
             mine = [(s, r) for s, r in zip(samples, records, strict=True) if r.get("_task", "") == name]
             names = gen_metrics.resolve(self.metrics, task.type)
@@ -214,7 +242,27 @@ class Evaluator:
                 ids=[s["id"] for s, _ in mine],
             )
             evidence.update({prefix + k: v for k, v in found.items()})
-        return {"generated_tokens_per_s": speed}, evidence, samples
+        return {"gen_positions_per_s": stats.positions_per_s}, evidence, samples
+
+    # ------------------------------------------------------------------ labels by likelihood
+    def choice(self, model: nn.Module, split: str) -> dict[str, Evidence]:
+        """For tasks with a label set: each label's log-likelihood as the answer to the record's prompt, the most
+        likely one taken as the model's answer (the multiple-choice scorer, lm-eval's definition): accuracy and
+        macro-F1 that no answer wording or parsing can blur."""
+        if not self.choices["enabled"]:
+            return {}
+        out: dict[str, Evidence] = {}
+        self.dm.require(split)
+        for name, task in self.dm.tasks.items():
+            records = [r for r in self.dm.records[split] if r.get("_task", "") == name]
+            if not task.labels or not records:
+                continue
+            found = choice_scores(
+                model, self.dm, task, records, int(self.choices["batch_size"]), self.share_context, self.loss_options
+            )
+            prefix = f"choice/{name}/" if name else "choice/"
+            out.update({prefix + k: v for k, v in found.items()})
+        return out
 
     # ------------------------------------------------------------------ benchmarks
     def benchmarks(self, model: nn.Module) -> dict[str, Evidence]:
@@ -251,6 +299,42 @@ class Evaluator:
 
     def run(self, model: nn.Module, label: str) -> EvalResult:
         """Evaluate `model`; the base model's result is reused from the cache when nothing that shapes it changed."""
+        return self.check_primary(self._cached_or_evaluated(model, label))
+
+    def check_primary(self, result: EvalResult) -> EvalResult:
+        """The primary metric must be one this evaluation reports (found after the base evaluation, before any
+        training time is spent)."""
+        if self.primary not in result.metrics:
+            quality = sorted(k for k in result.evidence if "/" not in k or k.startswith(("gen/", "choice/")))
+            raise DomainTuneError(
+                f"data.primary_metric={self.primary} is not among the metrics this evaluation reports ({', '.join(quality)}).",
+                "Set data.primary_metric to one of them (or auto), or add the metric with eval.metrics.",
+            )
+        return result
+
+    def trivial_baselines(self) -> dict[str, tuple[float, str]]:
+        """Per accuracy metric of a labelled task: the best accuracy a model that ignores its input reaches on the
+        report's split (the majority label or chance), which a classifier must beat, not just its base model."""
+        out: dict[str, tuple[float, str]] = {}
+        generated = self.generated_records(self.split)
+        for name, task in self.dm.tasks.items():
+            if not task.labels:
+                continue
+            prefix = name + "/" if name else ""
+            for kind, records in (("choice", self.dm.records[self.split]), ("gen", generated)):
+                mine = [r for r in records if r.get("_task", "") == name]
+                if mine:
+                    out[f"{kind}/{prefix}accuracy"] = trivial_baseline(mine, task.labels)
+        return out
+
+    def generated_records(self, split: str) -> list[dict[str, Any]]:
+        """The records a split's generation metrics are scored on: the first `generation.max_samples` with an answer."""
+        limit = self.gcfg["max_samples"]
+        self.dm.require(split)
+        records = [r for r in self.dm.records[split] if self.dm.task_of(r).type != "text"]
+        return records[: int(limit)] if limit is not None else records
+
+    def _cached_or_evaluated(self, model: nn.Module, label: str) -> EvalResult:
         cache = self.cache_path() if label == "base" and self.model_key else None
         if cache is None:
             return self._evaluate(model, label)
@@ -273,6 +357,7 @@ class Evaluator:
         return self._evaluate(model, label, splits=[])
 
     def _evaluate(self, model: nn.Module, label: str, splits: list[str] | None = None) -> EvalResult:
+        started = time.perf_counter()
         splits = self.splits if splits is None else splits
         was_training, original = model.training, model_device(model)
         model.to(self._device(model)).eval()
@@ -281,15 +366,17 @@ class Evaluator:
         result = EvalResult({})
         # A LoRA-family adapter is folded into the weights for the whole evaluation (restored bit for bit
         # afterwards): the tuned model is then scored as fast as the base model.
-        with merged_adapter(model, self.merge_adapter) as fast:
+        with merged_adapter(model, self.merge_adapter) as fast, self._autocast(model_device(model)):
             for split in splits:
                 prefix = "" if split == self.split else f"{split}/"
                 speed, evidence = self.loss(fast, label, split)
                 gen_speed, gen_evidence, samples = self.generation(fast, split, merge_adapter=False)
-                result.add({**evidence, **gen_evidence}, prefix)
+                result.add({**evidence, **self.choice(fast, split), **gen_evidence}, prefix)
                 result.metrics.update({prefix + k: v for k, v in {**speed, **gen_speed}.items()})
                 if not prefix:
                     result.samples = samples
             result.add(self.benchmarks(fast))
         model.to(original).train(was_training)
+        # how long this evaluation took: a time budget plans the tuned evaluation from the base one's
+        result.seconds = time.perf_counter() - started
         return result

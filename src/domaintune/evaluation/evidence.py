@@ -135,6 +135,18 @@ def paired_interval(
     return Interval(float(low), float(high), n, confidence, resamples)
 
 
+def interval_of(e: Evidence, resamples: int, confidence: float, seed: int, name: str = "") -> Interval:
+    """A bootstrap interval on one model's metric itself (not a change): e.g. whether a classifier's accuracy
+    lies above what answering without reading the input would score."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(f"single|{name}".encode())])
+    rows = e.array()
+    idx = rng.integers(0, e.n, size=(resamples, e.n))
+    values = aggregate(e.kind, rows[idx], e.params)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return Interval(float(low), float(high), e.n, confidence, resamples)
+
+
 def verdict(interval: Interval | None, direction: int) -> str | None:
     """better / worse when the interval excludes zero (in the metric's good direction), else no detectable
     change; None for descriptive metrics (direction 0) or without an interval."""

@@ -8,20 +8,47 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Message
+from domaintune.utils.errors import DomainTuneError
 
 
 @dataclass
 class Generation:
     text: str
     n_tokens: int
+    # False: the answer ran into max_new_tokens without its end-of-turn token (cut off, or never stopping)
+    stopped: bool = True
+
+
+@dataclass
+class GenerationStats:
+    """What one `generate` call did. A batch decodes until its longest answer stops, so answer tokens per second
+    mostly measure how long the answers are (a model that answers briefly "generates" slowly); `positions`
+    counts every row's decoding steps, finished rows included, which is the decoder's work whatever the answers'
+    lengths: `positions_per_s` compares two models like with like."""
+
+    answers: int = 0
+    answer_tokens: int = 0
+    positions: int = 0
+    seconds: float = 0.0
+    at_limit: int = 0
+
+    @property
+    def positions_per_s(self) -> float:
+        return self.positions / max(self.seconds, 1e-9)
+
+    @property
+    def answer_tokens_per_s(self) -> float:
+        return self.answer_tokens / max(self.seconds, 1e-9)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -44,6 +71,34 @@ def generate_options(
         "pad_token_id": tokenizer.pad_token_id,
         "use_cache": True,
         **options,
+    }
+
+
+def answer_limit(data: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """`max_new_tokens` for evaluation: the number given, or for `auto` the `auto_percentile` percentile of the
+    training references' token lengths (+1: the end-of-turn token), at most `auto_cap`, so that neither model
+    is cut off mid-answer by a limit that suits another task. Returns the number and how it was found (the
+    report states both). Only the training split is read: the answers being scored never set their own limit.
+    """
+    if cfg["max_new_tokens"] != "auto":
+        return {"max_new_tokens": int(cfg["max_new_tokens"]), "how": "eval.generation.max_new_tokens"}
+    data.require("train")
+    records = [r for r in data.records["train"] if data.task_of(r).type != "text"]
+    if not records:
+        raise DomainTuneError(
+            "eval.generation.max_new_tokens=auto takes the limit from the training answers' lengths, and this data has "
+            "no training record with an answer.",
+            "Give a number instead, e.g. eval.generation.max_new_tokens=256.",
+        )
+    refs = [data.task_of(r).reference(r) for r in records]
+    lengths = np.array([len(ids) + 1 for ids in data.tokenizer(refs, add_special_tokens=False)["input_ids"]])
+    pct, cap = float(cfg["auto_percentile"]), int(cfg["auto_cap"])
+    found = int(np.percentile(lengths, pct, method="higher"))
+    limit = min(found, cap)
+    return {
+        "max_new_tokens": limit,
+        "how": f"auto: {pct:g}th percentile of {len(lengths)} training answers' token lengths = {found}"
+        + (f", capped at {cap}" if found > cap else f" (cap {cap})"),
     }
 
 
@@ -84,6 +139,25 @@ def merged_adapter(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
                     v.copy_(weights[k])
 
 
+class _Ticker(StoppingCriteria):
+    """Never stops anything: called by `generate` after each decoding step, it keeps the progress bar's rate and
+    time left moving inside a long batch (a batch of 64 answers of 300 tokens takes about a minute on a CPU)."""
+
+    def __init__(self, bar: Any, stats: GenerationStats, started: float):
+        self.bar, self.stats, self.started = bar, stats, started
+        self.shown = 0.0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        now = time.perf_counter()
+        if now - self.shown > 1.0:
+            self.shown = now
+            done = self.stats.positions + input_ids.shape[0] * (input_ids.shape[1] - self.width)
+            self.bar.set_postfix(positions_per_s=f"{done / max(now - self.started, 1e-9):.0f}", at_limit=self.stats.at_limit)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    width = 0  # the prompt width of the batch being decoded
+
+
 @torch.inference_mode()
 def generate(
     model: nn.Module,
@@ -92,9 +166,10 @@ def generate(
     conversations: list[list[Message]],
     cfg: dict[str, Any],
     merge_adapter: bool,
-) -> tuple[list[Generation], float]:
-    """Generate the next assistant turn for each conversation; returns generations (in input order) and
-    generated tokens/s.
+    desc: str = "generate",
+) -> tuple[list[Generation], GenerationStats]:
+    """Generate the next assistant turn for each conversation; returns generations (in input order) and what
+    the call did (`GenerationStats`). A progress bar shows records, the decoder's rate and the time left.
 
     Prompts are batched longest first (`sort_by_length`), so a batch pads little, and left-padded so every
     row's new tokens start at the same column; LoRA-family adapters are merged while generating
@@ -109,20 +184,34 @@ def generate(
     prompts = [renderer.prompt_ids(c) for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if cfg["sort_by_length"] else list(range(len(prompts)))
     out: list[Generation | None] = [None] * len(prompts)
+    limit = int(options["max_new_tokens"])
+    stats = GenerationStats(answers=len(prompts))
+    bar = tqdm(total=len(prompts), desc=desc, unit="answer", leave=False)
     with merged_adapter(model, merge_adapter) as fast:
-        # tokens/s of generation itself; the one-off merge (~0.1-1 s) is not part of the rate
-        n_new, started = 0, time.perf_counter()
+        # the rate of generation itself; the one-off merge (~0.1-1 s) is not part of it
+        started = time.perf_counter()
+        ticker = _Ticker(bar, stats, started)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             width = max(len(prompts[j]) for j in idx)
             ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(prompts[j])) + prompts[j] for j in idx], device=device)
             mask = torch.tensor([[0] * (width - len(prompts[j])) + [1] * len(prompts[j]) for j in idx], device=device)
-            generated = fast.generate(input_ids=ids, attention_mask=mask, **options)[:, width:]
+            ticker.width = width
+            generated = fast.generate(
+                input_ids=ids, attention_mask=mask, stopping_criteria=StoppingCriteriaList([ticker]), **options
+            )[:, width:]
+            stats.positions += generated.shape[0] * generated.shape[1]
             for j, row in zip(idx, generated.tolist(), strict=True):
                 # Cut at the first stop token; what follows is padding of rows that finished early.
-                cut = next((k for k, t in enumerate(row) if t in stop_ids), len(row))
-                n_new += cut
-                out[j] = Generation(tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut)
-        elapsed = max(time.perf_counter() - started, 1e-9)
+                cut = next((k for k, t in enumerate(row) if t in stop_ids), None)
+                stopped = cut is not None
+                cut = len(row) if cut is None else cut
+                stats.answer_tokens += cut
+                stats.at_limit += not stopped and len(row) >= limit
+                out[j] = Generation(tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut, stopped)
+            stats.seconds = time.perf_counter() - started
+            bar.update(len(idx))
+            bar.set_postfix(positions_per_s=f"{stats.positions_per_s:.0f}", at_limit=stats.at_limit)
+    bar.close()
     model.train(was_training)
-    return [o for o in out if o is not None], n_new / elapsed
+    return [o for o in out if o is not None], stats

@@ -104,6 +104,15 @@ def label(
     # unparseable -> an extra "none" class, which is never gold, so it counts as wrong for both scores
     guess = [labels.index(p) if p is not None else len(labels) for p in parsed]
     return {
+        **label_evidence(ids, gold, guess, labels),
+        "unparseable_rate": Evidence("mean", list(ids), [100.0 * (p is None) for p in parsed]),
+    }
+
+
+def label_evidence(ids: Sequence[str], gold: Sequence[int], guess: Sequence[int], labels: Sequence[str]) -> Scores:
+    """Accuracy and macro-F1 from label indices (a guess of len(labels) means "no label"), shared by parsed
+    generations and likelihood-scored labels (evaluation/choice.py)."""
+    return {
         "accuracy": Evidence("mean", list(ids), [100.0 * (g == t) for g, t in zip(guess, gold, strict=True)]),
         "macro_f1": Evidence(
             "macro_f1",
@@ -111,7 +120,6 @@ def label(
             [[t, g] for g, t in zip(guess, gold, strict=True)],
             {"classes": len(labels), "labels": list(labels)},
         ),
-        "unparseable_rate": Evidence("mean", list(ids), [100.0 * (p is None) for p in parsed]),
     }
 
 
@@ -133,6 +141,28 @@ DEFAULTS = {
     "fact_check": ["label", "length"],
     "text": [],
 }
+
+
+# What `data.primary_metric: auto` decides a run by, per task type: the task's own measure of a good answer
+# (SQuAD token F1 for questions, ROUGE-L for texts to write, macro-F1 of the likeliest label for labels).
+PRIMARY = {
+    "qa": "gen/token_f1",
+    "chat": "gen/rougeL",
+    "instruction": "gen/rougeL",
+    "summarization": "gen/rougeL",
+    "generation": "gen/rougeL",
+    "fact_check": "choice/macro_f1",
+    "text": "loss",
+}
+
+
+def primary_metric(name: str, task_types: Sequence[str]) -> str:
+    """The metric a run is decided by: `name` as given, or for `auto` the task type's (a mixture of several task
+    types: the answer-token loss, the one metric every component shares)."""
+    if name != "auto":
+        return name
+    kinds = set(task_types)
+    return PRIMARY[kinds.pop()] if len(kinds) == 1 else "loss"
 
 
 def resolve(names: str | Sequence[str] | None, task_type: str) -> list[str]:

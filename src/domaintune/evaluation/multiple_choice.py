@@ -10,6 +10,7 @@ choice's tokens. Definitions follow lm-eval 0.4 exactly:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,17 +212,33 @@ def evaluate(
 ) -> dict[str, Evidence]:
     """acc, acc_norm and acc_bytes (in %) of a model on multiple-choice items, per item."""
     template = compile_template(prompt, f"The {name} benchmark prompt")
+    rendered = [dataclasses.replace(i, question=template.render(question=i.question, choices=i.choices)) for i in items]
+    lls = item_loglikelihoods(model, tok, rendered, delimiter, batch_size, share_context, answer_only_logits, name)
+    return score(items, lls)
+
+
+def item_loglikelihoods(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    items: list[MCItem],
+    delimiter: str,
+    batch_size: int,
+    share_context: bool,
+    answer_only_logits: bool,
+    name: str = "mc",
+) -> list[list[float]]:
+    """Per item, the log-likelihood of `delimiter + choice` after the item's (already rendered) context, for each
+    choice: shared by the benchmarks above and label scoring (evaluation/choice.py)."""
     pairs, owner = [], []
     for k, item in enumerate(items):
-        context = template.render(question=item.question, choices=item.choices)
         for choice in item.choices:
-            pairs.append(encode_pair(tok, context, delimiter + choice))
+            pairs.append(encode_pair(tok, item.question, delimiter + choice))
             owner.append(k)
     lls = loglikelihoods(model, tok, pairs, batch_size, share_context, answer_only_logits, desc=f"{name} log-likelihoods")
     per_item: list[list[float]] = [[] for _ in items]
     for k, ll in zip(owner, lls, strict=True):
         per_item[k].append(ll)
-    return score(items, per_item)
+    return per_item
 
 
 def score(items: list[MCItem], lls: list[list[float]]) -> dict[str, Evidence]:

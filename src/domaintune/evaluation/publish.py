@@ -13,8 +13,8 @@ from typing import Any
 
 from domaintune.evaluation.analysis import write_analysis
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
-from domaintune.evaluation.evidence import Evidence, paired_intervals
-from domaintune.evaluation.report import compare, print_table, samples_table, write_report
+from domaintune.evaluation.evidence import Evidence, interval_of, paired_intervals
+from domaintune.evaluation.report import compare, fmt, print_table, samples_table, write_report
 from domaintune.utils.loggers import log_to_wandb
 from domaintune.utils.logging import get_logger
 
@@ -56,15 +56,48 @@ def write_per_example(folder: Path, results: dict[str, EvalResult | None]) -> Pa
 def write_generations(folder: Path, base: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> Path:
     """generations.jsonl: every scored generation (samples.md shows only the first few), base and tuned."""
     path = folder / "generations.jsonl"
-    by_id = {t["id"]: t["output"] for t in tuned}
+    by_id = {t["id"]: t for t in tuned}
     with path.open("w") as f:
         for b in base:
             line = {k: b[k] for k in ("id", "task", "prompt", "reference")}
-            line["base"] = b["output"]
+            # *_stopped: False where the answer ran into max_new_tokens without its end-of-turn token
+            line["base"], line["base_stopped"] = b["output"], b.get("stopped", True)
             if by_id:
-                line["tuned"] = by_id.get(b["id"])
+                t = by_id.get(b["id"]) or {}
+                line["tuned"], line["tuned_stopped"] = t.get("output"), t.get("stopped", True)
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     return path
+
+
+def headline(name: str, row: dict[str, Any] | None) -> str:
+    """`gen/token_f1: 21.93 -> 23.26, +1.32 [-0.25, 2.75], no detectable change` (the report's first line)."""
+    if row is None:
+        return name
+    if row["base"] is None or row["tuned"] is None:
+        return f"{name}: {fmt(row['base'] if row['tuned'] is None else row['tuned'])}"
+    interval = f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if row["ci_low"] is not None else ""
+    return f"{name}: {fmt(row['base'])} -> {fmt(row['tuned'])}, {row['change']:+.4g}{interval}, {row['verdict'] or 'no interval'}"
+
+
+def above_baselines(evaluator: Evaluator, result: EvalResult) -> dict[str, dict[str, Any]]:
+    """For each accuracy of a labelled task: the model's accuracy with a bootstrap interval of its own, against the
+    best trivial baseline (majority label or chance). Beating the base model is not enough for a classifier: a
+    base model below chance makes a near-chance tuned model look like a gain."""
+    boot = evaluator.bootstrap
+    out = {}
+    for metric, (value, how) in evaluator.trivial_baselines().items():
+        e = result.evidence_of(metric)
+        if e is None or not e.n:
+            continue
+        ci = interval_of(e, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"]), metric)
+        above = ci.low > value
+        out[metric] = {
+            "baseline": value,
+            "above": above,
+            "text": f"{metric} {e.value():.1f} [{ci.low:.1f}, {ci.high:.1f}] is {'above' if above else 'NOT above'} "
+            f"{value:.1f}, {how}",
+        }
+    return out
 
 
 def publish(
@@ -86,13 +119,26 @@ def publish(
         else {}
     )
     rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {}, intervals, boot["warn_relative_width"])
-    info = {**info, "interval": f"paired bootstrap, {boot['resamples']} resamples, {100 * float(boot['confidence']):g}%"}
     first, second = (base or tuned), (tuned or base)
     assert first is not None and second is not None, "publish needs at least one result"
-    write_report(folder, rows, info, first.samples, second.samples, int(evaluator.gcfg["num_samples"]))
+    primary = evaluator.primary
+    rows = {primary: rows[primary], **rows} if primary in rows else rows  # the report leads with it
+    info = {
+        **info,
+        "primary metric": headline(primary, rows.get(primary)),
+        "interval": f"paired bootstrap, {boot['resamples']} resamples, {100 * float(boot['confidence']):g}%",
+        "max_new_tokens": f"{evaluator.answer_limit['max_new_tokens']} ({evaluator.answer_limit['how']})",
+    }
+    baselines = above_baselines(evaluator, second)
+    if baselines:
+        info["trivial baseline"] = "; ".join(b["text"] for b in baselines.values())
+    write_report(folder, rows, info, first.samples, second.samples, int(evaluator.gcfg["num_samples"]), primary)
     write_per_example(folder, {"base": base, "tuned": tuned})
     write_generations(folder, first.samples, second.samples if base and tuned else [])
     flat = {f"{key}/{k}": r[key] for k, r in rows.items() for key in FLAT_KEYS if r[key] is not None}
+    # one name for every domain's deciding metric, so a sweep can optimise it whatever the task (primary/tuned ...)
+    flat.update({f"primary/{key}": rows[primary][key] for key in FLAT_KEYS if primary in rows and rows[primary][key] is not None})
+    flat.update({f"above_baseline/{k}": float(b["above"]) for k, b in baselines.items()})
     comparison = (
         ["metric", "n", *FLAT_KEYS, "verdict"],
         [[k, r["n"], *[r[key] for key in FLAT_KEYS], r["verdict"] or ""] for k, r in rows.items()],

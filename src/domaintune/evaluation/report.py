@@ -14,7 +14,7 @@ from domaintune.evaluation.evidence import Interval, too_wide, verdict
 # Metrics where a lower value is better; every other metric is better when higher.
 LOWER_IS_BETTER = ("loss", "perplexity", "unparseable_rate")
 # Descriptions of the output or the machine, not quality: reported, never called better or worse.
-NEUTRAL = ("tokens_per_s", "length_words", "length_ratio")
+NEUTRAL = ("_per_s", "length_words", "length_ratio", "at_limit_rate")
 
 
 def direction(metric: str) -> int:
@@ -125,14 +125,18 @@ def write_report(
     base_samples: list[dict[str, Any]],
     tuned_samples: list[dict[str, Any]],
     num_samples: int,
+    primary: str | None = None,
 ) -> None:
-    """metrics.json (machine-readable), report.md (the table) and samples.md (generations side by side)."""
+    """metrics.json (machine-readable; `primary` names the deciding metric), report.md (the table) and samples.md
+    (generations side by side)."""
     folder.mkdir(parents=True, exist_ok=True)
     keys = ("base", "tuned", "change", "relative_change", "ci_low", "ci_high", "n", "verdict", "too_wide")
-    payload = {**info, **{key: {k: r[key] for k, r in rows.items()} for key in keys}}
+    payload = {**info, "primary": primary, **{key: {k: r[key] for k, r in rows.items()} for key in keys}}
     (folder / "metrics.json").write_text(json.dumps(payload, indent=2))
 
     lines = [f"# {info.get('data', '')} / {info.get('adapter', '')}: base vs tuned", ""]
+    if info.get("primary metric"):
+        lines += [f"**Primary metric** {info['primary metric']}", ""]
     lines += [f"- {k}: `{v}`" for k, v in info.items()]
     lines += [
         "",
@@ -152,7 +156,10 @@ def write_report(
         "The interval is a paired bootstrap interval on the change (tuned - base), resampling the n examples both",
         "models were scored on; the verdict is better or worse only when it excludes zero. Lower is better for loss,",
         "perplexity and unparseable_rate; speeds and lengths are descriptive (no verdict). Generation metrics",
-        "(gen/*) are on a 0-100 scale; mc/* are multiple-choice benchmarks (the forgetting check).",
+        "(gen/*) are on a 0-100 scale; choice/* score the likeliest label (classification); mc/* are",
+        "multiple-choice benchmarks (the forgetting check). gen/at_limit_rate: % of answers that ran into",
+        "max_new_tokens without stopping. gen_positions_per_s: decoding steps x rows per second, finished rows",
+        "included (a batch decodes until its longest answer stops, so answer tokens/s would measure answer lengths).",
         "Per-example scores: per_example.jsonl; generations: samples.md; error analysis: analysis.md.",
     ]
     (folder / "report.md").write_text("\n".join(lines) + "\n")

@@ -19,6 +19,9 @@ from domaintune.evaluation.report import direction
 from domaintune.utils.errors import DomainTuneError
 
 VALUES = ("relative_change", "change", "tuned", "base")
+# `metric="primary"`: each job's own deciding metric (a cross-domain sweep compares token F1 in one row with
+# macro-F1 in another, each against its own base model)
+PRIMARY = "primary"
 # read from each job's metrics.json besides the values: the paired bootstrap interval, its n and verdict
 EVIDENCE = ("ci_low", "ci_high", "n", "verdict")
 
@@ -34,14 +37,23 @@ class Job:
     error: str = ""
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     curve: list[tuple[int, float]] = field(default_factory=list)
+    # the job's primary metric (its data config's `primary_metric`), which `metric="primary"` stands for
+    primary: str | None = None
+
+    def name(self, metric: str) -> str:
+        return (self.primary or "?") if metric == PRIMARY else metric
+
+    def sign(self, metric: str) -> int:
+        """+1 if higher is better for this job's `metric`, -1 if lower (the primary may be the loss)."""
+        return direction(self.name(metric)) or 1
 
     def value(self, metric: str, kind: str) -> float | None:
-        v = self.metrics.get(kind, {}).get(metric)
+        v = self.metrics.get(kind, {}).get(self.name(metric))
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
     def verdict(self, metric: str) -> str:
         """`[low, high] verdict` of the change, or `-` for jobs of older versions / descriptive metrics."""
-        low, high, verdict = (self.metrics.get(k, {}).get(metric) for k in ("ci_low", "ci_high", "verdict"))
+        low, high, verdict = (self.metrics.get(k, {}).get(self.name(metric)) for k in ("ci_low", "ci_high", "verdict"))
         return f"[{low:.4g}, {high:.4g}] {verdict or ''}".strip() if low is not None and high is not None else "-"
 
 
@@ -89,6 +101,7 @@ def collect(sweep: Path) -> list[Job]:
         elif (folder / "metrics.json").exists():
             payload = json.loads((folder / "metrics.json").read_text())
             job.status, job.metrics = "ok", {k: payload.get(k, {}) for k in (*VALUES, *EVIDENCE)}
+            job.primary = payload.get("primary")
         jobs.append(job)
     if not jobs:
         raise DomainTuneError(f"'{sweep}' holds no job folders (with .hydra/).", "Pass the folder a multirun printed.")
@@ -109,14 +122,13 @@ def _fmt(v: float | None, kind: str) -> str:
 
 def best_per_cell(jobs: list[Job], metric: str, kind: str) -> dict[tuple[str, str], Job]:
     """The best finished job for each (data, adapter), by the metric's direction (extra sweep axes collapse)."""
-    sign = direction(metric) or 1
     best: dict[tuple[str, str], Job] = {}
     for j in jobs:
         v = j.value(metric, kind)
         if j.status != "ok" or v is None:
             continue
         cell = (j.data, j.adapter)
-        if cell not in best or sign * v > sign * best[cell].value(metric, kind):  # type: ignore[operator]
+        if cell not in best or j.sign(metric) * v > j.sign(metric) * best[cell].value(metric, kind):  # type: ignore[operator]
             best[cell] = j
     return best
 
@@ -132,9 +144,12 @@ def heatmap(jobs: list[Job], metric: str, kind: str, path: Path) -> Path:
     adapters = sorted({j.adapter for j in jobs})
     best = best_per_cell(jobs, metric, kind)
     grid = np.full((len(datas), len(adapters)), np.nan)
+    # each job's own primary may run either way (the loss): its changes are turned so that up is better
+    turned = metric == PRIMARY and kind in ("change", "relative_change")
     for (d, a), j in best.items():
-        grid[datas.index(d), adapters.index(a)] = j.value(metric, kind) * (100 if kind == "relative_change" else 1)
-    sign = direction(metric) or 1
+        scale = (100 if kind == "relative_change" else 1) * (j.sign(metric) if turned else 1)
+        grid[datas.index(d), adapters.index(a)] = j.value(metric, kind) * scale  # type: ignore[operator]
+    sign = 1 if metric == PRIMARY else direction(metric) or 1
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(adapters), 1.2 + 0.7 * len(datas)))
     finite = grid[np.isfinite(grid)]
     if kind in ("change", "relative_change"):  # centred on "no change", so the colour says better or worse
@@ -198,16 +213,22 @@ def rows(jobs: list[Job], metrics: list[str]) -> tuple[list[str], list[list[Any]
     return columns, table
 
 
-def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change", wandb_log: bool = True) -> dict[str, Path]:
+def write(sweep: Path, metric: str = PRIMARY, kind: str = "relative_change", wandb_log: bool = True) -> dict[str, Path]:
     """Write sweep_report.{md,csv}, sweep_heatmap.png and sweep_curves.png into the sweep folder."""
     if kind not in VALUES:
         raise DomainTuneError(f"Unknown value kind '{kind}'.", f"Use one of {', '.join(VALUES)}.")
     jobs = collect(sweep)
     known = sorted({m for j in jobs for m in j.metrics.get("tuned", {})})
-    if known and metric not in known:
+    if metric == PRIMARY and not any(j.primary for j in jobs if j.status == "ok"):
+        raise DomainTuneError(
+            "metric=primary, but no finished job names its primary metric (runs of an older version).",
+            f"Name a metric instead, one of: {', '.join(known)}.",
+        )
+    if known and metric != PRIMARY and metric not in known:
         raise DomainTuneError(f"No job has the metric '{metric}'.", f"Choose one of: {', '.join(known)}.")
     # the CSV (and the W&B table) hold every metric; loss, perplexity and the chosen one first
-    shown = list(dict.fromkeys([m for m in ("loss", "perplexity", metric) if m in known or not known] + known))
+    primaries = [j.primary for j in jobs if j.primary]
+    shown = list(dict.fromkeys([*primaries, *[m for m in ("loss", "perplexity", metric) if m in known or not known], *known]))
     columns, table = rows(jobs, shown)
     with (sweep / "sweep_report.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -225,23 +246,22 @@ def write(sweep: Path, metric: str = "perplexity", kind: str = "relative_change"
         f"{sum(j.status == 'ok' for j in jobs)} ok, {sum(j.status == 'failed' for j in jobs)} failed, "
         f"{sum(j.status == 'incomplete' for j in jobs)} incomplete; varying: {', '.join(keys) or '-'}.",
         "",
-        f"| job | {' | '.join(shown_keys)} | status | {metric} base | {metric} tuned | change | relative "
-        "| 95% interval, verdict |",
-        "|---|" + "---|" * len(shown_keys) + "---|---:|---:|---:|---:|---|",
+        f"| job | {' | '.join(shown_keys)} | status | metric | base | tuned | change | relative | 95% interval, verdict |",
+        "|---|" + "---|" * len(shown_keys) + "---|---|---:|---:|---:|---:|---|",
     ]
     for j in jobs:
         vals = [_fmt(j.value(metric, k), k) for k in ("base", "tuned", "change", "relative_change")]
         over = " | ".join(j.overrides.get(k, f"{j.data} / {j.adapter}" if k == "data / adapter" else "") for k in shown_keys)
-        lines.append(f"| {j.num} | {over} | {j.status} | {' | '.join(vals)} | {j.verdict(metric)} |")
+        lines.append(f"| {j.num} | {over} | {j.status} | {j.name(metric)} | {' | '.join(vals)} | {j.verdict(metric)} |")
     best = best_per_cell(jobs, metric, kind)
     if best:
-        winner = max(best.values(), key=lambda j: (direction(metric) or 1) * j.value(metric, kind))  # type: ignore[operator]
+        winner = max(best.values(), key=lambda j: j.sign(metric) * j.value(metric, kind))  # type: ignore[operator]
         lines += [
             "",
             f"Best {kind.replace('_', ' ')} of {metric}: job {winner.num} ({winner.data} / {winner.adapter}), "
             f"{_fmt(winner.value(metric, kind), kind)}.",
         ]
-    task = [m for m in known if m.startswith(("gen/", "mc/")) and direction(m) and m != metric]  # lengths are descriptive
+    task = [m for m in known if m.startswith(("gen/", "choice/", "mc/")) and direction(m) and m != metric]  # lengths: descriptive
     if task:
         lines += ["", "## Task metrics (base → tuned)", ""]
         for j in jobs:

@@ -1,0 +1,247 @@
+"""What decides a run (primary metric), the answer-length limit, labels scored by likelihood, trivial
+baselines, the time budget's arithmetic and run-to-run comparison: each on planted values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from domaintune.budget import TimeBudget, parse_budget
+from domaintune.data.formats import Task
+from domaintune.evaluation import metrics, multiple_choice
+from domaintune.evaluation.choice import choice_scores, label_items, trivial_baseline
+from domaintune.evaluation.compare import compare_runs
+from domaintune.evaluation.evidence import Evidence
+from domaintune.evaluation.generation import answer_limit
+from domaintune.models.loading import load_model
+from domaintune.models.module import LossOptions
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
+
+LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
+
+
+# ------------------------------------------------------------------------------------------ answer limit
+class WordTokenizer:
+    """One token per word: planted answer lengths are then known exactly."""
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
+        return {"input_ids": [[0] * len(t.split()) for t in texts]}
+
+
+def planted_data(lengths: list[int]) -> SimpleNamespace:
+    task = Task(
+        type="qa", fields={}, system_prompt=None, prompt="{{ question }}", response="{{ answer }}", labels=None, train_on="all"
+    )
+    records = [{"_src": f"t:{i}", "question": "q", "answer": " ".join(["w"] * n)} for i, n in enumerate(lengths)]
+    return SimpleNamespace(
+        tokenizer=WordTokenizer(), records={"train": records}, require=lambda split: records, task_of=lambda r: task
+    )
+
+
+def test_max_new_tokens_auto_takes_a_percentile_of_the_training_answers() -> None:
+    data = planted_data(list(range(1, 101)))  # answers of 1..100 tokens, +1 each for the end-of-turn token
+    found = answer_limit(data, {"max_new_tokens": "auto", "auto_percentile": 95, "auto_cap": 512})
+    assert found["max_new_tokens"] == 97  # the 95th percentile of 2..101 (numpy "higher")
+    assert "95th percentile of 100 training answers" in found["how"]
+    capped = answer_limit(data, {"max_new_tokens": "auto", "auto_percentile": 95, "auto_cap": 40})
+    assert capped["max_new_tokens"] == 40 and "capped at 40" in capped["how"]
+    assert answer_limit(data, {"max_new_tokens": 7})["max_new_tokens"] == 7
+
+
+def test_evaluator_states_the_auto_limit_and_counts_answers_at_it(make_cfg, tokenizer) -> None:
+    cfg = make_cfg("eval.generation.max_new_tokens=auto", "eval.generation.auto_cap=3", "eval.generation.max_samples=4")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    evaluator = build(cfg.eval, data=dm, loss=LOSS)
+    assert evaluator.gcfg["max_new_tokens"] == 3 and "capped at 3" in evaluator.answer_limit["how"]
+    model = load_model(cfg.model)[0]
+    _, evidence, samples = evaluator.generation(model, "test")
+    # the untrained tiny model never emits its end-of-turn token: every answer runs into the limit of 3
+    assert evidence["gen/at_limit_rate"].value() == 100.0 and not any(s["stopped"] for s in samples)
+
+
+# ------------------------------------------------------------------------------------------ primary metric
+def test_primary_metric_by_task_type_and_as_named() -> None:
+    assert metrics.primary_metric("auto", ["qa"]) == "gen/token_f1"
+    assert metrics.primary_metric("auto", ["fact_check"]) == "choice/macro_f1"
+    assert metrics.primary_metric("auto", ["summarization"]) == "gen/rougeL"
+    assert metrics.primary_metric("auto", ["qa", "summarization"]) == "loss"  # a mixture of task types
+    assert metrics.primary_metric("gen/chrf", ["qa"]) == "gen/chrf"
+
+
+def test_an_unreported_primary_metric_is_refused_before_training(make_cfg, tokenizer) -> None:
+    cfg = make_cfg("data.primary_metric=gen/rouge9", "eval.generation.max_samples=2")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    evaluator = build(cfg.eval, data=dm, loss=LOSS)
+    with pytest.raises(DomainTuneError, match=r"data.primary_metric=gen/rouge9 is not among .*gen/token_f1") as err:
+        evaluator.run(load_model(cfg.model)[0], "base")
+    assert "Set data.primary_metric to one of them" in err.value.paragraph()
+
+
+# ------------------------------------------------------------------------------------------ labels by likelihood
+def brute_force_loglikelihood(model: torch.nn.Module, ctx: list[int], cont: list[int]) -> float:
+    """Sum of log p(continuation) from one plain forward pass over context + continuation (no batching tricks)."""
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = F.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    return float(sum(logp[len(ctx) - 1 + k, t] for k, t in enumerate(cont)))
+
+
+def test_label_scores_equal_the_multiple_choice_scorer_and_a_plain_forward_pass(make_cfg, tokenizer) -> None:
+    cfg = make_cfg("data=fact_checking")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    model = load_model(cfg.model)[0].eval()
+    task, records = dm.tasks[""], dm.records["test"][:9]
+    items = label_items(dm, task, records)
+    assert items[0].choices == task.labels and items[0].question.endswith("<|im_start|>assistant\n")
+    found = choice_scores(model, dm, task, records, 4, True, LOSS)
+    # the scorer's own (lm-eval) path: one row per (context, choice), full logits
+    plain = multiple_choice.item_loglikelihoods(model, tokenizer, items, "", 4, False, False)
+    assert found["accuracy"].value() == multiple_choice.score(items, plain)["acc"].value()
+    for item, lls in zip(items, plain, strict=True):
+        pairs = [multiple_choice.encode_pair(tokenizer, item.question, c) for c in item.choices]
+        assert lls == pytest.approx([brute_force_loglikelihood(model, *p) for p in pairs], abs=1e-3)
+    guesses = [max(range(3), key=ll.__getitem__) for ll in plain]
+    assert [row[1] for row in found["macro_f1"].rows] == guesses
+    assert [row[0] for row in found["macro_f1"].rows] == [task.labels.index(r["label"]) for r in records]
+
+
+def test_trivial_baseline_is_the_majority_label_or_chance() -> None:
+    recs = [{"label": x} for x in ["a", "a", "a", "b"]]
+    assert trivial_baseline(recs, ["a", "b"]) == (75.0, "always 'a' (the majority label: 3 of 4)")
+    balanced = [{"label": x} for x in ["a", "b", "c"]]
+    assert trivial_baseline(balanced, ["a", "b", "c", "d"])[0] == pytest.approx(100 / 3)  # majority 1/3 > chance 1/4
+
+
+def test_report_says_whether_a_classifier_beats_its_trivial_baseline(make_cfg, tokenizer) -> None:
+    from domaintune.evaluation.evaluator import EvalResult
+    from domaintune.evaluation.publish import above_baselines
+
+    cfg = make_cfg("data=fact_checking")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    evaluator = build(cfg.eval, data=dm, loss=LOSS)
+    records = dm.records["test"]
+    best, _ = evaluator.trivial_baselines()["choice/accuracy"]
+
+    def result(correct: int) -> EvalResult:
+        rows = [100.0 * (i < correct) for i in range(len(records))]
+        e = Evidence("mean", [r["_src"] for r in records], rows)
+        return EvalResult({"choice/accuracy": e.value()}, evidence={"choice/accuracy": e.to_dict()})
+
+    assert above_baselines(evaluator, result(len(records)))["choice/accuracy"]["above"]
+    at_baseline = above_baselines(evaluator, result(round(best / 100 * len(records))))["choice/accuracy"]
+    assert not at_baseline["above"] and "NOT above" in at_baseline["text"]
+
+
+# ------------------------------------------------------------------------------------------ time budget
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15m", 900), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), (120, 120), (None, None)]
+)
+def test_parse_budget(text, seconds) -> None:
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["fifteen minutes", "15x", "0m", -3])
+def test_parse_budget_refuses_nonsense(bad) -> None:
+    with pytest.raises(DomainTuneError, match=r"trainer\.budget"):
+        parse_budget(bad)
+
+
+def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
+    budget = TimeBudget(budget_s=600, eval_estimate_s=100, warmup_steps=2, measure_steps=4)
+    budget._step_times = [9.0, 7.0, 2.0, 2.0, 2.0, 2.0]  # warm-up steps are slow and are not counted
+    # no validation measured yet: estimated as 0.4 x step time x 10 batches = 8 s per check, every 20 steps
+    # -> 2.4 s a step; 600 - 60 elapsed - 100 evaluation = 440 s -> 183 more steps
+    assert budget.steps_for(6, 60.0, 20, 10) == 6 + 183
+    budget._val_times = [12.0]  # a measured check: 2 + 12 / 20 = 2.6 s a step -> 169 more
+    assert budget.steps_for(6, 60.0, 20, 10) == 6 + 169
+    assert budget.steps_for(6, 700.0, 20, 10) == 6, "over budget: no further step"
+
+
+def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> None:
+    """A budgeted tiny run stops at the step it planned, and its learning-rate schedule is the one a run with
+    that max_steps would have (cosine decay to the planned end)."""
+    from domaintune.pipeline import fit_and_evaluate
+
+    cfg = make_cfg("trainer.budget=1h", "trainer.max_steps=9", "trainer.val_check_interval=3", "logger=csv")
+    run = fit_and_evaluate(cfg)
+    assert run is not None
+    budget = next(c for c in run.trainer.callbacks if isinstance(c, TimeBudget))
+    assert budget.plan.planned_steps == 9 and run.trainer.global_step == 9, "an hour is more than enough: the cap holds"
+    report = (tmp_path / "report.md").read_text()
+    assert "time budget: `3600 s for training + tuned evaluation; planned: training to step 9" in report
+
+    scheduler = run.trainer.lr_scheduler_configs[0].scheduler
+    TimeBudget._apply(run.trainer, run.module, 5)
+    fresh = run.module.optim.scheduler(
+        optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+        num_warmup_steps=run.module.optim.warmup(5),
+        num_training_steps=5,
+    )
+    assert [scheduler.lr_lambdas[0](s) for s in range(6)] == [fresh.lr_lambdas[0](s) for s in range(6)]
+    assert run.trainer.fit_loop.epoch_loop.max_steps == 5
+
+
+# ------------------------------------------------------------------------------------------ run vs run
+def planted_run(folder: Path, ids: list[str], f1: list[float], primary: str = "gen/token_f1") -> Path:
+    folder.mkdir(parents=True)
+    with (folder / "per_example.jsonl").open("w") as f:
+        for i, v in zip(ids, f1, strict=True):
+            f.write(
+                json.dumps({"stage": "tuned", "metric": "gen/token_f1", "kind": "mean", "id": i, "value": v, "row": v}) + "\n"
+            )
+            f.write(
+                json.dumps({"stage": "tuned", "metric": "gen/chrf", "kind": "mean", "id": i, "value": 30.0, "row": 30.0}) + "\n"
+            )
+    (folder / "metrics.json").write_text(json.dumps({"split": "test", "primary": primary}))
+    return folder
+
+
+def test_compare_finds_a_planted_gain(tmp_path: Path) -> None:
+    ids = [f"test.jsonl:{i}" for i in range(60)]
+    a = planted_run(tmp_path / "a", ids, [20.0 + (i % 7) for i in range(60)])
+    b = planted_run(tmp_path / "b", ids, [25.0 + (i % 7) for i in range(60)])
+    rows, primary = compare_runs(a, b, 1000, 0.95, 0)
+    assert primary == "gen/token_f1" and next(iter(rows)) == "gen/token_f1"
+    assert rows["gen/token_f1"]["change"] == pytest.approx(5.0) and rows["gen/token_f1"]["verdict"] == "better"
+    assert rows["gen/chrf"]["verdict"] == "no detectable change"
+    rows, _ = compare_runs(b, a, 1000, 0.95, 0)
+    assert rows["gen/token_f1"]["verdict"] == "worse"
+
+
+def test_compare_refuses_runs_scored_on_other_examples(tmp_path: Path) -> None:
+    a = planted_run(tmp_path / "a", [f"test.jsonl:{i}" for i in range(10)], [1.0] * 10)
+    b = planted_run(tmp_path / "b", [f"test.jsonl:{i}" for i in range(2, 12)], [1.0] * 10)
+    with pytest.raises(DomainTuneError, match=r"2 only in run_a, 2 only in run_b \(e.g. `test.jsonl:0`\)") as err:
+        compare_runs(a, b, 1000, 0.95, 0)
+    assert "Evaluate both on the same split and records" in err.value.paragraph()
+    other = planted_run(tmp_path / "c", [f"test.jsonl:{i}" for i in range(10)], [1.0] * 10, primary="gen/rougeL")
+    with pytest.raises(DomainTuneError, match="run_a is decided by gen/token_f1, run_b by gen/rougeL"):
+        compare_runs(a, other, 1000, 0.95, 0)
+
+
+# ------------------------------------------------------------------------------------------ learning to stop
+def test_every_training_answer_ends_with_the_end_of_turn_token(make_cfg, tokenizer, monkeypatch) -> None:
+    from domaintune.data.audit_report import Audit
+    from domaintune.data.chat import IGNORE, ChatRenderer
+    from domaintune.data.tokenize import tokenize_split
+
+    cfg = make_cfg("data=fact_checking")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert all([t for t in ex["labels"] if t != IGNORE][-1] == eot for ex in dm.examples["train"])
+    renderer = ChatRenderer(tokenizer, 384)
+    monkeypatch.setattr(
+        renderer, "stop_token_ids", lambda: [tokenizer.convert_tokens_to_ids("!")]
+    )  # a template that "ends" elsewhere
+    with pytest.raises(DomainTuneError, match="never learn to stop"):
+        tokenize_split("train", dm.records["train"][:2], dm.tasks[""], renderer, "truncate", Audit())
