@@ -29,8 +29,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model, tok = load_model(cfg.model)
     dm = build(cfg.data, tokenizer=tok)
     evaluator: Evaluator = build(cfg.eval, data=dm, loss=LossOptions.from_config(cfg.model), model_key=model_identity(cfg.model))
-    base = evaluator.run(model, "base") if cfg.compare_base or path is None else None
-    tuned = evaluator.run(load_adapted(model, path), "tuned") if path is not None else None
+    base = evaluator.check_primary(evaluator.run(model, "base")) if cfg.compare_base or path is None else None
+    tuned = evaluator.check_primary(evaluator.run(load_adapted(model, path), "tuned")) if path is not None else None
     info = {
         "model": cfg.model.name,
         "data": cfg.data.name,

@@ -132,7 +132,11 @@ class TimeBudget(pl.Callback):
         per_step = step_s + (val_s / val_interval if val_interval else 0.0)
         left = self.plan.budget_s - elapsed_s - self.plan.eval_estimate_s
         self.plan.step_s, self.plan.validation_s = step_s, val_s
-        return now_step + max(0, math.floor(left / per_step))
+        end = now_step + max(0, math.floor(left / per_step))
+        # end at a validation check: steps after the last check cannot be selected as the best weights
+        if val_interval and end >= val_interval:
+            end = end // val_interval * val_interval
+        return max(end, now_step)
 
     def _replan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.plan.train_started is not None

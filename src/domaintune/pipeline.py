@@ -52,7 +52,7 @@ log = get_logger(__name__)
 
 
 # trainer keys that DomainTune reads (the time budget) and Lightning's Trainer does not take
-BUDGET_KEYS = ("budget", "budget_warmup_steps", "budget_measure_steps")
+BUDGET_KEYS = ("budget", "budget_warmup_steps", "budget_measure_steps", "budget_eval_factor")
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
@@ -71,7 +71,8 @@ def time_budget(cfg: DictConfig, base: EvalResult | None) -> TimeBudget | None:
     seconds = parse_budget(cfg.trainer.budget)
     if seconds is None or base is None:
         return None
-    return TimeBudget(seconds, base.seconds or 0.0, int(cfg.trainer.budget_warmup_steps), int(cfg.trainer.budget_measure_steps))
+    estimate = float(cfg.trainer.budget_eval_factor) * (base.seconds or 0.0)
+    return TimeBudget(seconds, estimate, int(cfg.trainer.budget_warmup_steps), int(cfg.trainer.budget_measure_steps))
 
 
 @dataclass
@@ -110,7 +111,8 @@ def prepare_training(
     loss = LossOptions.from_config(cfg.model)
     evaluator: Evaluator = build(cfg.eval, data=dm, loss=loss, model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
-    base = evaluator.run(model, "base") if is_zero and base_eval else None
+    # a primary metric this evaluation does not report is refused here, before any training time is spent
+    base = evaluator.check_primary(evaluator.run(model, "base")) if is_zero and base_eval else None
     clock.lap("base evaluation")
 
     # Re-seed: the adapter's random init (and everything after) must not depend on whether the base

@@ -124,7 +124,7 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     assert len(jobs) == 2 and all((j / "metrics.json").exists() for j in jobs)
 
 
-def _fake_job(sweep: Path, num: int, data: str, metrics: dict[str, tuple[float, float]]) -> None:
+def _fake_job(sweep: Path, num: int, data: str, metrics: dict[str, tuple[float, float]], primary: str | None = None) -> None:
     """A finished job folder as train.py leaves it (config, overrides, metrics.json), without training."""
     job = sweep / f"{num}_{data}_lora"
     (job / ".hydra").mkdir(parents=True)
@@ -135,6 +135,7 @@ def _fake_job(sweep: Path, num: int, data: str, metrics: dict[str, tuple[float, 
         "tuned": {m: t for m, (_, t) in metrics.items()},
         "change": {m: t - b for m, (b, t) in metrics.items()},
         "relative_change": {m: (t - b) / b for m, (b, t) in metrics.items()},
+        "primary": primary,
     }
     (job / "metrics.json").write_text(json.dumps(payload))
 
@@ -143,9 +144,18 @@ def test_report_of_domains_with_different_task_metrics(tmp_path: Path) -> None:
     """Summaries score ROUGE, fact-checking scores accuracy: the CSV and the W&B table hold both (a job lacks
     the other's metrics), the markdown lists each job's task metrics, and the W&B table accepts the gaps."""
     sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
-    _fake_job(sweep, 0, "education", {"perplexity": (14.7, 10.8), "gen/rougeL": (22.6, 27.8), "gen/length_words": (41, 19)})
-    _fake_job(sweep, 1, "fact_checking", {"perplexity": (21.8, 1.5), "gen/accuracy": (25.0, 37.5)})
-    paths = write_sweep_report(sweep, wandb_log=True)
+    _fake_job(
+        sweep,
+        0,
+        "education",
+        {"perplexity": (14.7, 10.8), "gen/rougeL": (22.6, 27.8), "gen/length_words": (41, 19)},
+        "gen/rougeL",
+    )
+    _fake_job(sweep, 1, "fact_checking", {"perplexity": (21.8, 1.5), "gen/accuracy": (25.0, 37.5)}, "gen/accuracy")
+    paths = write_sweep_report(sweep, wandb_log=True)  # by default each job's own primary metric leads
+    lines = paths["md"].read_text().splitlines()
+    assert any(line.startswith("| 0 |") and "| gen/rougeL | 22.6 | 27.8 | 5.2 | +23.0% |" in line for line in lines)
+    assert any(line.startswith("| 1 |") and "| gen/accuracy | 25 | 37.5 | 12.5 | +50.0% |" in line for line in lines)
     with paths["csv"].open() as f:
         table = list(csv.DictReader(f))
     assert table[0]["tuned/gen/rougeL"] and not table[0]["tuned/gen/accuracy"] and table[1]["tuned/gen/accuracy"]

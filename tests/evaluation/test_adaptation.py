@@ -159,10 +159,12 @@ def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
     budget = TimeBudget(budget_s=600, eval_estimate_s=100, warmup_steps=2, measure_steps=4)
     budget._step_times = [9.0, 7.0, 2.0, 2.0, 2.0, 2.0]  # warm-up steps are slow and are not counted
     # no validation measured yet: estimated as 0.4 x step time x 10 batches = 8 s per check, every 20 steps
-    # -> 2.4 s a step; 600 - 60 elapsed - 100 evaluation = 440 s -> 183 more steps
-    assert budget.steps_for(6, 60.0, 20, 10) == 6 + 183
-    budget._val_times = [12.0]  # a measured check: 2 + 12 / 20 = 2.6 s a step -> 169 more
-    assert budget.steps_for(6, 60.0, 20, 10) == 6 + 169
+    # -> 2.4 s a step; 600 - 60 elapsed - 100 evaluation = 440 s -> 183 more steps: to step 189, which ends
+    # at the last validation check before it (step 180: later steps could never be chosen as the best weights)
+    assert budget.steps_for(6, 60.0, 20, 10) == 180
+    assert budget.steps_for(6, 60.0, None, 10) == 6 + 440 // 2, "no validation checks: every step counts, 2 s each"
+    budget._val_times = [30.0]  # a measured check: 2 + 30 / 20 = 3.5 s a step -> 125 more -> step 131 -> 120
+    assert budget.steps_for(6, 60.0, 20, 10) == 120
     assert budget.steps_for(6, 700.0, 20, 10) == 6, "over budget: no further step"
 
 

@@ -299,12 +299,34 @@ class Evaluator:
 
     def run(self, model: nn.Module, label: str) -> EvalResult:
         """Evaluate `model`; the base model's result is reused from the cache when nothing that shapes it changed."""
-        return self.check_primary(self._cached_or_evaluated(model, label))
+        cache = self.cache_path() if label == "base" and self.model_key else None
+        if cache is None:
+            return self._evaluate(model, label)
+        # parallel sweep jobs on a cold cache: one evaluates the base model, the others wait and reuse it
+        with locked(cache):
+            if cache.exists():
+                try:
+                    result = EvalResult(**json.loads(cache.read_text()))
+                    log.info(f"Base-model results reused from {cache} (same model, data and eval config)")
+                    return result
+                except (ValueError, TypeError) as exc:
+                    log.warning(f"The base-result cache {cache} is damaged ({exc}); evaluating again")
+            result = self._evaluate(model, label)
+            write_atomic(cache, json.dumps(asdict(result)))
+            return result
 
     def check_primary(self, result: EvalResult) -> EvalResult:
         """The primary metric must be one this evaluation reports (found after the base evaluation, before any
         training time is spent)."""
         if self.primary not in result.metrics:
+            family = self.primary.split("/", 1)[0] + "/"
+            if "/" in self.primary and not any(k.startswith(family) for k in result.metrics):
+                # that whole family was switched off (e.g. eval.generation.max_samples=0 for a quick run): said, not fatal
+                log.warning(
+                    f"The primary metric {self.primary} is not scored in this run (no {family}* metric: generation or "
+                    "label scoring is switched off); the report cannot say whether adapting worked by it."
+                )
+                return result
             quality = sorted(k for k in result.evidence if "/" not in k or k.startswith(("gen/", "choice/")))
             raise DomainTuneError(
                 f"data.primary_metric={self.primary} is not among the metrics this evaluation reports ({', '.join(quality)}).",
@@ -333,23 +355,6 @@ class Evaluator:
         self.dm.require(split)
         records = [r for r in self.dm.records[split] if self.dm.task_of(r).type != "text"]
         return records[: int(limit)] if limit is not None else records
-
-    def _cached_or_evaluated(self, model: nn.Module, label: str) -> EvalResult:
-        cache = self.cache_path() if label == "base" and self.model_key else None
-        if cache is None:
-            return self._evaluate(model, label)
-        # parallel sweep jobs on a cold cache: one evaluates the base model, the others wait and reuse it
-        with locked(cache):
-            if cache.exists():
-                try:
-                    result = EvalResult(**json.loads(cache.read_text()))
-                    log.info(f"Base-model results reused from {cache} (same model, data and eval config)")
-                    return result
-                except (ValueError, TypeError) as exc:
-                    log.warning(f"The base-result cache {cache} is damaged ({exc}); evaluating again")
-            result = self._evaluate(model, label)
-            write_atomic(cache, json.dumps(asdict(result)))
-            return result
 
     def general_benchmarks(self, model: nn.Module, label: str) -> EvalResult:
         """Only the general benchmarks (eval.general): the forgetting check scores them at the start and end of

@@ -157,12 +157,11 @@ PRIMARY = {
 
 
 def primary_metric(name: str, task_types: Sequence[str]) -> str:
-    """The metric a run is decided by: `name` as given, or for `auto` the task type's (a mixture of several task
-    types: the answer-token loss, the one metric every component shares)."""
+    """The metric a run is decided by: `name` as given, or for `auto` the task type's (a mixture, whose task
+    metrics are reported per component: the answer-token loss, the one metric every component shares)."""
     if name != "auto":
         return name
-    kinds = set(task_types)
-    return PRIMARY[kinds.pop()] if len(kinds) == 1 else "loss"
+    return PRIMARY[task_types[0]] if len(task_types) == 1 else "loss"
 
 
 def resolve(names: str | Sequence[str] | None, task_type: str) -> list[str]:
