@@ -90,3 +90,28 @@ def test_analyze_refuses_a_folder_without_evidence(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({}))
     with pytest.raises(DomainTuneError, match=r"no per_example\.jsonl"):
         analyze(tmp_path)
+
+
+def test_answers_that_never_stop_name_the_change_that_fits_the_data() -> None:
+    """A tuned model that runs into max_new_tokens: longer examples when training truncated them, else more steps;
+    each finding carries the overrides scripts/refine.py runs."""
+    gens = [
+        {
+            "id": f"t:{i}",
+            "prompt": "p",
+            "reference": "a b c d",
+            "base": "x",
+            "tuned": "a b c",
+            "base_stopped": True,
+            "tuned_stopped": i >= 3,
+        }
+        for i in range(10)
+    ]
+    lines, found = generation_analysis(gens, truncated=0.2)
+    never = next(f for f in found if f.topic == "never stops")
+    assert "3 of 10" in never.text and never.overrides == ["experiment=longer_context"]
+    assert "- answers that ran into max_new_tokens without stopping: tuned 3 of 10, base 0 of 10" in lines
+    _, found = generation_analysis(gens, truncated=0.01)
+    assert next(f for f in found if f.topic == "never stops").overrides == ["experiment=more_steps"]
+    gens = [{**g, "tuned_stopped": True} for g in gens]
+    assert "never stops" not in topics(generation_analysis(gens, truncated=0.2)[1])

@@ -142,7 +142,16 @@ def _repetitive(text: str) -> bool:
     return len(grams) >= 10 and len(set(grams)) / len(grams) < 0.5
 
 
-def generation_analysis(generations: list[dict[str, Any]]) -> tuple[list[str], list[Finding]]:
+def truncated_share(report: dict[str, Any]) -> float:
+    """The share of training examples the length audit truncated (0 when the report has no tokenize step)."""
+    steps = (report.get("splits") or {}).get("train") or []
+    tok = next((s for s in steps if s["step"] == "tokenize"), None)
+    return tok["changed"] / tok["in"] if tok and tok["in"] else 0.0
+
+
+def generation_analysis(generations: list[dict[str, Any]], truncated: float = 0.0) -> tuple[list[str], list[Finding]]:
+    """Answer lengths, repetition and answers that never stop; `truncated` (the training examples' truncated
+    share) decides whether a model that never stops needs longer examples or more steps."""
     tuned = [g for g in generations if g.get("tuned") is not None]
     if not tuned:
         return [], []
@@ -178,8 +187,10 @@ def generation_analysis(generations: list[dict[str, Any]]) -> tuple[list[str], l
                 "never stops",
                 f"{len(never)} of {n} tuned answers ran into max_new_tokens without their end-of-turn token: the model has "
                 "not learnt where an answer ends (often because training examples were truncated before their end).",
-                "experiment=longer_context, or experiment=more_steps when few training examples are truncated",
-                ["experiment=longer_context"],
+                f"experiment=longer_context ({100 * truncated:.0f}% of training examples are truncated)"
+                if truncated >= 0.05
+                else f"experiment=more_steps (only {100 * truncated:.1f}% of training examples are truncated)",
+                ["experiment=longer_context" if truncated >= 0.05 else "experiment=more_steps"],
             )
         )
     if len(empty) / n >= 0.05:
@@ -321,7 +332,7 @@ def analyze(run_dir: str | Path, top: int = 5) -> tuple[str, list[Finding]]:
         ("Learning curve", curve_analysis(_json(run / "curves.json"), metrics.get("weights"))),
         ("Data", data_analysis(_json(run / "data_report.json"))),
         ("Labels", label_analysis(per_example, outputs)),
-        ("Generated answers", generation_analysis(generations)),
+        ("Generated answers", generation_analysis(generations, truncated_share(_json(run / "data_report.json")))),
     ]
     for _, (_, found) in sections:
         findings += found
