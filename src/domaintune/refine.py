@@ -104,26 +104,26 @@ def preset_keys(name: str) -> set[str]:
 
 
 def merge(original: list[str], change: list[str], extra: list[str]) -> list[str]:
-    """The refinement run's overrides: the original's, then the change's, then the user's extra ones.
+    """The refinement run's overrides: the original's, then the user's `extra` ones (how to repeat the original,
+    e.g. its planned step count instead of its time budget), then the change.
 
-    A change wins over the original: an override of the same key is dropped, and so is one that sets a key
-    the change's experiment preset sets (command-line values would otherwise beat the preset's). Two
+    A later group wins over an earlier one: an override of the same key is dropped, and so is one that sets a
+    key the change's experiment preset sets (a command-line value would otherwise beat the preset's). Two
     experiment presets are both applied (`experiment=[a,b]`)."""
     changed = {_key(o) for o in change}
     presets = [o.split("=", 1)[1] for o in change if _key(o) == "experiment"]
     covered = set().union(*(preset_keys(p) for p in presets)) if presets else set()
-    kept, earlier = [], []
-    for o in original:
-        key = _key(o)
-        if key == "experiment" and presets:
-            earlier.append(o.split("=", 1)[1].strip("[]"))
-            continue
-        if key in changed or any(key == c or key.startswith(c + ".") for c in covered):
-            continue
-        kept.append(o)
+
+    def beaten(key: str, by: set[str]) -> bool:
+        return key in by or any(key == c or key.startswith(c + ".") for c in covered)
+
+    extra_keys = {_key(o) for o in extra}
+    earlier = [o.split("=", 1)[1].strip("[]") for o in original if _key(o) == "experiment" and presets]
+    kept = [o for o in original if not (_key(o) == "experiment" and presets) and not beaten(_key(o), changed | extra_keys)]
+    extra = [o for o in extra if not beaten(_key(o), changed)]
     if earlier:
         change = [f"experiment=[{','.join([*earlier, *presets])}]" if _key(o) == "experiment" else o for o in change]
-    return [*kept, *change, *extra]
+    return [*kept, *extra, *change]
 
 
 def slug(text: str) -> str:

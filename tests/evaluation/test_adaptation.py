@@ -247,3 +247,26 @@ def test_every_training_answer_ends_with_the_end_of_turn_token(make_cfg, tokeniz
     )  # a template that "ends" elsewhere
     with pytest.raises(DomainTuneError, match="never learn to stop"):
         tokenize_split("train", dm.records["train"][:2], dm.tasks[""], renderer, "truncate", Audit())
+
+
+# ------------------------------------------------------------------------------------------ refine's command line
+def test_refine_merges_the_original_the_users_repeat_settings_and_the_change() -> None:
+    from domaintune.refine import merge, preset_keys
+
+    assert {"trainer.max_steps", "trainer.val_check_interval", "trainer.budget"} <= preset_keys("more_steps")
+    original = ["data=healthcare", "trainer.budget=15m", "trainer.max_steps=400", "optim.lr=3e-4", "experiment=healthcare_best"]
+    extra = ["trainer.budget=null", "trainer.max_steps=70"]
+    # a plain override: the original's value of that key goes, the user's repeat settings stay
+    assert merge(original, ["optim.lr=1e-3"], extra) == [
+        "data=healthcare",
+        "experiment=healthcare_best",
+        "trainer.budget=null",
+        "trainer.max_steps=70",
+        "optim.lr=1e-3",
+    ]
+    # a preset: every key it sets beats the original's and the user's command-line values; both presets apply
+    assert merge(original, ["experiment=more_steps"], extra) == [
+        "data=healthcare",
+        "optim.lr=3e-4",
+        "experiment=[healthcare_best,more_steps]",
+    ]
