@@ -29,7 +29,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )
     out = Path(cfg.paths.output_dir)
     max_changes = int(cfg.max_changes) if cfg.max_changes is not None else None
-    trials = refine(run_dir, out, [str(o) for o in cfg.overrides], max_changes, to_dict(cfg.eval.bootstrap))
+    only = [str(t) for t in cfg.only] if cfg.only else None
+    trials = refine(run_dir, out, [str(o) for o in cfg.overrides], max_changes, to_dict(cfg.eval.bootstrap), only)
     path = write_refinement(out, run_dir, trials)
     print(path.read_text())
     print(f"Refinement: {path}")

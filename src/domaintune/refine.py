@@ -52,18 +52,26 @@ class Trial:
         return bool(row and row["verdict"] == "better" and not worse_metrics(self.rows))
 
 
-def suggestions(run_dir: Path) -> list[tuple[str, list[str]]]:
-    """(topic, overrides) of each runnable finding in analysis.json, each distinct change once."""
+def suggestions(run_dir: Path, only: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """(topic, overrides) of each runnable finding in analysis.json (of the `only` topics), each distinct change
+    once, under the first topic that names it."""
     path = run_dir / "analysis.json"
     if not path.exists():
         raise DomainTuneError(
             f"'{run_dir}' has no analysis.json (the refinement report's findings).",
             "Pass a run folder written by train.py, or write it first: python scripts/analyze.py run_dir=<run>.",
         )
+    findings = [f for f in json.loads(path.read_text()) if f.get("overrides")]
+    unknown = sorted(set(only or []) - {f["topic"] for f in findings})
+    if unknown:
+        raise DomainTuneError(
+            f"only={unknown} names no runnable finding of this run's refinement report.",
+            f"Its runnable findings: {', '.join(dict.fromkeys(f['topic'] for f in findings)) or 'none'}.",
+        )
     seen: dict[tuple[str, ...], str] = {}
-    for finding in json.loads(path.read_text()):
-        key = tuple(finding.get("overrides") or [])
-        if key and key not in seen:
+    for finding in findings:
+        key = tuple(finding["overrides"])
+        if key not in seen and (not only or finding["topic"] in only):
             seen[key] = finding["topic"]
     return [(topic, list(key)) for key, topic in seen.items()]
 
@@ -142,11 +150,14 @@ def run_trial(trial: Trial, overrides: list[str]) -> None:
         trial.error = " ".join(tail)[-600:] or f"exit code {done.returncode}"
 
 
-def refine(run_dir: Path, out: Path, extra: list[str], max_changes: int | None, boot: dict[str, Any]) -> list[Trial]:
-    """Run every suggested change of `run_dir` (at most `max_changes`) and compare each with the original."""
+def refine(
+    run_dir: Path, out: Path, extra: list[str], max_changes: int | None, boot: dict[str, Any], only: list[str] | None = None
+) -> list[Trial]:
+    """Run every suggested change of `run_dir` (those of the `only` topics, at most `max_changes`) and compare
+    each with the original."""
     original = original_overrides(run_dir)
     trials = []
-    for k, (topic, change) in enumerate(suggestions(run_dir)[:max_changes]):
+    for k, (topic, change) in enumerate(suggestions(run_dir, only)[:max_changes]):
         trial = Trial(topic, change, out / f"{k}_{slug(topic)}")
         run_trial(trial, merge(original, change, extra))
         if not trial.error:

@@ -18,12 +18,15 @@ def test_refine_runs_each_suggested_change_and_compares_it(tiny_run: Path, tmp_p
         {"topic": "planted", "text": "a planted finding", "change": "a higher rate", "overrides": ["optim.lr=5e-2"]},
         {"topic": "same change again", "text": "", "change": "", "overrides": ["optim.lr=5e-2"]},
         {"topic": "data only", "text": "", "change": "add records", "overrides": []},
+        {"topic": "not asked for", "text": "", "change": "", "overrides": ["optim.lr=1e-1"]},
     ]
     (run / "analysis.json").write_text(json.dumps(findings))
-    out = script("scripts/refine.py", f"run_dir={run}", f"paths.log_dir={tmp_path / 'logs'}")
+    out = script(
+        "scripts/refine.py", f"run_dir={run}", f"paths.log_dir={tmp_path / 'logs'}", "only=[planted,'same change again']"
+    )
     [folder] = list((tmp_path / "logs" / "refine").glob("*/*"))
     trials = json.loads((folder / "refinement.json").read_text())
-    assert [t["topic"] for t in trials] == ["planted"], "each distinct runnable change once; data-only findings are not run"
+    assert [t["topic"] for t in trials] == ["planted"], "each distinct change once, of the topics asked for"
     trial = trials[0]
     assert not trial["error"] and trial["primary"] == "gen/rougeL"
     command = (Path(trial["folder"]) / "refine_command.txt").read_text()
@@ -35,6 +38,8 @@ def test_refine_runs_each_suggested_change_and_compares_it(tiny_run: Path, tmp_p
     assert (Path(trial["folder"]) / "report.md").exists()
     md = (folder / "refinement.md").read_text()
     assert "| planted | `optim.lr=5e-2` |" in md and "## Decision" in md and "Refinement:" in out.stdout
+    bad = script("scripts/refine.py", f"run_dir={run}", f"paths.log_dir={tmp_path / 'logs'}", "only=[typo]", ok=False)
+    assert "only=['typo'] names no runnable finding" in bad.stdout + bad.stderr
 
     # any two runs: the refined one against the original, through the CLI
     cmp = script("scripts/compare.py", f"run_a={run}", f"run_b={trial['folder']}", f"paths.log_dir={tmp_path / 'logs'}")
