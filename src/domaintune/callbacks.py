@@ -45,7 +45,7 @@ class GenerationMetrics(pl.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every or not trainer.is_global_zero:
             return
         # on the validation split: watching the test split during training would make it a selection set
-        speed, evidence, _ = self.evaluator.generation(pl_module.model, "validation")
+        speed, evidence, _, _ = self.evaluator.generation(pl_module.model, "validation")
         scores = {**speed, **{k: e.value() for k, e in evidence.items()}}
         for lg in trainer.loggers:
             lg.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=trainer.global_step)

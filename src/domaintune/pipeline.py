@@ -71,7 +71,10 @@ def time_budget(cfg: DictConfig, base: EvalResult | None) -> TimeBudget | None:
     seconds = parse_budget(cfg.trainer.budget)
     if seconds is None or base is None:
         return None
-    estimate = float(cfg.trainer.budget_eval_factor) * (base.seconds or 0.0)
+    # the base evaluation's time with its generation replaced by the worst case (every answer to the limit)
+    base_s = base.seconds or 0.0
+    worst = base_s - base.timing.get("generation_s", 0.0) + base.timing.get("generation_worst_s", 0.0)
+    estimate = float(cfg.trainer.budget_eval_factor) * max(worst, base_s)
     return TimeBudget(seconds, estimate, int(cfg.trainer.budget_warmup_steps), int(cfg.trainer.budget_measure_steps))
 
 

@@ -61,7 +61,8 @@ def test_evaluator_states_the_auto_limit_and_counts_answers_at_it(make_cfg, toke
     evaluator = build(cfg.eval, data=dm, loss=LOSS)
     assert evaluator.gcfg["max_new_tokens"] == 3 and "capped at 3" in evaluator.answer_limit["how"]
     model = load_model(cfg.model)[0]
-    _, evidence, samples = evaluator.generation(model, "test")
+    _, evidence, samples, stats = evaluator.generation(model, "test")
+    assert stats.at_limit == 4 and stats.positions == 4 * 3
     # the untrained tiny model never emits its end-of-turn token: every answer runs into the limit of 3
     assert evidence["gen/at_limit_rate"].value() == 100.0 and not any(s["stopped"] for s in samples)
 

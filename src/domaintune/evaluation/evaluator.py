@@ -24,7 +24,7 @@ from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation import multiple_choice
 from domaintune.evaluation.choice import choice_scores, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
-from domaintune.evaluation.generation import answer_limit, generate, merged_adapter, model_device
+from domaintune.evaluation.generation import GenerationStats, answer_limit, generate, merged_adapter, model_device
 from domaintune.models.module import LossOptions, example_nll
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
@@ -36,8 +36,9 @@ log = get_logger(__name__)
 # what a multiple-choice benchmark under eval.benchmarks must say (conf/eval/default.yaml documents each)
 BENCHMARK_KEYS = ("dir", "split", "prompt", "delimiter", "max_samples", "batch_size")
 # Bumped when what a cached result holds changes (2: per-example evidence; 3: key of the result-shaping
-# arguments only; 4: answers' stop flags, choice scores, the evaluation's time), so older files are not reused.
-CACHE_FORMAT = 4
+# arguments only; 4: answers' stop flags, choice scores, the evaluation's time; 5: generation timing), so older
+# files are not reused.
+CACHE_FORMAT = 5
 
 
 @dataclass
@@ -49,6 +50,9 @@ class EvalResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float | None = None
+    # generation's measured seconds and its worst case (every batch decoding to max_new_tokens at the measured
+    # rate): a time budget plans the tuned evaluation with the worst case, whatever lengths the answers take
+    timing: dict[str, float] = field(default_factory=dict)
 
     def evidence_of(self, name: str) -> Evidence | None:
         d = self.evidence.get(name)
@@ -204,12 +208,12 @@ class Evaluator:
     # ------------------------------------------------------------------ generation
     def generation(
         self, model: nn.Module, split: str, merge_adapter: bool | None = None
-    ) -> tuple[dict[str, float], dict[str, Evidence], list[dict[str, Any]]]:
+    ) -> tuple[dict[str, float], dict[str, Evidence], list[dict[str, Any]], GenerationStats]:
         """Generate for the first `generation.max_samples` records of a split and score them with the task's
-        metrics: (speed, evidence per metric, the generations)."""
+        metrics: (speed, evidence per metric, the generations, what generating took)."""
         records = self.generated_records(split)
         if not records:
-            return {}, {}, []
+            return {}, {}, [], GenerationStats()
         convs = [self.dm.conversation(r) for r in records]
         merge = self.merge_adapter if merge_adapter is None else merge_adapter
         outs, stats = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge, desc=f"generate [{split}]")
@@ -242,7 +246,7 @@ class Evaluator:
                 ids=[s["id"] for s, _ in mine],
             )
             evidence.update({prefix + k: v for k, v in found.items()})
-        return {"gen_positions_per_s": stats.positions_per_s}, evidence, samples
+        return {"gen_positions_per_s": stats.positions_per_s}, evidence, samples, stats
 
     # ------------------------------------------------------------------ labels by likelihood
     def choice(self, model: nn.Module, split: str) -> dict[str, Evidence]:
@@ -375,9 +379,12 @@ class Evaluator:
             for split in splits:
                 prefix = "" if split == self.split else f"{split}/"
                 speed, evidence = self.loss(fast, label, split)
-                gen_speed, gen_evidence, samples = self.generation(fast, split, merge_adapter=False)
+                gen_speed, gen_evidence, samples, stats = self.generation(fast, split, merge_adapter=False)
                 result.add({**evidence, **self.choice(fast, split), **gen_evidence}, prefix)
                 result.metrics.update({prefix + k: v for k, v in {**speed, **gen_speed}.items()})
+                worst = stats.answers * int(self.gcfg["max_new_tokens"]) / max(stats.positions_per_s, 1e-9)
+                result.timing["generation_s"] = result.timing.get("generation_s", 0.0) + stats.seconds
+                result.timing["generation_worst_s"] = result.timing.get("generation_worst_s", 0.0) + worst
                 if not prefix:
                     result.samples = samples
             result.add(self.benchmarks(fast))
