@@ -1,7 +1,7 @@
 """Run the changes a run's refinement report suggests and measure each against the original run.
 
 python scripts/refine.py run_dir=outputs/train/<date>/<time>_healthcare_lora
-python scripts/refine.py run_dir=<run> 'overrides=[trainer.budget=null,trainer.max_steps=70]' max_changes=2
+python scripts/refine.py run_dir=<run> 'overrides=["trainer.budget=null","trainer.max_steps=70"]' max_changes=2
 
 For each finding of the run's analysis.json that names overrides, a new run repeats the original with that
 change (same data, seed and settings); refinement.md then compares each refined tuned model with the

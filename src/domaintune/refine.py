@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,15 +140,21 @@ def slug(text: str) -> str:
 
 
 def run_trial(trial: Trial, overrides: list[str]) -> None:
-    """One refinement run (`python -m domaintune.train`, as a user would), its output in `trial.folder`."""
+    """One refinement run (`python -m domaintune.train`, as a user would), its output in `trial.folder`; the run's
+    console output passes through (its progress bars), and its last lines are kept as the error if it fails."""
     cmd = [sys.executable, "-m", "domaintune.train", *overrides, f"hydra.run.dir={trial.folder}"]
     log.info(f"Refinement run '{trial.topic}': {' '.join(cmd[3:])}")
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    (trial.folder / "refine_command.txt").parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=5)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stdout.write(line)
+            if line.strip():
+                tail.append(line.strip())
+    trial.folder.mkdir(parents=True, exist_ok=True)
     (trial.folder / "refine_command.txt").write_text(" ".join(cmd) + "\n")
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-        trial.error = " ".join(tail)[-600:] or f"exit code {done.returncode}"
+    if child.returncode != 0:
+        trial.error = " ".join(tail)[-600:] or f"exit code {child.returncode}"
 
 
 def refine(

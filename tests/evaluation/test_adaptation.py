@@ -271,3 +271,17 @@ def test_refine_merges_the_original_the_users_repeat_settings_and_the_change() -
         "optim.lr=3e-4",
         "experiment=[healthcare_best,more_steps]",
     ]
+
+
+def test_budget_plans_the_tuned_evaluation_with_generation_at_its_worst_case(make_cfg) -> None:
+    """The tuned model's answers may stop later than the base model's: its evaluation is planned as the base
+    evaluation with every generation batch decoding to max_new_tokens (at the measured rate), with a margin."""
+    from domaintune.evaluation.evaluator import EvalResult
+    from domaintune.pipeline import time_budget
+
+    cfg = make_cfg("trainer.budget=15m", "trainer.budget_eval_factor=1.1")
+    base = EvalResult({}, seconds=300.0, timing={"generation_s": 200.0, "generation_worst_s": 260.0})
+    budget = time_budget(cfg, base)
+    assert budget is not None and budget.plan.budget_s == 900
+    assert budget.plan.eval_estimate_s == pytest.approx(1.1 * (300 - 200 + 260))
+    assert time_budget(make_cfg(), base) is None, "no budget set: no callback"
