@@ -80,9 +80,16 @@ def test_an_unreported_primary_metric_is_refused_before_training(make_cfg, token
     cfg = make_cfg("data.primary_metric=gen/rouge9", "eval.generation.max_samples=2")
     dm = build(cfg.data, tokenizer=tokenizer)
     evaluator = build(cfg.eval, data=dm, loss=LOSS)
+    base = evaluator.run(load_model(cfg.model)[0], "base")
     with pytest.raises(DomainTuneError, match=r"data.primary_metric=gen/rouge9 is not among .*gen/token_f1") as err:
-        evaluator.run(load_model(cfg.model)[0], "base")
+        evaluator.check_primary(base)
     assert "Set data.primary_metric to one of them" in err.value.paragraph()
+    # generation switched off for a quick run: the primary metric is missing with its whole family, said but not fatal
+    cfg = make_cfg("eval.generation.max_samples=0")
+    quick = build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LOSS)
+    assert quick.primary == "gen/token_f1"
+    result = quick.run(load_model(cfg.model)[0], "base")
+    assert "gen/token_f1" not in result.metrics and quick.check_primary(result) is result
 
 
 # ------------------------------------------------------------------------------------------ labels by likelihood
