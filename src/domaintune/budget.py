@@ -101,11 +101,14 @@ class TimeBudget(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._batch_started is None or self._resumed:
-            return
-        self._step_times.append(time.perf_counter() - self._batch_started)
-        if len(self._step_times) == self.warmup_steps + self.measure_steps and self.plan.planned_steps is None:
-            self._replan(trainer, pl_module)
+        if self._batch_started is not None and not self._resumed:
+            self._step_times.append(time.perf_counter() - self._batch_started)
+            if len(self._step_times) == self.warmup_steps + self.measure_steps and self.plan.planned_steps is None:
+                self._replan(trainer, pl_module)
+        if self.plan.planned_steps is not None and trainer.global_step >= self.plan.planned_steps:
+            # Lightning validates when a stop is requested (and StepCheckpoint then saves that check): the last
+            # planned step is a validation check even between `val_check_interval`s
+            trainer.should_stop = True
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._val_started = time.perf_counter()
@@ -124,26 +127,24 @@ class TimeBudget(pl.Callback):
     # ------------------------------------------------------------------ planning
     def steps_for(self, now_step: int, elapsed_s: float, val_interval: int | None, val_batches: int) -> int:
         """The step to stop at: the current one plus as many as the time left holds, each step paying its share
-        of the validation checks. Pure arithmetic on measured times (tests check it with planted values)."""
+        of the validation checks, after keeping time for the one validation check the run makes at its last
+        step (`on_train_batch_end` asks for it, so the last step can be chosen as the best weights and no
+        budget is lost to rounding down to the previous check). Pure arithmetic on measured times (tests check
+        it with planted values)."""
         measured = self._step_times[self.warmup_steps :] or self._step_times
         step_s = sum(measured) / len(measured)
         # a validation batch is a forward pass: about a third of a training step's work; measured once one ran
         val_s = sum(self._val_times) / len(self._val_times) if self._val_times else 0.4 * step_s * val_batches
         per_step = step_s + (val_s / val_interval if val_interval else 0.0)
-        left = self.plan.budget_s - elapsed_s - self.plan.eval_estimate_s
+        left = self.plan.budget_s - elapsed_s - self.plan.eval_estimate_s - (val_s if val_interval else 0.0)
         self.plan.step_s, self.plan.validation_s = step_s, val_s
-        end = now_step + max(0, math.floor(left / per_step))
-        # end at a validation check: steps after the last check cannot be selected as the best weights
-        if val_interval and end >= val_interval:
-            end = end // val_interval * val_interval
-        return max(end, now_step)
+        return now_step + max(0, math.floor(left / per_step))
 
     def _replan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.plan.train_started is not None
         interval = trainer.val_check_interval if isinstance(trainer.val_check_interval, int) else None
         val_batches = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
         planned = self.steps_for(trainer.global_step, time.time() - self.plan.train_started, interval, val_batches)
-        planned = max(planned, trainer.global_step + 1)
         if self._cap is not None:
             planned = min(planned, self._cap)
         if planned == self.plan.planned_steps:

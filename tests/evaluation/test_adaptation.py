@@ -3,6 +3,7 @@ baselines, the time budget's arithmetic and run-to-run comparison: each on plant
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,12 +168,12 @@ def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
     budget = TimeBudget(budget_s=600, eval_estimate_s=100, warmup_steps=2, measure_steps=4)
     budget._step_times = [9.0, 7.0, 2.0, 2.0, 2.0, 2.0]  # warm-up steps are slow and are not counted
     # no validation measured yet: estimated as 0.4 x step time x 10 batches = 8 s per check, every 20 steps
-    # -> 2.4 s a step; 600 - 60 elapsed - 100 evaluation = 440 s -> 183 more steps: to step 189, which ends
-    # at the last validation check before it (step 180: later steps could never be chosen as the best weights)
-    assert budget.steps_for(6, 60.0, 20, 10) == 180
+    # -> 2.4 s a step; 600 - 60 elapsed - 100 evaluation - 8 for the check at the last step = 432 s -> 180 more
+    # steps (the run validates at its last step, so nothing is rounded down to the previous check)
+    assert budget.steps_for(6, 60.0, 20, 10) == 186
     assert budget.steps_for(6, 60.0, None, 10) == 6 + 440 // 2, "no validation checks: every step counts, 2 s each"
-    budget._val_times = [30.0]  # a measured check: 2 + 30 / 20 = 3.5 s a step -> 125 more -> step 131 -> 120
-    assert budget.steps_for(6, 60.0, 20, 10) == 120
+    budget._val_times = [30.0]  # a measured check: 2 + 30 / 20 = 3.5 s a step; (440 - 30) / 3.5 -> 117 more
+    assert budget.steps_for(6, 60.0, 20, 10) == 123
     assert budget.steps_for(6, 700.0, 20, 10) == 6, "over budget: no further step"
 
 
@@ -198,6 +199,21 @@ def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> 
     )
     assert [scheduler.lr_lambdas[0](s) for s in range(6)] == [fresh.lr_lambdas[0](s) for s in range(6)]
     assert run.trainer.fit_loop.epoch_loop.max_steps == 5
+
+
+def test_budget_validates_and_checkpoints_its_last_step(make_cfg, tmp_path: Path) -> None:
+    """A budgeted run that ends between validation checks validates at its last step, and that check can be
+    the best weights (its checkpoint is written), instead of the budget's end falling after the last check."""
+    from domaintune.pipeline import fit_and_evaluate
+
+    cfg = make_cfg("trainer.budget=1h", "trainer.max_steps=7", "trainer.val_check_interval=3", "logger=csv")
+    run = fit_and_evaluate(cfg)
+    assert run is not None and run.trainer.global_step == 7
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    val_steps = sorted({int(r["step"]) for r in rows if r.get("val/loss")})
+    assert val_steps[-1] == 6, f"the last check (Lightning counts the step before the update): {val_steps}"
+    assert len(val_steps) == 3, f"checks at steps 3, 6 and the budget's last step 7: {val_steps}"
+    assert any("step00007" in p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
 
 
 # ------------------------------------------------------------------------------------------ run vs run
