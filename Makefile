@@ -32,7 +32,7 @@ test-fast: install
 	$(PY) -m pytest -q -n auto --dist worksteal tests/data tests/models tests/evaluation tests/test_configs.py tests/test_objects_from_config.py
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow -n auto --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check .

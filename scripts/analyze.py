@@ -12,7 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.evaluation.analysis import write_analysis
+from domaintune.reporting.analysis import write_analysis
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import run_task
 

@@ -131,7 +131,7 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str) -> lis
 
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("bench_worker"):
-        from domaintune.bench import run_worker
+        from devtools.bench import run_worker
 
         run_worker(cfg, cfg.bench, str(cfg.bench_worker), str(cfg.bench_result))
         return {}

@@ -13,9 +13,9 @@ import torch
 from omegaconf import DictConfig
 from transformers import TextStreamer
 
-from domaintune.data.chat import ChatRenderer
+from domaintune.core.inference import load_for_inference, with_run_config
+from domaintune.data.chat import renderer_for
 from domaintune.evaluation.generation import generate_options, merged_adapter
-from domaintune.inference import load_for_inference, with_run_config
 from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.hydra import run_task
 
@@ -23,7 +23,7 @@ from domaintune.utils.hydra import run_task
 def chat(cfg: DictConfig) -> None:
     cfg = with_run_config(cfg)
     model, tok, path = load_for_inference(cfg)
-    renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
+    renderer = renderer_for(cfg.data, tok)
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.get("system_prompt") else []
     history = list(system)
     options = generate_options(to_dict(cfg.generation), renderer, tok)

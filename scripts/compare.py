@@ -13,15 +13,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.evaluation.compare import compare_runs, worse_metrics, write_comparison
-from domaintune.evaluation.report import print_table
-from domaintune.utils.config import CONFIG_DIR
+from domaintune.evaluation.settings import Bootstrap
+from domaintune.reporting.compare import compare_runs, worse_metrics, write_comparison
+from domaintune.reporting.report import print_table
+from domaintune.utils.config import CONFIG_DIR, settings
 from domaintune.utils.hydra import run_task
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    boot = cfg.eval.bootstrap
-    rows, primary = compare_runs(cfg.run_a, cfg.run_b, int(boot.resamples), float(boot.confidence), int(boot.seed))
+    rows, primary = compare_runs(cfg.run_a, cfg.run_b, settings(Bootstrap, cfg.eval.bootstrap, "eval.bootstrap"))
     title = f"{Path(cfg.run_b).name} (run_b) vs {Path(cfg.run_a).name} (run_a)"
     path = write_comparison(Path(cfg.paths.output_dir), rows, title, primary, {"run_a": str(cfg.run_a), "run_b": str(cfg.run_b)})
     print_table(rows, title=title)

@@ -11,12 +11,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.checks import check_evaluation, check_keys
+from domaintune.core.checks import check_evaluation, check_keys
+from domaintune.core.inference import adapter_path, with_run_config
 from domaintune.evaluation.evaluator import Evaluator
-from domaintune.evaluation.publish import publish
-from domaintune.inference import adapter_path, with_run_config
 from domaintune.models.loading import load_adapted, load_model, model_identity
-from domaintune.models.module import LossOptions
+from domaintune.models.loss import LossOptions
+from domaintune.reporting.publish import publish
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import build, run_task
 

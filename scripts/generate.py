@@ -14,11 +14,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.data.chat import ChatRenderer
+from domaintune.core.inference import load_for_inference, with_run_config
+from domaintune.data.chat import renderer_for
 from domaintune.data.formats import TARGET_FIELD, RecordProblem, Task
 from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.generation import generate
-from domaintune.inference import load_for_inference, with_run_config
 from domaintune.utils.config import CONFIG_DIR, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import run_task
@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             'Write one JSON object per line, e.g. {"prompt": "What is a fever?"}.',
         )
     model, tok, _ = load_for_inference(cfg)
-    renderer = ChatRenderer(tok, max_length=int(cfg.data.get("max_length", 2048)))
+    renderer = renderer_for(cfg.data, tok)
     convs = [to_messages(rec, task) for rec in records]
     outs, stats = generate(model, tok, renderer, convs, to_dict(cfg.generation), bool(cfg.generation.merge_adapter))
     dst = Path(cfg.output)

@@ -11,7 +11,8 @@ import hydra
 from omegaconf import DictConfig
 from peft import PeftModel
 
-from domaintune.inference import load_for_inference, with_run_config
+from domaintune.core.inference import load_for_inference, with_run_config
+from domaintune.models.adapters import is_prompt_learning
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import run_task
@@ -27,7 +28,7 @@ def merge(cfg: DictConfig) -> dict[str, float]:
             f"'{path}' is already a whole model (full or freeze fine-tuning): there is nothing to merge.",
             "Load that folder directly with AutoModelForCausalLM.from_pretrained.",
         )
-    if model.active_peft_config.is_prompt_learning:
+    if is_prompt_learning(model):
         raise DomainTuneError(
             f"A {model.active_peft_config.peft_type} adapter adds virtual tokens and cannot be merged into weights.",
             "Keep using it with PeftModel, or train a LoRA-family adapter to merge.",

@@ -15,8 +15,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from domaintune.refine import refine, write_refinement
-from domaintune.utils.config import CONFIG_DIR, to_dict
+from domaintune.core.refine import refine, write_refinement
+from domaintune.evaluation.settings import Bootstrap
+from domaintune.utils.config import CONFIG_DIR, settings
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import run_task
 
@@ -30,7 +31,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir)
     max_changes = int(cfg.max_changes) if cfg.max_changes is not None else None
     only = [str(t) for t in cfg.only] if cfg.only else None
-    trials = refine(run_dir, out, [str(o) for o in cfg.overrides], max_changes, to_dict(cfg.eval.bootstrap), only)
+    trials = refine(
+        run_dir,
+        out,
+        [str(o) for o in cfg.overrides],
+        max_changes,
+        settings(Bootstrap, cfg.eval.bootstrap, "eval.bootstrap"),
+        only,
+    )
     path = write_refinement(out, run_dir, trials)
     print(path.read_text())
     print(f"Refinement: {path}")

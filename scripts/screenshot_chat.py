@@ -7,9 +7,9 @@ Needs chromium and chromedriver (apt-get install -y chromium chromium-driver) an
 from __future__ import annotations
 
 import hydra
+from devtools.browser import compare, headless_chromium, screenshot
 from omegaconf import DictConfig
 
-from domaintune.serving.browser import compare, headless_chromium, screenshot
 from domaintune.serving.server import app_from_config, running
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import run_task

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from domaintune.evaluation.sweep_report import VALUES, write
+from domaintune.reporting.sweep_report import VALUES, write
 from domaintune.utils.errors import DomainTuneError
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -115,12 +117,56 @@ def wandb_blob(path: Path, expected: bytes, timeout: float = 60) -> bytes:
     return blob
 
 
-def script(*args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    """Run a repository script as a user would (`python <script> ...` from the repository root)."""
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, input=stdin)
+# .ci/run sets this: there a missing development dependency (lm-eval, chromium) fails its tests instead of
+# skipping them, so a broken extra cannot turn an equality test into a silent skip
+STRICT = os.environ.get("DOMAINTUNE_CI") == "1"
+
+
+def require(module: str, how: str) -> Any:
+    """Import a development dependency: skipped locally when it is missing, a failure under CI."""
+    if STRICT:
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            pytest.fail(f"{module} is required under CI ({how}): {exc}")
+    return pytest.importorskip(module, reason=f"{module} is not installed ({how})")
+
+
+def script(
+    *args: str,
+    stdin: str | None = None,
+    ok: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    cwd: Path = ROOT,
+) -> subprocess.CompletedProcess:
+    """Run a repository script as a user would (`python <script> ...` from the repository root): every test
+    that runs a script goes through here or `start`. `env` adds to the environment."""
+    out = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+    )
     if ok:
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
+
+
+def start(*args: str, env: dict[str, str] | None = None, new_session: bool = False) -> subprocess.Popen:
+    """Start a repository script in the background (a server, a run to be killed), output merged into stdout."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=new_session,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +177,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=education", f"paths.log_dir={logs}")
     [out] = list(logs.glob("train/*/*"))
     return out
+
+
+def expected_verdict(low: float, high: float, higher_is_better: bool) -> str:
+    """The verdict a change's interval implies, written out independently of evaluation/evidence.py: a test that
+    compares the reported verdict with this one catches a verdict that does not follow from its interval."""
+    if low <= 0 <= high:
+        return "no detectable change"
+    return "better" if (low > 0) == higher_is_better else "worse"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

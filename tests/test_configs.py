@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from domaintune.checks import Hardware, check_config
+from domaintune.core.checks import Hardware, check_config
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.errors import DomainTuneError
-from tests.conftest import compose_train
+from tests.conftest import compose_train, script
 
+# Options that are the default under another name (so `trainer=cpu` reads as meant); every other option must
+# compose differently from the default, or it would have no effect.
+ALIASES = {("trainer", "cpu")}
 # Options that need a value only the user can give.
 REQUIRED = {("model", "hf"): ["model.path=some/dir"], ("data", "custom"): ["data.dir=some/dir"]}
 GROUPS = ["model", "data", "adapter", "optim", "module", "eval", "trainer", "logger", "callbacks", "paths"]
@@ -29,8 +32,17 @@ def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -
     overrides = [f"{group}={option}", *REQUIRED.get((group, option), [])]
     cfg = compose_train(overrides, tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert cfg.hydra.runtime.choices[group] == option, "the option was not the one composed"
     assert all(isinstance(resolved[g]["name"], str) and resolved[g]["name"] for g in ("model", "data", "adapter"))
+    # the option changes what is composed: an option that composes like the default would have no effect
+    default = compose_train(REQUIRED.get((group, option), []), tmp_path)
+    if default.hydra.runtime.choices.get(group) != option and (group, option) not in ALIASES:
+        mine = resolved if group in ("experiment", "hparams_search") else resolved[group]
+        theirs = OmegaConf.to_container(default, resolve=True)
+        theirs = theirs if group in ("experiment", "hparams_search") else theirs[group]
+        for tree in (mine, theirs):
+            if isinstance(tree, dict):
+                tree.pop("hydra", None)  # experiments also set Hydra's run folder; compare what the run reads
+        assert mine != theirs, f"{group}={option} composes the same as the default"
 
 
 @pytest.mark.parametrize("option", options("optim"))
@@ -121,7 +133,7 @@ def test_impossible_combinations_are_refused_before_loading(
 
 
 def test_run_refuses_a_bad_combination_before_loading_the_model(make_cfg, monkeypatch) -> None:
-    import domaintune.pipeline as train_mod
+    import domaintune.core.pipeline as train_mod
 
     def never(*args, **kwargs):
         raise AssertionError("the model must not be loaded")
@@ -129,3 +141,10 @@ def test_run_refuses_a_bad_combination_before_loading_the_model(make_cfg, monkey
     monkeypatch.setattr(train_mod, "load_model", never)
     with pytest.raises(DomainTuneError, match="prepends virtual tokens"):
         train_mod.fit_and_evaluate(make_cfg("data.packing=true", "adapter=prompt_tuning", "logger=none"))
+
+
+def test_cli_prints_composed_config() -> None:
+    out = script("train.py", "--cfg", "job", "data=marketing", "adapter=ia3", timeout=120)
+    cfg = OmegaConf.create(out.stdout)
+    assert cfg.data.name == "marketing" and cfg.adapter.name == "ia3"
+    assert cfg.data.task.type == "generation"

@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from domaintune.checks import Hardware, check_config, check_keys
+from domaintune.core.checks import Hardware, check_config, check_keys
 from domaintune.data.datamodule import SERVING_ARGUMENTS, DomainDataModule
 from domaintune.data.preprocess import Preprocessor
 from domaintune.data.recipe import DataRecipe
 from domaintune.evaluation.evaluator import Evaluator
-from domaintune.models.adapters import apply_adapter
+from domaintune.evaluation.evidence import Evidence
+from domaintune.models.adapters import apply_adapter, peft_config
 from domaintune.models.loading import load_model
-from domaintune.models.module import CausalLMModule, LossOptions, Optimization
+from domaintune.models.loss import LossOptions
+from domaintune.models.module import CausalLMModule
+from domaintune.models.optim import Optimization
 from domaintune.utils.config import fill_data, fill_missing, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
@@ -28,11 +31,12 @@ DATA = ["healthcare", "marketing", "education", "fact_checking", "customer_servi
 
 @pytest.mark.parametrize("data", DATA)
 def test_each_data_config_builds_its_datamodule_and_preprocessors(data: str, make_cfg, tokenizer) -> None:
-    cfg = make_cfg(f"data={data}")
-    assert cfg.data._target_ == "domaintune.data.datamodule.DomainDataModule"
+    cfg = make_cfg(f"data={data}", "data.batch_size=3", "data.max_length=256", "data.packing=false")
     dm = build(cfg.data, tokenizer=tokenizer)
     assert isinstance(dm, DomainDataModule) and isinstance(dm.recipe, DataRecipe)
-    assert dm.batch_size == cfg.data.batch_size and dm.recipe.max_length == cfg.data.max_length
+    dm.prepare()  # the settings act: no example beyond max_length, no batch beyond batch_size
+    assert max(len(e["input_ids"]) for e in dm.examples["train"]) <= 256
+    assert max(len(b["input_ids"]) for b in dm.train_dataloader()) <= 3
     for part in dm.recipe.sources():  # a mixture's components each build their own preprocessor
         assert isinstance(build(part.preprocess, task=dm.tasks[next(iter(dm.tasks))]), Preprocessor)
     if data in ("mixture", "customer_service_replay"):
@@ -49,7 +53,7 @@ def test_parameters_reach_their_use_from_the_yaml(make_cfg, tokenizer) -> None:
     dm.prepare()
     assert max(len(e["input_ids"]) for e in dm.examples["train"]) <= 200
     assert dm.batching()["packed"] is False
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
     assert model.peft_config["default"].r == 4
     module = build(cfg.module, model=model, loss=LossOptions.from_config(cfg.model), identity={})
     assert isinstance(module, CausalLMModule) and isinstance(module.optim, Optimization)
@@ -59,11 +63,19 @@ def test_parameters_reach_their_use_from_the_yaml(make_cfg, tokenizer) -> None:
 
 
 def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
-    cfg = make_cfg("eval.split=[test,validation]", "eval.max_samples=3", "eval.general=piqa")
+    cfg = make_cfg(
+        "eval.split=[test,validation]",
+        "eval.max_samples=3",
+        "eval.general=piqa",
+        "eval.bootstrap.resamples=123",
+        "eval.bootstrap.confidence=0.9",
+    )
     evaluator = build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
     assert isinstance(evaluator, Evaluator)
     assert evaluator.splits == ["test", "validation"] and evaluator.max_samples == 3 and evaluator.general == ["piqa"]
-    assert evaluator.bootstrap["resamples"] == cfg.eval.bootstrap.resamples
+    planted = Evidence("mean", ["a", "b", "c"], [1.0, 2.0, 3.0]).to_dict()
+    [interval] = evaluator.bootstrap.paired({"m": planted}, {"m": planted}).values()
+    assert interval.resamples == 123 and interval.confidence == 0.9, "eval.bootstrap reaches the intervals"
     with pytest.raises(DomainTuneError, match=r"eval\.benchmarks\.mine lacks split, delimiter, max_samples, batch_size"):
         build(
             make_cfg("eval.general=mine", "+eval.benchmarks.mine={dir: x, prompt: p}").eval,

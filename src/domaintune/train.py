@@ -4,7 +4,7 @@ python train.py data=healthcare adapter=lora
 python -m domaintune.train data=education trainer=gpu
 
 Only Hydra and the config helpers are imported here; torch, Lightning and transformers (about 5 s) load
-with `domaintune.pipeline` once a run starts, so `--help`, `--cfg job` and config errors answer at once.
+with `domaintune.core.pipeline` once a run starts, so `--help`, `--cfg job` and config errors answer at once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from domaintune.utils.hydra import run_task
 
 def train(cfg: DictConfig) -> dict[str, float] | None:
     """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers (None off rank 0)."""
-    from domaintune.pipeline import fit_and_evaluate
+    from domaintune.core.pipeline import fit_and_evaluate
 
     run = fit_and_evaluate(cfg)
     return run.flat if run else None

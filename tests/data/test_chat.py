@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from domaintune.data.chat import IGNORE, ChatRenderer
+from domaintune.data.chat import ChatRenderer
+from domaintune.models.loss import IGNORE
 
 CONV = [
     {"role": "system", "content": "You are terse."},

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from domaintune.data.chat import IGNORE
 from domaintune.data.collate import pad_collate
 from domaintune.data.packing import pack, padding_efficiency
 from domaintune.models.loading import load_model
+from domaintune.models.loss import IGNORE
 from domaintune.utils.hydra import build
 
 
@@ -67,14 +67,19 @@ def _order(row: dict, exs: list[dict]) -> list[int]:
 
 
 def test_packed_training_runs(make_cfg) -> None:
-    from domaintune.pipeline import fit_and_evaluate
+    from domaintune.core.pipeline import fit_and_evaluate
 
     run = fit_and_evaluate(make_cfg("data.packing=true", "logger=none", "trainer.max_steps=2"))
     assert run is not None and run.trainer.global_step == 2
+    assert run.datamodule.batching()["packed"] is True
+    batch = next(iter(run.datamodule.train_dataloader()))
+    restarts = (batch["position_ids"][:, 1:] == 0).sum()
+    assert restarts > 0, "rows hold several examples (positions restart inside a row)"
+    assert torch.isfinite(torch.tensor(run.flat["tuned/loss"])) and run.flat["tuned/loss"] != run.flat["base/loss"]
 
 
 def test_packing_refuses_prompt_tuning(make_cfg) -> None:
-    from domaintune.pipeline import fit_and_evaluate
+    from domaintune.core.pipeline import fit_and_evaluate
     from domaintune.utils.errors import DomainTuneError
 
     with pytest.raises(DomainTuneError, match="packing=true does not work with an adapter that prepends virtual tokens"):

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from domaintune.checks import check_config
+from domaintune.core.checks import check_config
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
+from tests.conftest import script
 
 
 def lines(rows: list[dict]) -> str:
@@ -46,10 +47,21 @@ DATA_CASES = [
      ("may not do", "Templates may only format")),
     ("bad data.on_error", {"train.jsonl": QA, **SPLITS}, ("data.on_error=ignore",), ("is not valid", "Use raise or skip")),
     ("label outside the label set", {"train.jsonl": FACT, "validation.jsonl": FACT, "test.jsonl": FACT}, FACT_OVERRIDES,
-     ("not one of", "")),
+     ("not one of", "Add the label to data.task.labels")),
     ("bad too_long", {"train.jsonl": QA, **SPLITS}, ("data.preprocess.too_long=cut",), ("too_long", "truncate or drop")),
     ("bad packing value", {"train.jsonl": QA, **SPLITS}, ("data.packing=maybe",), ("packing", "auto")),
-    ("unknown task type", {"train.jsonl": QA, **SPLITS}, ("data.task.type=poetry",), ("poetry", "")),
+    ("unknown task type", {"train.jsonl": QA, **SPLITS}, ("data.task.type=poetry",), ("poetry", "Set data.task.type to one of them")),
+    ("data folder missing", {}, ("data.dir={tmp}/nowhere",), ("does not exist", "Set data.dir")),
+    ("misspelt field mapping", {"train.jsonl": QA, **SPLITS}, ("data.task.fields.answer=answr",),
+     ("no column for answer -> 'answr'", "columns are: 'answer', 'question'")),
+    ("malformed line names file and line", {"train.jsonl": QA + '{"question": "broken", \n', **SPLITS}, (),
+     ("train.jsonl:7: malformed JSON", "data.on_error=skip")),
+    ("template reaching subclasses", {"train.jsonl": QA, **SPLITS}, ("data.task.prompt='{{ question.__class__.__mro__[1].__subclasses__() }}'",),
+     ("data.task.prompt tries something a data template may not do", "Templates may only format")),
+    ("template reaching os", {"train.jsonl": QA, **SPLITS}, ("data.task.prompt=\"{{ lipsum.__globals__['os'].listdir('/') }}\"",),
+     ("data.task.prompt tries something a data template may not do", "Templates may only format")),
+    ("template reaching a constructor", {"train.jsonl": QA, **SPLITS}, ("data.task.prompt='{{ cycler.__init__ }}'",),
+     ("data.task.prompt tries something a data template may not do", "Templates may only format")),
 ]  # fmt: skip
 
 
@@ -59,6 +71,7 @@ def test_bad_data(make_cfg, tokenizer, tmp_path: Path, name: str, files: dict, o
     folder.mkdir()
     for fn, content in files.items():
         (folder / fn).write_bytes(content if isinstance(content, bytes) else content.encode())
+    overrides = tuple(o.replace("{tmp}", str(tmp_path)) for o in overrides)
     cfg = make_cfg("data=custom", f"data.dir={folder}", "data.cache=false", "data.max_samples=null", *overrides)
     with pytest.raises(DomainTuneError) as err:
         build(cfg.data, tokenizer=tokenizer).prepare()
@@ -74,6 +87,12 @@ CONFIG_CASES = [
     ("bootstrap resamples", ("eval.bootstrap.resamples=10",), "eval.bootstrap.resamples=1000"),
     ("eval split twice", ("eval.split=[test,test]",), "each once"),
     ("selection mode", ("eval.selection.mode=lowest",), "Use min or max"),
+    ("bootstrap key nothing reads", ("+eval.bootstrap.resample=5",), "eval.bootstrap takes 'confidence', 'resamples'"),
+    ("generation key nothing reads", ("+eval.generation.max_new_token=5",), "Remove them or fix their spelling"),
+    ("max_new_tokens zero", ("eval.generation.max_new_tokens=0",), "eval.generation.max_new_tokens=auto"),
+    ("sampling without temperature", ("eval.generation.do_sample=true", "eval.generation.temperature=0"), "do_sample=false"),
+    ("pii region", ("data.preprocess.pii.region=XX",), "two-letter country code"),
+    ("dedup threshold", ("data.preprocess.dedup.threshold=2",), "Use e.g. 0.9"),
     ("fp16 on CPU", ("trainer.precision=16-mixed",), "trainer.precision=auto"),
     ("GPU without GPU", ("trainer=gpu",), "trainer=default"),
     ("FSDP on CPU", ("trainer=fsdp", "trainer.accelerator=cpu"), "trainer=ddp"),
@@ -83,7 +102,7 @@ CONFIG_CASES = [
 
 @pytest.mark.parametrize(("name", "overrides", "fix"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_is_refused_before_anything_loads(make_cfg, name: str, overrides: tuple, fix: str) -> None:
-    from domaintune.checks import Hardware
+    from domaintune.core.checks import Hardware
 
     with pytest.raises(DomainTuneError) as err:
         check_config(make_cfg(*overrides), Hardware(0, False, False))
@@ -133,12 +152,13 @@ MODEL_CASES = [
     ("train_top_n out of range", lambda t: ("adapter=freeze", "adapter.train_top_n=50"), "the model has 2 blocks", "Choose a value from 1 to 2"),
     ("train_top_n zero", lambda t: ("adapter=freeze", "adapter.train_top_n=0"), "train_top_n=0", "Choose a value"),
     ("missing checkpoint", lambda t: ("ckpt_path=/no/such/last.ckpt",), "does not exist", "ckpt_path=last"),
+    ("unknown adapter kind", lambda t: ("adapter.kind=magic",), "Unknown adapter kind 'magic'", "adapter=lora, ia3, full, freeze"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "overrides", "problem", "fix"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
 def test_bad_model_adapter_or_checkpoint(tmp_path: Path, name: str, overrides, problem: str, fix: str) -> None:
-    from domaintune.pipeline import fit_and_evaluate
+    from domaintune.core.pipeline import fit_and_evaluate
 
     cfg = compose_tiny(tmp_path, "logger=none", "trainer=debug", *overrides(tmp_path))
     with pytest.raises(DomainTuneError) as err:
@@ -148,11 +168,14 @@ def test_bad_model_adapter_or_checkpoint(tmp_path: Path, name: str, overrides, p
 
 
 SCRIPT_CASES = [
+    ("train: a key the config lacks", ("train.py", "optim.lrr=1"), "Could not override 'optim.lrr'", "Key 'lrr' is not in struct"),
+    ("train: an unknown group option", ("train.py", "adapter=lorra"), "Could not find 'adapter/lorra'", "lora"),
+    ("train: a DomainTune error exits 1 without a traceback", ("train.py", "model=tiny", "data.dir={tmp}/nowhere"), "does not exist", "Set data.dir"),
     ("evaluate: run_dir that is not a run", ("scripts/evaluate.py", "run_dir={tmp}"), "is not a training run folder", "Pass the folder a training run printed"),
     ("evaluate: a misspelt eval key", ("scripts/evaluate.py", "model=tiny", "+eval.splits=[test]"), "eval has keys that nothing reads: 'splits'", "fix their spelling"),
     ("analyze: folder without evidence", ("scripts/analyze.py", "run_dir={tmp}"), "has no per_example.jsonl", "Pass a folder written by train.py"),
     ("generate: empty input", ("scripts/generate.py", "model=tiny", "input={tmp}/empty.jsonl", "output={tmp}/out.jsonl"), "empty", "prompt"),
-    ("generate: input missing", ("scripts/generate.py", "model=tiny", "input={tmp}/none.jsonl", "output={tmp}/out.jsonl"), "does not exist", ""),
+    ("generate: input missing", ("scripts/generate.py", "model=tiny", "input={tmp}/none.jsonl", "output={tmp}/out.jsonl"), "does not exist", "Pass input=<a JSONL file of prompts>"),
     ("merge: no adapter given", ("scripts/merge.py", "model=tiny"), "merge needs an adapter", "run_dir=<training run folder>"),
     ("sweep report: folder missing", ("scripts/sweep_report.py", "{tmp}/no-sweep"), "does not exist", "outputs/multirun"),
 ]  # fmt: skip
@@ -160,16 +183,12 @@ SCRIPT_CASES = [
 
 @pytest.mark.parametrize(("name", "args", "problem", "fix"), SCRIPT_CASES, ids=[c[0] for c in SCRIPT_CASES])
 def test_bad_script_arguments(tmp_path: Path, name: str, args: tuple, problem: str, fix: str) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     (tmp_path / "empty.jsonl").write_text("")
-    cmd = [sys.executable, *(a.format(tmp=tmp_path) for a in args), f"paths.log_dir={tmp_path}/logs"]
-    if args[0] == "scripts/sweep_report.py":
-        cmd = cmd[:-1]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [a.format(tmp=tmp_path) for a in args]
+    if args[0] != "scripts/sweep_report.py":
+        cmd.append(f"paths.log_dir={tmp_path}/logs")
+    out = script(*cmd, ok=False, timeout=300)
     text = " ".join((out.stdout + out.stderr).split())
-    assert out.returncode != 0 and "Traceback" not in text, f"{name}: {text[-1500:]}"
+    # a DomainTune error exits 1; Hydra's own config errors exit 1 too (its message is the paragraph)
+    assert out.returncode == 1 and "Traceback" not in text, f"{name}: {text[-1500:]}"
     assert problem in text and fix in text, f"{name}: {text[-1500:]}"

@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import start
 
 
 def prepare(cache: Path, out: Path) -> subprocess.Popen:
-    env = {**os.environ, "DOMAINTUNE_CACHE": str(cache)}
-    cmd = [sys.executable, "scripts/prepare_data.py", "model=tiny", "data=education", f"paths.log_dir={out}"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {"DOMAINTUNE_CACHE": str(cache)}
+    return start("scripts/prepare_data.py", "model=tiny", "data=education", f"paths.log_dir={out}", env=env)
 
 
 def reports(out: Path) -> dict:
@@ -24,6 +23,7 @@ def reports(out: Path) -> dict:
     return {k: report[k] for k in ("splits", "tokens", "labels")}
 
 
+@pytest.mark.slow  # minutes of CPU: .ci/run runs it in the slow lane after `make test`
 def test_two_processes_on_a_cold_cache_build_once_and_agree(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     procs = [prepare(cache, tmp_path / f"out{i}") for i in range(2)]

@@ -11,6 +11,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -20,6 +22,7 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subp
     return out
 
 
+@pytest.mark.slow  # minutes of CPU: .ci/run runs it in the slow lane after `make test`
 def test_wheel_installs_into_a_fresh_venv_and_domaintune_train_runs(tmp_path: Path) -> None:
     # the build backend from this environment when it has one (fast, offline); else pip fetches it
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import TINY, start
 
 STEPS = 24
 COMMON = [
@@ -33,8 +32,7 @@ COMMON = [
 
 
 def launch(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "train.py", *COMMON, f"paths.log_dir={out}", *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start("train.py", *COMMON, f"paths.log_dir={out}", *extra, new_session=True)
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -99,15 +97,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(whole: Path, tm
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
     """A scheduler's SIGTERM (or Ctrl+C) stops after the current step, writes last.ckpt at that step and
     exits without a traceback, printing the command that resumes."""
-    cmd = [
-        sys.executable,
-        "train.py",
-        *COMMON,
-        "trainer.max_steps=500",
-        "trainer.val_check_interval=100",
-        f"paths.log_dir={tmp_path}",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start("train.py", *COMMON, "trainer.max_steps=500", "trainer.val_check_interval=100", f"paths.log_dir={tmp_path}")
     seen = []
     for line in proc.stdout:  # type: ignore[union-attr]
         seen.append(line)

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from domaintune.utils.hydra import build
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import SHARED_DATA, require, script
 
 REAL_DOMAINS = ["healthcare", "marketing", "education", "fact_checking", "customer_service"]
 
 
-def run_script(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
 def test_prepare_data_prints_the_audit(tmp_path: Path) -> None:
-    out = run_script("scripts/prepare_data.py", "model=tiny", "data=marketing", f"paths.log_dir={tmp_path}")
+    out = script("scripts/prepare_data.py", "model=tiny", "data=marketing", f"paths.log_dir={tmp_path}")
     assert "Data audit" in out.stdout and "dedup_near" in out.stdout and "padding efficiency" in out.stdout
     [report] = list(tmp_path.glob("prepare_data/*/*/data_report.json"))
     assert json.loads(report.read_text())["summary"]["train"]["out"] > 100
@@ -30,7 +22,7 @@ def test_prepare_data_prints_the_audit(tmp_path: Path) -> None:
 
 def test_export_data_writes_openai_chat_jsonl(tmp_path: Path) -> None:
     target = tmp_path / "cs.jsonl"
-    run_script(
+    script(
         "scripts/export_data.py",
         "model=tiny",
         "data=customer_service",
@@ -59,11 +51,12 @@ def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, 
         assert lines - removed == len(dm.examples[split]) > 0, "and every record that leaves it is counted"
 
 
+@pytest.mark.slow  # minutes of CPU: .ci/run runs it in the slow lane after `make test`
 def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
     """The benchmark runs DomainTune's training path and the transformers Trainer on the same examples, scores
     PIQA with lm-eval too (equal scores), and generates the same answers on every path (tiny model)."""
-    pytest.importorskip("lm_eval")
-    run_script(
+    require("lm_eval", "the dev extra: pip install -e '.[dev]'")
+    script(
         "scripts/benchmark.py",
         "model=tiny",
         "data.max_samples=40",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from domaintune.inference import with_run_config
+from domaintune.core.inference import with_run_config
 from domaintune.models.loading import load_adapted, load_model
-from tests.conftest import script
+from tests.conftest import expected_verdict, script
 
 
 @pytest.fixture
@@ -104,21 +105,26 @@ def test_run_dir_without_adapter(tmp_path: Path) -> None:
 
 def test_every_run_writes_its_evidence_and_analyze_rewrites_the_refinement_report(run_dir: Path, tmp_path: Path) -> None:
     """A run leaves per-example scores, all generations and analysis.md; scripts/analyze.py rewrites the
-    report from those files alone (here with top=1)."""
+    report from those files alone (here with top=1, on a copy: the shared run is never written to)."""
     lines = [json.loads(x) for x in (run_dir / "per_example.jsonl").read_text().splitlines()]
     assert {x["stage"] for x in lines} == {"base", "tuned"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for name in ("loss", "gen/rougeL"):
         tuned = [x for x in lines if x["metric"] == name and x["stage"] == "tuned"]
         assert len(tuned) == metrics["n"][name], "n in the report is the number of paired examples"
-        assert metrics["verdict"][name] in ("better", "worse", "no detectable change")
-        assert metrics["ci_low"][name] <= metrics["change"][name] <= metrics["ci_high"][name] or metrics["n"][name] < 5
-    assert metrics["split"].startswith("test") and metrics["weights"].startswith(("best, step", "last, step"))
+        low, high = metrics["ci_low"][name], metrics["ci_high"][name]
+        assert metrics["n"][name] >= 5 and low <= metrics["change"][name] <= high, (name, low, high)
+        assert metrics["verdict"][name] == expected_verdict(low, high, higher_is_better=name != "loss"), name
+    assert metrics["split"].startswith("test") and metrics["weights"].startswith("best, step"), "eval.weights=best"
     gens = (run_dir / "generations.jsonl").read_text().splitlines()
     assert len(gens) == metrics["n"]["gen/rougeL"] and "tuned" in json.loads(gens[0])
     assert "## Findings" in (run_dir / "analysis.md").read_text()
-    script("scripts/analyze.py", f"run_dir={run_dir}", "top=1", f"paths.log_dir={tmp_path}")
-    text = (run_dir / "analysis.md").read_text()
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = (run_dir / "analysis.md").read_text()
+    script("scripts/analyze.py", f"run_dir={copy}", "top=1", f"paths.log_dir={tmp_path}")
+    text = (copy / "analysis.md").read_text()
+    assert text != before and (run_dir / "analysis.md").read_text() == before
     assert "## Learning curve" in text and "(top 1 each way)" in text
     bad = script("scripts/analyze.py", f"run_dir={tmp_path}", f"paths.log_dir={tmp_path}", ok=False)
     assert bad.returncode != 0 and "has no per_example.jsonl" in bad.stdout + bad.stderr

@@ -10,17 +10,20 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from domaintune.budget import TimeBudget, parse_budget
+from domaintune.core.budget import TimeBudget, parse_budget
 from domaintune.data.formats import Task
 from domaintune.evaluation import metrics, multiple_choice
 from domaintune.evaluation.choice import choice_scores, label_items, trivial_baseline
-from domaintune.evaluation.compare import compare_runs
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import answer_limit
+from domaintune.evaluation.settings import Bootstrap, Generation
 from domaintune.models.loading import load_model
-from domaintune.models.module import LossOptions
+from domaintune.models.loss import LossOptions
+from domaintune.reporting.compare import compare_runs
+from domaintune.utils.config import CONFIG_DIR, settings
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 
@@ -45,14 +48,21 @@ def planted_data(lengths: list[int]) -> SimpleNamespace:
     )
 
 
+def limit(max_new_tokens: int | str, percentile: float, cap: int) -> Generation:
+    """The shipped eval.generation block with the answer-limit keys set."""
+    shipped = OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml").generation
+    values = {**OmegaConf.to_container(shipped), "max_new_tokens": max_new_tokens, "auto_percentile": percentile}
+    return settings(Generation, {**values, "auto_cap": cap}, "eval.generation")
+
+
 def test_max_new_tokens_auto_takes_a_percentile_of_the_training_answers() -> None:
     data = planted_data(list(range(1, 101)))  # answers of 1..100 tokens, +1 each for the end-of-turn token
-    found = answer_limit(data, {"max_new_tokens": "auto", "auto_percentile": 95, "auto_cap": 512})
+    found = answer_limit(data, limit("auto", 95, 512))
     assert found["max_new_tokens"] == 97  # the 95th percentile of 2..101 (numpy "higher")
     assert "95th percentile of 100 training answers" in found["how"]
-    capped = answer_limit(data, {"max_new_tokens": "auto", "auto_percentile": 95, "auto_cap": 40})
+    capped = answer_limit(data, limit("auto", 95, 40))
     assert capped["max_new_tokens"] == 40 and "capped at 40" in capped["how"]
-    assert answer_limit(data, {"max_new_tokens": 7})["max_new_tokens"] == 7
+    assert answer_limit(data, limit(7, 95, 512))["max_new_tokens"] == 7
 
 
 def test_evaluator_states_the_auto_limit_and_counts_answers_at_it(make_cfg, tokenizer) -> None:
@@ -60,7 +70,7 @@ def test_evaluator_states_the_auto_limit_and_counts_answers_at_it(make_cfg, toke
     dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     evaluator = build(cfg.eval, data=dm, loss=LOSS)
-    assert evaluator.gcfg["max_new_tokens"] == 3 and "capped at 3" in evaluator.answer_limit["how"]
+    assert evaluator.generation_settings.max_new_tokens == 3 and "capped at 3" in evaluator.answer_limit["how"]
     model = load_model(cfg.model)[0]
     _, evidence, samples, stats = evaluator.generation(model, "test")
     assert stats.at_limit == 4 and stats.positions == 4 * 3
@@ -131,7 +141,7 @@ def test_trivial_baseline_is_the_majority_label_or_chance() -> None:
 
 def test_report_says_whether_a_classifier_beats_its_trivial_baseline(make_cfg, tokenizer) -> None:
     from domaintune.evaluation.evaluator import EvalResult
-    from domaintune.evaluation.publish import above_baselines
+    from domaintune.reporting.publish import above_baselines
 
     cfg = make_cfg("data=fact_checking")
     dm = build(cfg.data, tokenizer=tokenizer)
@@ -180,7 +190,7 @@ def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
 def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> None:
     """A budgeted tiny run stops at the step it planned, and its learning-rate schedule is the one a run with
     that max_steps would have (cosine decay to the planned end)."""
-    from domaintune.pipeline import fit_and_evaluate
+    from domaintune.core.pipeline import fit_and_evaluate
 
     cfg = make_cfg("trainer.budget=1h", "trainer.max_steps=9", "trainer.val_check_interval=3", "logger=csv")
     run = fit_and_evaluate(cfg)
@@ -204,7 +214,7 @@ def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> 
 def test_budget_validates_and_checkpoints_its_last_step(make_cfg, tmp_path: Path) -> None:
     """A budgeted run that ends between validation checks validates at its last step, and that check can be
     the best weights (its checkpoint is written), instead of the budget's end falling after the last check."""
-    from domaintune.pipeline import fit_and_evaluate
+    from domaintune.core.pipeline import fit_and_evaluate
 
     cfg = make_cfg("trainer.budget=1h", "trainer.max_steps=7", "trainer.val_check_interval=3", "logger=csv")
     run = fit_and_evaluate(cfg)
@@ -217,6 +227,9 @@ def test_budget_validates_and_checkpoints_its_last_step(make_cfg, tmp_path: Path
 
 
 # ------------------------------------------------------------------------------------------ run vs run
+BOOT = Bootstrap(resamples=1000, confidence=0.95, seed=0, warn_relative_width=0.5)
+
+
 def planted_run(folder: Path, ids: list[str], f1: list[float], primary: str = "gen/token_f1") -> Path:
     folder.mkdir(parents=True)
     with (folder / "per_example.jsonl").open("w") as f:
@@ -235,11 +248,11 @@ def test_compare_finds_a_planted_gain(tmp_path: Path) -> None:
     ids = [f"test.jsonl:{i}" for i in range(60)]
     a = planted_run(tmp_path / "a", ids, [20.0 + (i % 7) for i in range(60)])
     b = planted_run(tmp_path / "b", ids, [25.0 + (i % 7) for i in range(60)])
-    rows, primary = compare_runs(a, b, 1000, 0.95, 0)
+    rows, primary = compare_runs(a, b, BOOT)
     assert primary == "gen/token_f1" and next(iter(rows)) == "gen/token_f1"
     assert rows["gen/token_f1"]["change"] == pytest.approx(5.0) and rows["gen/token_f1"]["verdict"] == "better"
     assert rows["gen/chrf"]["verdict"] == "no detectable change"
-    rows, _ = compare_runs(b, a, 1000, 0.95, 0)
+    rows, _ = compare_runs(b, a, BOOT)
     assert rows["gen/token_f1"]["verdict"] == "worse"
 
 
@@ -247,18 +260,19 @@ def test_compare_refuses_runs_scored_on_other_examples(tmp_path: Path) -> None:
     a = planted_run(tmp_path / "a", [f"test.jsonl:{i}" for i in range(10)], [1.0] * 10)
     b = planted_run(tmp_path / "b", [f"test.jsonl:{i}" for i in range(2, 12)], [1.0] * 10)
     with pytest.raises(DomainTuneError, match=r"2 only in run_a, 2 only in run_b \(e.g. `test.jsonl:0`\)") as err:
-        compare_runs(a, b, 1000, 0.95, 0)
+        compare_runs(a, b, BOOT)
     assert "Evaluate both on the same split and records" in err.value.paragraph()
     other = planted_run(tmp_path / "c", [f"test.jsonl:{i}" for i in range(10)], [1.0] * 10, primary="gen/rougeL")
     with pytest.raises(DomainTuneError, match="run_a is decided by gen/token_f1, run_b by gen/rougeL"):
-        compare_runs(a, other, 1000, 0.95, 0)
+        compare_runs(a, other, BOOT)
 
 
 # ------------------------------------------------------------------------------------------ learning to stop
 def test_every_training_answer_ends_with_the_end_of_turn_token(make_cfg, tokenizer, monkeypatch) -> None:
     from domaintune.data.audit_report import Audit
-    from domaintune.data.chat import IGNORE, ChatRenderer
+    from domaintune.data.chat import ChatRenderer
     from domaintune.data.tokenize import tokenize_split
+    from domaintune.models.loss import IGNORE
 
     cfg = make_cfg("data=fact_checking")
     dm = build(cfg.data, tokenizer=tokenizer)
@@ -275,7 +289,7 @@ def test_every_training_answer_ends_with_the_end_of_turn_token(make_cfg, tokeniz
 
 # ------------------------------------------------------------------------------------------ refine's command line
 def test_refine_merges_the_original_the_users_repeat_settings_and_the_change() -> None:
-    from domaintune.refine import merge, preset_keys
+    from domaintune.core.refine import merge, preset_keys
 
     assert {"trainer.max_steps", "trainer.val_check_interval", "trainer.budget"} <= preset_keys("more_steps")
     original = ["data=healthcare", "trainer.budget=15m", "trainer.max_steps=400", "optim.lr=3e-4", "experiment=healthcare_best"]
@@ -299,8 +313,8 @@ def test_refine_merges_the_original_the_users_repeat_settings_and_the_change() -
 def test_budget_plans_the_tuned_evaluation_with_generation_at_its_worst_case(make_cfg) -> None:
     """The tuned model's answers may stop later than the base model's: its evaluation is planned as the base
     evaluation with every generation batch decoding to max_new_tokens (at the measured rate), with a margin."""
+    from domaintune.core.pipeline import time_budget
     from domaintune.evaluation.evaluator import EvalResult
-    from domaintune.pipeline import time_budget
 
     cfg = make_cfg("trainer.budget=15m", "trainer.budget_eval_factor=1.1")
     base = EvalResult({}, seconds=300.0, timing={"generation_s": 200.0, "generation_worst_s": 260.0})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from domaintune.evaluation.analysis import analyze, curve_analysis, data_analysis, generation_analysis, label_analysis
+from domaintune.reporting.analysis import analyze, curve_analysis, data_analysis, generation_analysis, label_analysis
 from tests.conftest import compose_train
 
 

@@ -11,12 +11,12 @@ from omegaconf import open_dict
 
 from domaintune.evaluation import metrics, multiple_choice
 from domaintune.evaluation.multiple_choice import MCItem
-from domaintune.evaluation.report import compare
 from domaintune.models.loading import load_model, materialize, model_identity
-from domaintune.models.module import LossOptions
+from domaintune.models.loss import LossOptions
+from domaintune.reporting.report import compare
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 
 LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
 
@@ -128,7 +128,7 @@ def test_malformed_benchmark_line_and_bad_prompt(tmp_path: Path, tokenizer) -> N
 
 def test_mc_scores_match_the_lm_eval_package(make_cfg, tmp_path: Path) -> None:
     """Same model, same items: our log-likelihoods, acc and acc_norm equal lm-evaluation-harness's."""
-    lm_eval = pytest.importorskip("lm_eval")
+    lm_eval = require("lm_eval", "the dev extra: pip install -e '.[dev]'")
     from lm_eval.tasks import TaskManager
 
     cfg = make_cfg()
@@ -215,7 +215,7 @@ def test_mc_shared_context_and_answer_only_logits_keep_the_log_likelihoods(
 ) -> None:
     """Every fast path (context once per question, head at continuation positions only, by boolean mask or
     by the positions fallback) equals the plain one-row-per-choice computation that lm-eval does."""
-    from domaintune.models import module
+    from domaintune.models import loss as module
 
     monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
     cfg = make_cfg(f"model.attn_implementation={attention}")
@@ -235,10 +235,10 @@ def test_fast_generation_gives_the_same_answers_and_keeps_the_weights(make_cfg, 
     and leave every weight bit-identical (training may continue after an evaluation)."""
     from domaintune.data.chat import ChatRenderer
     from domaintune.evaluation.generation import generate
-    from domaintune.models.adapters import apply_adapter
+    from domaintune.models.adapters import apply_adapter, peft_config
 
     cfg = make_cfg("eval.generation.max_new_tokens=6")
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
     torch.manual_seed(0)
     for name, p in model.named_parameters():
         if "lora_B" in name:
@@ -260,10 +260,10 @@ def test_fast_generation_gives_the_same_answers_and_keeps_the_weights(make_cfg, 
 
 
 def test_merged_evaluation_scores_like_the_unmerged_model(make_cfg, tokenizer) -> None:
-    from domaintune.models.adapters import apply_adapter
+    from domaintune.models.adapters import apply_adapter, peft_config
 
     cfg = make_cfg("eval.generation.max_samples=4", "eval.generation.max_new_tokens=5")
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter)
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
     torch.manual_seed(0)
     for name, p in model.named_parameters():
         if "lora_B" in name:

@@ -12,7 +12,7 @@ import torch
 
 from domaintune.evaluation import metrics
 from domaintune.evaluation.evidence import Evidence, Interval, paired_interval, paired_intervals, too_wide, verdict
-from domaintune.evaluation.report import compare
+from domaintune.reporting.report import compare
 
 IDS = [f"r{i}" for i in range(200)]
 

@@ -66,9 +66,9 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
     """The LM head at trained positions only (the default), in chunks or not, changes neither the loss nor
     its gradients (for full fine-tuning that includes the head, tied to the embeddings); also through the
     1-D positions fallback that transformers releases without boolean masks get (5.17 on the GPU image)."""
-    from domaintune.models import module
-    from domaintune.models.adapters import apply_adapter
-    from domaintune.models.module import LossOptions, forward_loss
+    from domaintune.models import loss as module
+    from domaintune.models.adapters import apply_adapter, peft_config
+    from domaintune.models.loss import LossOptions, forward_loss
 
     monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
 
@@ -78,7 +78,7 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
     batch = next(iter(dm.train_dataloader()))
     assert (batch["labels"] == -100).any(), "the batch must have untrained positions (prompt or padding)"
     torch.manual_seed(0)
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter).train()
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
     for p in model.parameters():  # LoRA B starts at zero: perturb so the adapter's gradients are non-trivial
         if p.requires_grad:
             p.data.normal_(0, 0.02)
@@ -98,8 +98,8 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
 
 @pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
 def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, tokenizer, monkeypatch, boolean_mask) -> None:
-    from domaintune.models import module
-    from domaintune.models.module import LossOptions, forward_loss
+    from domaintune.models import loss as module
+    from domaintune.models.loss import LossOptions, forward_loss
 
     monkeypatch.setattr(module, "BOOLEAN_LOGITS_TO_KEEP", boolean_mask)
     from domaintune.utils.errors import DomainTuneError
@@ -120,14 +120,14 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
 def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapter: str, answer_only: bool) -> None:
     """Evaluation keeps the loss per example; summed and token-weighted it is the batch loss training uses
     (prompt tuning's virtual-token positions included)."""
-    from domaintune.models.adapters import apply_adapter
-    from domaintune.models.module import LossOptions, example_nll, forward_loss
+    from domaintune.models.adapters import apply_adapter, peft_config
+    from domaintune.models.loss import LossOptions, example_nll, forward_loss
 
     cfg = make_cfg(f"adapter={adapter}")
     dm = build(cfg.data, tokenizer=tokenizer)
     dm.prepare()
     batch = next(iter(dm.eval_dataloader("validation")))
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter).eval()
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).eval()
     opts = LossOptions(answer_only, None)
     with torch.no_grad():
         nll, tokens = example_nll(model, batch, opts)

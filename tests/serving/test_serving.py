@@ -13,10 +13,12 @@ import httpx
 import openai
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from domaintune.serving.engine import StopScanner
 from domaintune.serving.registry import load_registry
-from tests.conftest import script
+from domaintune.utils.errors import DomainTuneError
+from tests.conftest import script, start
 from tests.serving.helpers import running, serve_cfg
 
 HI = [{"role": "user", "content": "What is a lesson plan?"}]
@@ -40,7 +42,8 @@ def test_models_lists_the_base_and_each_tuned_run(served, client, tiny_run: Path
     assert set(listed) == {"base", tiny_run.name}
     info = listed[tiny_run.name].model_extra["domaintune"]
     assert info["kind"] == "tuned" and info["data"] == "education" and info["adapter"] == "lora"
-    assert info["system_prompt"] == served[2].data.task.system_prompt or info["system_prompt"]
+    trained = OmegaConf.load(tiny_run / ".hydra" / "config.yaml").data.task.system_prompt
+    assert trained and info["system_prompt"] == trained, "the run's own system prompt, not the serve config's"
 
 
 def test_answer_is_the_models_own_greedy_continuation_of_the_training_rendering(served, client, tiny_run: Path) -> None:
@@ -187,6 +190,9 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(served) -> None:
 
 
 def test_load_50_requests_8_at_once_loses_none(served, client, tiny_run: Path) -> None:
+    """Under load every request gets its own answer: greedy, so each must equal the answer the same request
+    gets alone (a lost, swapped or truncated answer differs), streamed or not."""
+
     def one(i: int) -> str:
         model = "base" if i % 2 else tiny_run.name
         ask = {"model": model, "messages": [{"role": "user", "content": f"Question {i}?"}], "max_tokens": 8, "temperature": 0}
@@ -198,9 +204,11 @@ def test_load_50_requests_8_at_once_loses_none(served, client, tiny_run: Path) -
         assert reply.usage.completion_tokens >= 1
         return reply.choices[0].message.content
 
+    alone = [one(i) for i in range(50)]  # one at a time: both models, streamed and not (i % 3 == 0)
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, range(50)))
-    assert len(answers) == 50
+    differ = [i for i in range(50) if answers[i] != alone[i]]
+    assert not differ, f"requests {differ} answered differently under load than alone"
     assert httpx.get(served[0] + "/health").json()["busy"] == 0
 
 
@@ -211,15 +219,10 @@ def test_serve_script_refuses_a_folder_without_runs(tmp_path: Path) -> None:
 
 def test_serve_script_answers_the_openai_client(tiny_run: Path, tmp_path: Path) -> None:
     """The README's command: `python scripts/serve.py run_dir=<run>`, then any OpenAI client."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
     from tests.serving.helpers import free_port
 
     port = free_port()
-    cmd = [sys.executable, "scripts/serve.py", f"run_dir={tiny_run}", "model=tiny", f"port={port}", f"paths.log_dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start("scripts/serve.py", f"run_dir={tiny_run}", "model=tiny", f"port={port}", f"paths.log_dir={tmp_path}")
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -250,5 +253,5 @@ def test_run_dir_takes_runs_and_sweep_folders(tiny_run: Path, tmp_path: Path) ->
     shutil.copytree(tiny_run / ".hydra", sweep / "2_failed" / ".hydra")
     assert run_dirs([str(sweep)]) == [sweep / "0_education_lora", sweep / "1_education_ia3"]
     assert run_dirs([str(tiny_run), str(sweep)])[0] == tiny_run
-    with pytest.raises(Exception, match="neither a training run folder"):
+    with pytest.raises(DomainTuneError, match="neither a training run folder"):
         run_dirs([str(tmp_path / "nothing")])

@@ -3,22 +3,19 @@ prompt in the compare view, see both answers stream in side by side; the test sa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from domaintune.serving.browser import chromium_paths, compare, headless_chromium, screenshot
+from scripts.devtools.browser import chromium_paths, compare, headless_chromium, screenshot
+from tests.conftest import STRICT
 from tests.serving.helpers import running, serve_cfg
-
-# .ci/run installs chromium and sets this, so CI fails instead of skipping when the browser is missing
-REQUIRED = os.environ.get("DOMAINTUNE_REQUIRE_BROWSER") == "1"
 
 
 @pytest.fixture
 def browser():
     if chromium_paths() is None:
-        if REQUIRED:
+        if STRICT:  # .ci/run installs chromium: there a missing browser fails instead of skipping
             pytest.fail("chromium and chromedriver are required here: apt-get install -y chromium chromium-driver")
         pytest.skip("no chromium/chromedriver (apt-get install -y chromium chromium-driver); .ci/run installs them")
     driver = headless_chromium()

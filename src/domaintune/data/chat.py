@@ -8,14 +8,15 @@ for any template that renders prefixes consistently (ChatML, Llama 3, Mistral, Q
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from domaintune.data.formats import Message
+from domaintune.models.loss import IGNORE
 from domaintune.utils.errors import DomainTuneError
-
-IGNORE = -100
 
 
 @dataclass
@@ -106,3 +107,10 @@ class ChatRenderer:
         if len(after) == 1:
             ids.add(after[0])
         return sorted(ids)
+
+
+def renderer_for(data_cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> ChatRenderer:
+    """The renderer of a data config (its `max_length`): the one reader of that setting outside the data
+    pipeline (whose DataModule builds its own from the recipe), so chat, generate and serving truncate prompts
+    exactly as training did."""
+    return ChatRenderer(tokenizer, int(data_cfg["max_length"]))

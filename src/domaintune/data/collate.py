@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from domaintune.data.chat import IGNORE
+from domaintune.models.loss import IGNORE
 
 
 def pad_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:

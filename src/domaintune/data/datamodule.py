@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from domaintune import __version__
 from domaintune.data.audit_report import MAX_EXAMPLES, Audit, StepReport, plot_lengths, print_audit
 from domaintune.data.cache import read_prepared, write_prepared
-from domaintune.data.chat import IGNORE, ChatRenderer
+from domaintune.data.chat import ChatRenderer
 from domaintune.data.collate import pad_collate
 from domaintune.data.formats import Message, Task
 from domaintune.data.mixture import mix
@@ -37,6 +37,7 @@ from domaintune.data.preprocess import Preprocessor
 from domaintune.data.recipe import DataRecipe
 from domaintune.data.sources import ReadStats, load_records, locate, origin_of
 from domaintune.data.tokenize import tokenize_split
+from domaintune.models.loss import IGNORE
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.files import locked
 from domaintune.utils.hydra import build

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from domaintune.data.chat import IGNORE
+from domaintune.models.loss import IGNORE
 from domaintune.utils.errors import DomainTuneError
 
 Example = dict[str, list[int]]

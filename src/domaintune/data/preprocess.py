@@ -12,8 +12,8 @@ import ftfy
 
 from domaintune.data.audit_report import Audit, StepReport
 from domaintune.data.formats import RecordProblem, Task
-from domaintune.data.pii import TYPES, PiiScrubber
-from domaintune.utils.config import to_dict
+from domaintune.data.settings import Dedup, Pii
+from domaintune.utils.config import settings
 from domaintune.utils.errors import DomainTuneError, unknown_option
 
 Record = dict[str, Any]
@@ -170,8 +170,8 @@ class NearDuplicates:
         self._n += 1
 
 
-def _near_dedup(audit: Audit, split: str, records: list[Record], cfg: dict[str, Any]) -> tuple[list[Record], NearDuplicates]:
-    index = NearDuplicates(float(cfg["threshold"]), int(cfg["num_perm"]), int(cfg["ngram"]))
+def _near_dedup(audit: Audit, split: str, records: list[Record], cfg: Dedup) -> tuple[list[Record], NearDuplicates]:
+    index = NearDuplicates(float(cfg.threshold), int(cfg.num_perm), int(cfg.ngram))
 
     def check(rec: Record) -> Record:
         mh = index.signature(rec)
@@ -219,8 +219,8 @@ class Preprocessor:
         unicode: bool,
         html: bool,
         whitespace: bool,
-        pii: dict[str, Any],
-        dedup: dict[str, Any],
+        pii: dict[str, Any] | Pii,
+        dedup: dict[str, Any] | Dedup,
         leakage: bool,
         too_long: str,
     ):
@@ -232,13 +232,8 @@ class Preprocessor:
         if too_long not in TOO_LONG:
             raise unknown_option("data.preprocess.too_long", too_long, TOO_LONG, "Use truncate or drop.")
         self.too_long = too_long
-        pii = to_dict(pii)
-        self.scrub = (
-            PiiScrubber(pii["types"] or TYPES, pii["region"], pii["placeholder"], int(pii["id_min_digits"]))
-            if pii["enabled"]
-            else None
-        )
-        self.dedup = to_dict(dedup)
+        self.scrub = settings(Pii, pii, "data.preprocess.pii").scrubber()
+        self.dedup = settings(Dedup, dedup, "data.preprocess.dedup")
 
     def run(
         self, splits: dict[str, list[Record]], audit: Audit, on_error: str = "raise", prefix: str = ""
@@ -273,9 +268,14 @@ class Preprocessor:
                 return task.select(rec)
             except RecordProblem as problem:
                 if on_error == "raise" and problem.reason in ("wrong_type", "label_not_in_set", "no_assistant_turn"):
+                    first = (
+                        "Add the label to data.task.labels if it is a real class, fix"
+                        if problem.reason == "label_not_in_set"
+                        else "Fix"
+                    )
                     raise DomainTuneError(
                         f"Record {rec.get('_src', '?')} cannot be used: {problem}.",
-                        "Fix the record, map the right column with data.task.fields, or set data.on_error=skip "
+                        f"{first} the record, map the right column with data.task.fields, or set data.on_error=skip "
                         "to skip such records (they are counted in the audit).",
                     ) from None
                 raise
@@ -288,9 +288,9 @@ class Preprocessor:
         if self.scrub is not None:
             records = run_step(audit, split, "pii", records, lambda r: _map_text(r, names, self.scrub))
         records = run_step(audit, split, "drop_empty", records, _check_not_empty(task))
-        if self.dedup["exact"]:
+        if self.dedup.exact:
             records = _exact_dedup(audit, split, records)
         index = None
-        if self.dedup["near"]:
+        if self.dedup.near:
             records, index = _near_dedup(audit, split, records, self.dedup)
         return records, index

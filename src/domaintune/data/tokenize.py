@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from domaintune.data.audit_report import Audit, StepReport
-from domaintune.data.chat import IGNORE, ChatRenderer
+from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Task
+from domaintune.models.loss import IGNORE
 from domaintune.utils.errors import DomainTuneError
 
 Split = tuple[list[dict[str, Any]], list[dict[str, Any]]]

@@ -18,7 +18,7 @@ from domaintune.data.formats import Task
 from domaintune.evaluation import multiple_choice
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.metrics import label_evidence
-from domaintune.models.module import LossOptions
+from domaintune.models.loss import LossOptions
 
 
 class LabelledSet(Protocol):

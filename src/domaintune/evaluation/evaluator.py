@@ -5,6 +5,7 @@ subset of it, and optional multiple-choice benchmarks (the forgetting check)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,8 +26,9 @@ from domaintune.evaluation import multiple_choice
 from domaintune.evaluation.choice import choice_scores, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import GenerationStats, answer_limit, generate, merged_adapter, model_device
-from domaintune.models.module import LossOptions, example_nll
-from domaintune.utils.config import to_dict
+from domaintune.evaluation.settings import Bootstrap, Generation, Selection
+from domaintune.models.loss import LossOptions, example_nll
+from domaintune.utils.config import settings, to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.files import locked, write_atomic
 from domaintune.utils.hardware import resolve_precision
@@ -98,14 +100,14 @@ class Evaluator:
         *,
         split: str | list[str],
         weights: str,
-        selection: dict[str, str],
-        bootstrap: dict[str, Any],
+        selection: dict[str, str] | Selection,
+        bootstrap: dict[str, Any] | Bootstrap,
         max_samples: int | None,
         merge_adapter: bool,
         device: str,
         precision: str,
         metrics: str | list[str],
-        generation: dict[str, Any],
+        generation: dict[str, Any] | Generation,
         choices: dict[str, Any],
         share_context: bool,
         general: str | list[str] | None,
@@ -124,15 +126,18 @@ class Evaluator:
                 "eval.split is an empty list.", "Name a split, e.g. eval.split=test or eval.split=[test,validation]."
             )
         self.split = self.splits[0]
-        self.weights, self.selection, self.bootstrap = weights, to_dict(selection), to_dict(bootstrap)
+        self.weights = weights
+        self.selection = settings(Selection, selection, "eval.selection")
+        self.bootstrap = settings(Bootstrap, bootstrap, "eval.bootstrap")
         self.max_samples, self.merge_adapter, self.device = max_samples, bool(merge_adapter), device
         self.precision = str(precision)
-        self.metrics, self.gcfg, self.share_context = metrics, to_dict(generation), bool(share_context)
+        self.metrics, self.share_context = metrics, bool(share_context)
+        wanted = settings(Generation, generation, "eval.generation")
         self.choices = to_dict(choices)
         # `max_new_tokens: auto` becomes a number here, from the training references (the report states it and
         # how it was found); the resolved number is part of the base-result cache key below
-        self.answer_limit = answer_limit(self.dm, self.gcfg)
-        self.gcfg["max_new_tokens"] = self.answer_limit["max_new_tokens"]
+        self.answer_limit = answer_limit(self.dm, wanted)
+        self.generation_settings = dataclasses.replace(wanted, max_new_tokens=self.answer_limit["max_new_tokens"])
         self.primary = gen_metrics.primary_metric(self.dm.primary_metric, [t.type for t in self.dm.tasks.values()])
         self.benchmark_specs, self.analysis_top = to_dict(benchmarks), int(analysis_top)
         self.cache_dir = Path(str(cache_dir)).expanduser() if cache_base and cache_dir else None
@@ -157,7 +162,7 @@ class Evaluator:
             "max_samples": max_samples,
             "precision": self.precision,
             "metrics": metrics,
-            "generation": self.gcfg,
+            "generation": self.generation_settings.options(),
             "choices": self.choices,
             "share_context": self.share_context,
             "general": self.general,
@@ -216,7 +221,15 @@ class Evaluator:
             return {}, {}, [], GenerationStats()
         convs = [self.dm.conversation(r) for r in records]
         merge = self.merge_adapter if merge_adapter is None else merge_adapter
-        outs, stats = generate(model, self.dm.tokenizer, self.dm.renderer, convs, self.gcfg, merge, desc=f"generate [{split}]")
+        outs, stats = generate(
+            model,
+            self.dm.tokenizer,
+            self.dm.renderer,
+            convs,
+            self.generation_settings.options(),
+            merge,
+            desc=f"generate [{split}]",
+        )
         samples = [
             {
                 "id": r["_src"],
@@ -355,7 +368,7 @@ class Evaluator:
 
     def generated_records(self, split: str) -> list[dict[str, Any]]:
         """The records a split's generation metrics are scored on: the first `generation.max_samples` with an answer."""
-        limit = self.gcfg["max_samples"]
+        limit = self.generation_settings.max_samples
         self.dm.require(split)
         records = [r for r in self.dm.records[split] if self.dm.task_of(r).type != "text"]
         return records[: int(limit)] if limit is not None else records
@@ -382,7 +395,7 @@ class Evaluator:
                 gen_speed, gen_evidence, samples, stats = self.generation(fast, split, merge_adapter=False)
                 result.add({**evidence, **self.choice(fast, split), **gen_evidence}, prefix)
                 result.metrics.update({prefix + k: v for k, v in {**speed, **gen_speed}.items()})
-                worst = stats.answers * int(self.gcfg["max_new_tokens"]) / max(stats.positions_per_s, 1e-9)
+                worst = stats.answers * int(self.generation_settings.max_new_tokens) / max(stats.positions_per_s, 1e-9)
                 result.timing["generation_s"] = result.timing.get("generation_s", 0.0) + stats.seconds
                 result.timing["generation_worst_s"] = result.timing.get("generation_worst_s", 0.0) + worst
                 if not prefix:

@@ -16,9 +16,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from domaintune.evaluation.evaluator import EvalResult, EvaluationSet, Evaluator
-from domaintune.evaluation.evidence import paired_intervals
-from domaintune.evaluation.report import compare, fmt
-from domaintune.models.module import LossOptions
+from domaintune.models.loss import LossOptions
+from domaintune.reporting.report import compare, fmt
 from domaintune.utils.config import to_dict
 from domaintune.utils.hydra import build
 from domaintune.utils.loggers import log_to_wandb
@@ -46,15 +45,12 @@ class Forgetting:
 
     def compare(self, start: dict[str, EvalResult], end: dict[str, EvalResult]) -> dict[str, dict[str, dict[str, Any]]]:
         """Per domain: start-vs-end rows (base = start) with paired intervals and verdicts."""
-        boot = self.bootstrap
         rows = {}
         for name in start:
             a, b = start[name], end[name]
-            intervals = paired_intervals(
-                a.evidence, b.evidence, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"])
-            )
+            intervals = self.bootstrap.paired(a.evidence, b.evidence)
             quality = {k: v for k, v in a.metrics.items() if k in a.evidence}
-            rows[name] = compare(quality, {k: b.metrics[k] for k in quality}, intervals, boot["warn_relative_width"])
+            rows[name] = compare(quality, {k: b.metrics[k] for k in quality}, intervals, self.bootstrap.warn_relative_width)
         return rows
 
 

@@ -18,6 +18,8 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCrit
 
 from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Message
+from domaintune.evaluation.settings import Generation as GenerationSettings
+from domaintune.models.adapters import is_prompt_learning
 from domaintune.utils.errors import DomainTuneError
 
 
@@ -74,14 +76,14 @@ def generate_options(
     }
 
 
-def answer_limit(data: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def answer_limit(data: Any, cfg: GenerationSettings) -> dict[str, Any]:
     """`max_new_tokens` for evaluation: the number given, or for `auto` the `auto_percentile` percentile of the
     training references' token lengths (+1: the end-of-turn token), at most `auto_cap`, so that neither model
     is cut off mid-answer by a limit that suits another task. Returns the number and how it was found (the
     report states both). Only the training split is read: the answers being scored never set their own limit.
     """
-    if cfg["max_new_tokens"] != "auto":
-        return {"max_new_tokens": int(cfg["max_new_tokens"]), "how": "eval.generation.max_new_tokens"}
+    if cfg.max_new_tokens != "auto":
+        return {"max_new_tokens": int(cfg.max_new_tokens), "how": "eval.generation.max_new_tokens"}
     data.require("train")
     records = [r for r in data.records["train"] if data.task_of(r).type != "text"]
     if not records:
@@ -92,7 +94,7 @@ def answer_limit(data: Any, cfg: dict[str, Any]) -> dict[str, Any]:
         )
     refs = [data.task_of(r).reference(r) for r in records]
     lengths = np.array([len(ids) + 1 for ids in data.tokenizer(refs, add_special_tokens=False)["input_ids"]])
-    pct, cap = float(cfg["auto_percentile"]), int(cfg["auto_cap"])
+    pct, cap = float(cfg.auto_percentile), int(cfg.auto_cap)
     found = int(np.percentile(lengths, pct, method="higher"))
     limit = min(found, cap)
     return {
@@ -112,7 +114,7 @@ def merged_adapter(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
     so training and later evaluations see exactly the weights they had. Prompt-learning adapters and plain
     models are returned as they are.
     """
-    mergeable = enabled and isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
+    mergeable = enabled and isinstance(model, PeftModel) and not is_prompt_learning(model)
     if not mergeable:
         yield model
         return

@@ -23,7 +23,7 @@ from domaintune.data.formats import compile_template
 from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import model_device
-from domaintune.models.module import logits_at
+from domaintune.models.loss import logits_at
 from domaintune.utils.errors import DomainTuneError
 
 

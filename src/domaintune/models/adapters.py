@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from peft import PeftModel, get_peft_model
+from peft import PeftConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -59,8 +58,11 @@ def _freeze_all_but_top(model: PreTrainedModel, top_n: int, train_head: bool, tr
         norm.requires_grad_(True)
 
 
-def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointing: bool = False) -> nn.Module:
-    """Return the model to train, with exactly the configured parameters trainable."""
+def apply_adapter(
+    model: PreTrainedModel, cfg: DictConfig, peft: PeftConfig | None, gradient_checkpointing: bool = False
+) -> nn.Module:
+    """Return the model to train, with exactly the configured parameters trainable. `peft` is the PEFT config
+    `peft_config(cfg)` built (once, by `checks.check_config` in a run) for `kind: peft`."""
     kind = cfg.get("kind")
     if kind not in KINDS:
         raise unknown_option(
@@ -71,13 +73,15 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, gradient_checkpointin
         model = start_from(model, start)
         log.info(f"adapter.init_from: continuing from {start}")
     if kind == "peft":
-        model = model if start is not None else get_peft_model(model, peft_config(cfg))
+        if peft is None:
+            raise DomainTuneError("adapter.kind=peft needs its built PEFT config.", "Pass peft_config(cfg.adapter).")
+        model = model if start is not None else get_peft_model(model, peft)
     elif kind == "freeze":
         _freeze_all_but_top(model, int(cfg.train_top_n), bool(cfg.train_head), bool(cfg.train_norm))
     else:
         model.requires_grad_(True)
     if gradient_checkpointing:
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        base = base_model(model)
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     trainable, total = parameter_counts(model)
@@ -95,7 +99,7 @@ def compile_blocks(model: nn.Module) -> int:
     """torch.compile every transformer block in place (model.compile): `nn.Module.compile` keeps parameter
     names, so checkpoints, adapters and resume work as without it. Shapes vary per batch, hence dynamic
     shapes. Returns how many blocks were compiled."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = base_model(model)
     blocks = _blocks(base)
     for block in blocks:
         block.compile(dynamic=True)
@@ -103,15 +107,12 @@ def compile_blocks(model: nn.Module) -> int:
     return len(blocks)
 
 
-def prepends_virtual_tokens(cfg: DictConfig) -> bool:
-    """Whether an adapter config is a prompt-learning method (prompt/prefix tuning), known before any model
-    is loaded, so that option combinations it cannot serve (packing) are settled up front."""
-    return cfg.get("kind") == "peft" and bool(peft_config(cfg).is_prompt_learning)
-
-
-def peft_config(cfg: DictConfig) -> Any:
-    """The PEFT config built from `adapter.peft`; an option its class does not take is a clear error (it is
-    built once before anything loads, by the option checks)."""
+def peft_config(cfg: DictConfig) -> PeftConfig | None:
+    """The PEFT config built from `adapter.peft` (None for `kind: full`/`freeze`); an option its class does not
+    take is a clear error. A run builds it once, in `checks.check_config` before anything loads, and hands it
+    on to `apply_adapter`."""
+    if cfg.get("kind") != "peft":
+        return None
     try:
         return instantiate(cfg.peft, _convert_="all")
     except InstantiationException as exc:
@@ -124,8 +125,15 @@ def peft_config(cfg: DictConfig) -> Any:
 
 
 def is_prompt_learning(model: nn.Module) -> bool:
-    """Prompt/prefix tuning prepend virtual tokens, which packed rows (restarting positions) cannot hold."""
+    """Prompt/prefix tuning prepend virtual tokens, which packed rows (restarting positions) cannot hold and
+    which cannot be merged into weights."""
     return isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (the model itself when there is none): where the config,
+    the blocks and gradient checkpointing live."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def save_adapter(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,20 @@ def _cached(target: Path) -> bool:
     return (target / _COMPLETE).exists()
 
 
+def _saved_once(target: Path, build: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]) -> str:
+    """The cached model folder `target`, built by `build` and saved (model + tokenizer) the first time only."""
+    with locked(target):  # parallel jobs on a cold cache build it once
+        if not _cached(target):
+            model, tok = build()
+
+            def save(d: Path) -> None:
+                model.save_pretrained(d)
+                tok.save_pretrained(d)
+
+            _atomic_save(target, save)
+    return str(target)
+
+
 def _tokenizer_source(spec: dict[str, Any], cache: Path) -> str:
     """A directory or hub id holding the tokenizer of a spec (GGUF tokenizers are extracted once)."""
     gguf = _gguf_location(spec)
@@ -102,41 +117,31 @@ def materialize(cfg: DictConfig | dict) -> str:
     gguf = _gguf_location(spec)
     if gguf is not None:
         target = cache / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
-        with locked(target):  # parallel jobs on a cold cache build it once
-            if not _cached(target):
-                log.info(f"Dequantising {gguf.name} to float weights in {target} (once; later runs load in seconds)")
-                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-                # transformers refuses to save a GGUF-loaded model while it still carries the GGUF quantizer;
-                # the weights are already plain floats, so dropping it is lossless (bit-identical logits on reload).
-                model.hf_quantizer = None
-                if hasattr(model.config, "quantization_config"):
-                    del model.config.quantization_config
 
-                def save(d: Path) -> None:
-                    model.save_pretrained(d)
-                    tok.save_pretrained(d)
+        def dequantised() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+            log.info(f"Dequantising {gguf.name} to float weights in {target} (once; later runs load in seconds)")
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            # transformers refuses to save a GGUF-loaded model while it still carries the GGUF quantizer;
+            # the weights are already plain floats, so dropping it is lossless (bit-identical logits on reload).
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            return model, tok
 
-                _atomic_save(target, save)
-        return str(target)
+        return _saved_once(target, dequantised)
     if spec.get("config"):
         config = instantiate(spec["config"])
         key = json.dumps({"config": spec["config"], "seed": spec["init_seed"]}, sort_keys=True)
         target = cache / "models" / f"{spec['name']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-        with locked(target):  # parallel jobs on a cold cache build it once
-            if not _cached(target):
-                tok_dir = _tokenizer_source(spec.get("tokenizer") or {}, cache)
-                tok = AutoTokenizer.from_pretrained(tok_dir)
-                with torch.random.fork_rng():
-                    torch.manual_seed(int(spec["init_seed"]))
-                    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
-                def save(d: Path) -> None:
-                    model.save_pretrained(d)
-                    tok.save_pretrained(d)
+        def initialised() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+            tok = AutoTokenizer.from_pretrained(_tokenizer_source(spec.get("tokenizer") or {}, cache))
+            with torch.random.fork_rng():
+                torch.manual_seed(int(spec["init_seed"]))
+                return AutoModelForCausalLM.from_config(config, dtype=torch.float32), tok
 
-                _atomic_save(target, save)
-        return str(target)
+        return _saved_once(target, initialised)
     if not spec.get("path"):
         raise DomainTuneError(
             "The model config names no source: set model.path (a hub id or local directory), model.gguf_file, or model.config.",

@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from domaintune.data.chat import ChatRenderer
-from domaintune.inference import load_for_inference, with_run_config
+from domaintune.core.inference import load_for_inference, with_run_config
+from domaintune.data.chat import ChatRenderer, renderer_for
+from domaintune.models.adapters import base_model, is_prompt_learning
 from domaintune.models.loading import load_model, model_identity
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
@@ -76,20 +77,21 @@ def run_dirs(paths: list[str]) -> list[Path]:
 def _served(
     id_: str, kind: str, model: torch.nn.Module, tok: PreTrainedTokenizerBase, cfg: DictConfig, info: dict[str, Any]
 ) -> ServedModel:
-    mergeable = isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
+    mergeable = isinstance(model, PeftModel) and not is_prompt_learning(model)
     if kind == "tuned" and bool(cfg.serve.merge_adapter) and mergeable:
         # serving never trains: fold the adapter in for good, so the tuned model answers as fast as the base
         model = model.merge_and_unload()
     model.eval()
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = base_model(model)
+    renderer = renderer_for(cfg.data, tok)
     return ServedModel(
         id=id_,
         kind=kind,
         model=model,
         tokenizer=tok,
-        renderer=ChatRenderer(tok, max_length=int(cfg.data.max_length)),
+        renderer=renderer,
         system_prompt=cfg.data.task.get("system_prompt") or None,
-        context_length=int(getattr(base.config, "max_position_embeddings", cfg.data.max_length)),
+        context_length=int(getattr(base.config, "max_position_embeddings", renderer.max_length)),
         info=info,
     )
 

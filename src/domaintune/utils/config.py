@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from domaintune.utils.errors import DomainTuneError, unread_keys
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = PACKAGE_DIR / "data" / "samples"
@@ -101,6 +105,33 @@ def to_dict(cfg: DictConfig | dict | None) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v for k, v in cfg.items()}
+
+
+T = TypeVar("T")
+
+
+def settings(cls: type[T], values: Mapping[str, Any] | T, where: str) -> T:
+    """A config block (a plain dict or DictConfig, e.g. `eval.bootstrap`) as its typed dataclass `cls`, whose
+    `__post_init__` validates the values next to the fields they concern. A key the class lacks or a missing
+    key is a clear error naming the block, so a nested block is as strict as a top-level object config."""
+    if isinstance(values, cls):
+        return values
+    values = to_dict(values) if isinstance(values, DictConfig) else dict(values)  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise unread_keys(where, unknown, names)
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise DomainTuneError(
+            f"{where} lacks {', '.join(missing)}.",
+            f"Set them (conf/ documents each key of {where}) or start from the shipped config.",
+        )
+    return cls(**values)
 
 
 register_resolvers()

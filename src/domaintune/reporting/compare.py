@@ -14,8 +14,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from domaintune.evaluation.evidence import Evidence, paired_intervals
-from domaintune.evaluation.report import compare, direction, fmt
+from domaintune.evaluation.evidence import Evidence
+from domaintune.evaluation.settings import Bootstrap
+from domaintune.reporting.report import compare, direction, fmt
 from domaintune.utils.errors import DomainTuneError
 
 
@@ -70,9 +71,7 @@ def check_same_examples(a: dict[str, Evidence], b: dict[str, Evidence], names: t
     return shared
 
 
-def compare_runs(
-    run_a: str | Path, run_b: str | Path, resamples: int, confidence: float, seed: int
-) -> tuple[dict[str, dict[str, Any]], str | None]:
+def compare_runs(run_a: str | Path, run_b: str | Path, bootstrap: Bootstrap) -> tuple[dict[str, dict[str, Any]], str | None]:
     """Rows as in a run's report, with run A's tuned model in the `base` column and run B's in `tuned`, and
     the primary metric (B's, which must be A's too)."""
     a, b = run_evidence(run_a), run_evidence(run_b)
@@ -82,9 +81,7 @@ def compare_runs(
             f"run_a was evaluated on '{fa['split']}', run_b on '{fb['split']}'.", "Compare runs evaluated on the same split."
         )
     shared = check_same_examples(a, b, ("run_a", "run_b"))
-    intervals = paired_intervals(
-        {m: a[m].to_dict() for m in shared}, {m: b[m].to_dict() for m in shared}, resamples, confidence, seed
-    )
+    intervals = bootstrap.paired({m: a[m].to_dict() for m in shared}, {m: b[m].to_dict() for m in shared})
     rows = compare({m: a[m].value() for m in shared}, {m: b[m].value() for m in shared}, intervals)
     primary = fb.get("primary")
     if primary and primary != fa.get("primary"):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domaintune.evaluation.report import direction
+from domaintune.reporting.report import direction
 from domaintune.utils.errors import DomainTuneError
 
 

@@ -14,13 +14,16 @@ from typing import Any
 import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
+from peft import PeftConfig
 
-from domaintune.budget import parse_budget
+from domaintune.core.budget import parse_budget
 from domaintune.data.packing import check_packing
 from domaintune.data.recipe import DataRecipe
-from domaintune.models.adapters import peft_config, prepends_virtual_tokens
+from domaintune.data.settings import Dedup, Pii
+from domaintune.evaluation.settings import Bootstrap, Generation, Selection
+from domaintune.models.adapters import peft_config
 from domaintune.models.continual import check_init_from
-from domaintune.utils.config import to_dict
+from domaintune.utils.config import settings, to_dict
 from domaintune.utils.errors import DomainTuneError, unread_keys
 from domaintune.utils.logging import get_logger
 
@@ -47,11 +50,17 @@ def strategy_name(strategy: Any) -> str:
     return str(strategy or "auto").lower()
 
 
-def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
+def check_config(cfg: DictConfig, hw: Hardware | None = None) -> PeftConfig | None:
     """Raise a DomainTuneError for the first combination of trainer, precision, adapter and data options that
-    cannot run on this hardware."""
+    cannot run on this hardware. Returns the adapter's PEFT config (None without one): built here once, the run
+    applies this same object."""
     hw = hw or Hardware.here()
     check_keys(cfg)
+    for where in _object_configs(cfg):
+        if where.endswith("preprocess"):  # the typed blocks check their own values (data/settings.py)
+            node = OmegaConf.select(cfg, where)
+            settings(Pii, node.pii, f"{where}.pii")
+            settings(Dedup, node.dedup, f"{where}.dedup")
     t = cfg.trainer
     strategy = strategy_name(t.get("strategy"))
     accelerator = str(t.accelerator).lower()
@@ -104,9 +113,11 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> None:
             f"(strategy {strategy}) the processes could plan different step counts.",
             "Use trainer.max_steps for multi-device runs (a budgeted single-device run's report gives its step count).",
         )
-    check_packing(cfg.data.get("packing"), prepends_virtual_tokens(cfg.adapter))
-    check_init_from(cfg.adapter, peft_config(cfg.adapter) if cfg.adapter.kind == "peft" else None)
+    peft = peft_config(cfg.adapter)
+    check_packing(cfg.data.get("packing"), bool(peft and peft.is_prompt_learning))
+    check_init_from(cfg.adapter, peft)
     check_evaluation(cfg.eval)
+    return peft
 
 
 def _object_configs(cfg: DictConfig) -> list[str]:
@@ -143,18 +154,10 @@ def check_evaluation(e: DictConfig) -> None:
     """Evaluation options that would otherwise fail only after training (or mean something else)."""
     if e.weights not in ("best", "last"):
         raise DomainTuneError(f"eval.weights={e.weights!r} is not an option.", "Use eval.weights=best or eval.weights=last.")
-    if e.selection.mode not in ("min", "max"):
-        raise DomainTuneError(f"eval.selection.mode={e.selection.mode!r} is not an option.", "Use min or max.")
-    boot = e.bootstrap
-    if not 0 < float(boot.confidence) < 1:
-        raise DomainTuneError(
-            f"eval.bootstrap.confidence={boot.confidence} is not a probability.", "Use e.g. eval.bootstrap.confidence=0.95."
-        )
-    if int(boot.resamples) < 100:
-        raise DomainTuneError(
-            f"eval.bootstrap.resamples={boot.resamples}: fewer than 100 resamples cannot place a 95% interval's ends.",
-            "Use eval.bootstrap.resamples=1000 (the default) or more.",
-        )
+    # the typed blocks check their own values (evaluation/settings.py); built here, before anything loads
+    settings(Selection, e.selection, "eval.selection")
+    settings(Bootstrap, e.bootstrap, "eval.bootstrap")
+    settings(Generation, e.generation, "eval.generation")
     splits = [e.split] if isinstance(e.split, str) else list(e.split)
     if not splits or len(set(splits)) != len(splits):
         raise DomainTuneError(

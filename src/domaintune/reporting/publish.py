@@ -11,10 +11,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from domaintune.evaluation.analysis import write_analysis
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
-from domaintune.evaluation.evidence import Evidence, interval_of, paired_intervals
-from domaintune.evaluation.report import compare, fmt, print_table, samples_table, write_report
+from domaintune.evaluation.evidence import Evidence
+from domaintune.reporting.analysis import write_analysis
+from domaintune.reporting.report import compare, fmt, print_table, samples_table, write_report
 from domaintune.utils.loggers import log_to_wandb
 from domaintune.utils.logging import get_logger
 
@@ -83,13 +83,12 @@ def above_baselines(evaluator: Evaluator, result: EvalResult) -> dict[str, dict[
     """For each accuracy of a labelled task: the model's accuracy with a bootstrap interval of its own, against the
     best trivial baseline (majority label or chance). Beating the base model is not enough for a classifier: a
     base model below chance makes a near-chance tuned model look like a gain."""
-    boot = evaluator.bootstrap
     out = {}
     for metric, (value, how) in evaluator.trivial_baselines().items():
         e = result.evidence_of(metric)
         if e is None or not e.n:
             continue
-        ci = interval_of(e, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"]), metric)
+        ci = evaluator.bootstrap.single(e, metric)
         above = ci.low > value
         out[metric] = {
             "baseline": value,
@@ -113,12 +112,8 @@ def publish(
     """Compare, write report.md / metrics.json / samples.md / per_example.jsonl, log to W&B and print the
     table. Returns the rows and the flat metrics (`tuned/loss`, `ci_low/gen/rougeL`, ...) sweepers read."""
     boot = evaluator.bootstrap
-    intervals = (
-        paired_intervals(base.evidence, tuned.evidence, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"]))
-        if base and tuned
-        else {}
-    )
-    rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {}, intervals, boot["warn_relative_width"])
+    intervals = boot.paired(base.evidence, tuned.evidence) if base and tuned else {}
+    rows = compare(base.metrics if base else {}, tuned.metrics if tuned else {}, intervals, boot.warn_relative_width)
     first, second = (base or tuned), (tuned or base)
     assert first is not None and second is not None, "publish needs at least one result"
     primary = evaluator.primary
@@ -126,13 +121,13 @@ def publish(
     info = {
         **info,
         "primary metric": headline(primary, rows.get(primary)),
-        "interval": f"paired bootstrap, {boot['resamples']} resamples, {100 * float(boot['confidence']):g}%",
+        "interval": boot.describe(),
         "max_new_tokens": f"{evaluator.answer_limit['max_new_tokens']} ({evaluator.answer_limit['how']})",
     }
     baselines = above_baselines(evaluator, second)
     if baselines:
         info["trivial baseline"] = "; ".join(b["text"] for b in baselines.values())
-    write_report(folder, rows, info, first.samples, second.samples, int(evaluator.gcfg["num_samples"]), primary)
+    write_report(folder, rows, info, first.samples, second.samples, int(evaluator.generation_settings.num_samples), primary)
     write_per_example(folder, {"base": base, "tuned": tuned})
     write_generations(folder, first.samples, second.samples if base and tuned else [])
     flat = {f"{key}/{k}": r[key] for k, r in rows.items() for key in FLAT_KEYS if r[key] is not None}

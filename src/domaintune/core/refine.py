@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from domaintune.evaluation.compare import compare_runs, worse_metrics
-from domaintune.evaluation.report import fmt
+from domaintune.evaluation.settings import Bootstrap
+from domaintune.reporting.compare import compare_runs, worse_metrics
+from domaintune.reporting.report import fmt
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
@@ -158,7 +159,7 @@ def run_trial(trial: Trial, overrides: list[str]) -> None:
 
 
 def refine(
-    run_dir: Path, out: Path, extra: list[str], max_changes: int | None, boot: dict[str, Any], only: list[str] | None = None
+    run_dir: Path, out: Path, extra: list[str], max_changes: int | None, boot: Bootstrap, only: list[str] | None = None
 ) -> list[Trial]:
     """Run every suggested change of `run_dir` (those of the `only` topics, at most `max_changes`) and compare
     each with the original."""
@@ -169,9 +170,7 @@ def refine(
         run_trial(trial, merge(original, change, extra))
         if not trial.error:
             try:
-                trial.rows, trial.primary = compare_runs(
-                    run_dir, trial.folder, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"])
-                )
+                trial.rows, trial.primary = compare_runs(run_dir, trial.folder, boot)
             except DomainTuneError as exc:
                 trial.error = exc.paragraph()
         trials.append(trial)

@@ -179,9 +179,7 @@ class StepCheckpoint(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # a requested stop (the time budget's last step) validates now: keep that check's checkpoint too
-        due = trainer.should_stop or (
-            self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
-        )
+        due = trainer.should_stop or (self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0)
         if due and pl_module.automatic_optimization and self._validates_after_this_batch(trainer):
             self._defer_save_until_validation = True
             return

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from domaintune.evaluation.report import fmt
+from domaintune.reporting.report import fmt
 
 
 def _front_matter(card: dict[str, Any]) -> str:

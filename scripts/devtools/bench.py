@@ -9,6 +9,7 @@ TRL and lm-eval are imported here only (the `bench` extra); the runtime never ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import tempfile
@@ -19,10 +20,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from domaintune.data.chat import IGNORE
-from domaintune.models.module import Optimization
+from domaintune.models.loss import IGNORE
+from domaintune.models.optim import Optimization
+from domaintune.utils.config import settings
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import build
 
@@ -74,7 +76,7 @@ class StepTimer(pl.Callback):
 
 def domaintune_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
     """DomainTune's own training path: `train.prepare_training` (the code `train.py` runs) and Lightning's fit."""
-    from domaintune.pipeline import prepare_training
+    from domaintune.core.pipeline import prepare_training
 
     timer = StepTimer(warmup)
     with open_dict(cfg):
@@ -85,30 +87,31 @@ def domaintune_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------- peers
-def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, list[dict[str, list[int]]], bool]:
-    """The model with the same LoRA, the tokenizer, DomainTune's tokenised training examples, bf16 or not."""
-    from domaintune.models.adapters import apply_adapter
+def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
+    """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not."""
+    from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
     pl.seed_everything(cfg.seed)
     model, tok = load_model(cfg.model)
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
-    model = apply_adapter(model, cfg.adapter).train()
+    model = apply_adapter(model, cfg.adapter, peft_config(cfg.adapter)).train()
     bf16 = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).startswith("bf16")
-    return model, tok, dm.examples["train"], bf16
+    return model, tok, dm, bf16
 
 
-def _peer_args(cfg: DictConfig, steps: int, warmup: int, bf16: bool, out: str) -> dict[str, Any]:
-    """TrainingArguments shared by both peers, matching DomainTune's optim/trainer settings."""
+def _peer_args(cfg: DictConfig, dm: Any, steps: int, warmup: int, bf16: bool, out: str) -> dict[str, Any]:
+    """TrainingArguments shared by both peers, matching DomainTune's optim/trainer settings (read from the
+    objects DomainTune builds: the DataModule and the Optimization)."""
     optim: Optimization = instantiate(cfg.optim)
     return {
         "output_dir": out,
-        "per_device_train_batch_size": int(cfg.data.batch_size),
+        "per_device_train_batch_size": int(dm.batch_size),
         "max_steps": steps + warmup,
-        "learning_rate": float(cfg.optim.lr),
-        "weight_decay": float(cfg.optim.weight_decay),
-        "lr_scheduler_type": str(cfg.optim.scheduler.name),
+        "learning_rate": float(optim.lr),
+        "weight_decay": float(optim.weight_decay),
+        "lr_scheduler_type": str(optim.scheduler.keywords["name"]),
         "warmup_steps": optim.warmup(steps + warmup),
         "max_grad_norm": float(cfg.trainer.gradient_clip_val),
         "bf16": bf16,
@@ -157,11 +160,11 @@ def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    model, tok, examples, bf16 = _peer_setup(cfg)
-    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+    model, tok, dm, bf16 = _peer_setup(cfg)
+    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in dm.examples["train"]])
     recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup)
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(**_peer_args(cfg, steps, warmup, bf16, out), remove_unused_columns=False)
+        args = TrainingArguments(**_peer_args(cfg, dm, steps, warmup, bf16, out), remove_unused_columns=False)
         Trainer(model=model, args=args, train_dataset=data, data_collator=recorder, callbacks=[recorder.callback()]).train()
     return recorder.result()
 
@@ -171,10 +174,10 @@ def trl_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tok, examples, bf16 = _peer_setup(cfg)
-    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+    model, tok, dm, bf16 = _peer_setup(cfg)
+    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in dm.examples["train"]])
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(**_peer_args(cfg, steps, warmup, bf16, out), max_length=int(cfg.data.max_length))
+        args = SFTConfig(**_peer_args(cfg, dm, steps, warmup, bf16, out), max_length=dm.recipe.max_length)
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
         recorder = _Recorder(trainer.data_collator, warmup)
         trainer.data_collator = recorder
@@ -250,15 +253,17 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     """Generated tokens/s: base vs tuned (LoRA merged, and unmerged for reference), and our batched
     generation vs a plain transformers `generate` loop over the same prompts in file order."""
     from domaintune.evaluation.generation import answer_limit, generate
-    from domaintune.models.adapters import apply_adapter
+    from domaintune.evaluation.settings import Generation as GenerationSettings
+    from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
     model, tok = load_model(cfg.model)
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
     convs = [dm.conversation(r) for r in dm.records[cfg.eval.split][: int(bench.gen_prompts)]]
-    gcfg = OmegaConf.to_container(cfg.eval.generation, resolve=True)
-    gcfg["max_new_tokens"] = answer_limit(dm, gcfg)["max_new_tokens"]  # `auto` as the evaluation resolves it
+    wanted = settings(GenerationSettings, cfg.eval.generation, "eval.generation")
+    # `auto` as the evaluation resolves it
+    gcfg = dataclasses.replace(wanted, max_new_tokens=answer_limit(dm, wanted)["max_new_tokens"]).options()
     out: dict[str, Any] = {"prompts": len(convs), "max_new_tokens": gcfg["max_new_tokens"], "batch_size": gcfg["batch_size"]}
 
     def timed(name: str, fn: Any) -> None:
@@ -300,7 +305,8 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     model.eval()
     timed("plain_loop_base", lambda: plain(model, int(bench.plain_batch_size)))
     timed("ours_base", lambda: ours(model))
-    tuned = apply_adapter(model, cfg.adapter).eval()  # a fresh LoRA (B = 0): the same answers, so the same work
+    tuned = apply_adapter(model, cfg.adapter, peft_config(cfg.adapter)).eval()
+    # a fresh LoRA (B = 0): the same answers, so the same work
     timed("ours_tuned_merged", lambda: ours(tuned))
     timed("ours_tuned_unmerged", lambda: ours(tuned, merge=False))
     texts = out.pop("_texts")

@@ -17,8 +17,8 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from domaintune.budget import TimeBudget, parse_budget
-from domaintune.callbacks import (
+from domaintune.core.budget import TimeBudget, parse_budget
+from domaintune.core.callbacks import (
     BestWeights,
     FirstStepTime,
     GenerationMetrics,
@@ -27,19 +27,20 @@ from domaintune.callbacks import (
     SaveOnInterrupt,
     Stopwatch,
 )
-from domaintune.checks import check_config
+from domaintune.core.checks import check_config
+from domaintune.core.inference import cli_overrides
 from domaintune.data.audit_report import audit_rows
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.data.recipe import DataRecipe
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.forgetting import Forgetting, write_forgetting
-from domaintune.evaluation.model_card import write_model_card
-from domaintune.evaluation.publish import publish
-from domaintune.inference import cli_overrides
-from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, prepends_virtual_tokens, save_adapter
+from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, save_adapter
 from domaintune.models.continual import latest_per_domain, lineage
 from domaintune.models.loading import load_model, model_identity
-from domaintune.models.module import CausalLMModule, LossOptions
+from domaintune.models.loss import LossOptions
+from domaintune.models.module import CausalLMModule
+from domaintune.reporting.model_card import write_model_card
+from domaintune.reporting.publish import publish
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
@@ -97,7 +98,7 @@ def prepare_training(
     scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
     benchmark measures the code a run executes, not a copy of it.
     """
-    check_config(cfg)  # impossible option combinations fail here, before anything loads
+    peft = check_config(cfg)  # impossible option combinations fail here, before anything loads
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     is_zero = rank_zero_only.rank == 0
@@ -106,7 +107,7 @@ def prepare_training(
 
     model, tokenizer = load_model(cfg.model)
     clock.lap("model")
-    dm: DomainDataModule = build(cfg.data, tokenizer=tokenizer, packing_allowed=not prepends_virtual_tokens(cfg.adapter))
+    dm: DomainDataModule = build(cfg.data, tokenizer=tokenizer, packing_allowed=not (peft and peft.is_prompt_learning))
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None
     clock.lap("data")
@@ -121,7 +122,7 @@ def prepare_training(
     # Re-seed: the adapter's random init (and everything after) must not depend on whether the base
     # evaluation came from the cache or consumed random numbers (found by the kill-and-resume test).
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = apply_adapter(model, cfg.adapter, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
+    model = apply_adapter(model, cfg.adapter, peft, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
     if cfg.model.compile:
         compile_blocks(model)
     identity = {
@@ -130,7 +131,7 @@ def prepare_training(
         "data": dm.fingerprint(),
     }
     module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity)
-    every = evaluator.gcfg["every_n_epochs"]
+    every = evaluator.generation_settings.every_n_epochs
     during: list[pl.Callback] = [GenerationMetrics(evaluator, int(every))] if every else []
     budget = time_budget(cfg, base)
     during += [budget] if budget else []
@@ -197,7 +198,7 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     }
     title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
     rows, flat = publish(out, base, tuned, info, evaluator, title, trainer.loggers, trainer.global_step)
-    facts = model_card_facts(cfg, module, dm, info, trainer)
+    facts = model_card_facts(cfg, module, dm, evaluator, info, trainer)
     card = write_model_card(out / "adapter", facts, rows, json.loads((out / "data_report.json").read_text()))
     log_artifacts(
         trainer.loggers,
@@ -238,9 +239,15 @@ def describe_sources(recipe: DataRecipe) -> str:
 
 
 def model_card_facts(
-    cfg: DictConfig, module: CausalLMModule, dm: DomainDataModule, info: dict[str, Any], trainer: pl.Trainer
+    cfg: DictConfig,
+    module: CausalLMModule,
+    dm: DomainDataModule,
+    evaluator: Evaluator,
+    info: dict[str, Any],
+    trainer: pl.Trainer,
 ) -> dict[str, Any]:
-    """What the model card states about this run, gathered from the config and the trained module."""
+    """What the model card states about this run, read from the objects the run built and used (the module's
+    optimization, the DataModule's recipe, the evaluator's bootstrap) rather than from raw config keys."""
     trainable, total = parameter_counts(module.model)
     adapter = to_dict(cfg.adapter.peft) if cfg.adapter.kind == "peft" else {"kind": cfg.adapter.kind}
     return {
@@ -255,15 +262,14 @@ def model_card_facts(
         "fingerprint": dm.fingerprint(),
         "split": info["split"],
         "weights": info["weights"],
-        "interval": f"paired bootstrap, {cfg.eval.bootstrap.resamples} resamples",
+        "interval": evaluator.bootstrap.describe(),
         "trust_remote_code": info["trust_remote_code"],
         "training": {
             "adapter config": json.dumps({k: v for k, v in adapter.items() if not k.startswith("_")}, default=str),
-            "optimizer": f"{cfg.optim.optimizer._target_}, lr {cfg.optim.lr}, weight decay {cfg.optim.weight_decay}, "
-            f"{cfg.optim.scheduler.name} schedule",
+            "optimizer": module.optim.describe(),
             "steps": trainer.global_step,
-            "batch size": cfg.data.batch_size,
-            "max length (tokens)": cfg.data.max_length,
+            "batch size": dm.batch_size,
+            "max length (tokens)": dm.recipe.max_length,
             "precision": str(trainer.precision),
             "seed": cfg.seed,
         },
@@ -314,7 +320,7 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
 def choose_weights(cfg: DictConfig, evaluator: Evaluator, trainer: pl.Trainer, module: CausalLMModule, best: BestWeights) -> str:
     """Restore the best validation weights when `eval.weights: best` (on every rank, so shards stay
     consistent); returns what the report says about the weights it evaluates."""
-    monitor = evaluator.selection["monitor"]
+    monitor = evaluator.selection.monitor
     if not cfg.train:
         return "base model (train=false)"
     stopped = " (stopped early)" if any(isinstance(c, EarlyStopping) and c.stopped_epoch for c in trainer.callbacks) else ""
@@ -325,9 +331,3 @@ def choose_weights(cfg: DictConfig, evaluator: Evaluator, trainer: pl.Trainer, m
         return f"last, step {trainer.global_step}: no validation check ran{stopped}"
     log.info(f"Restored the best weights: step {best.step} of {trainer.global_step}, {monitor}={best.value:.4f}")
     return f"best, step {best.step} of {trainer.global_step} ({monitor}={best.value:.4f}){stopped}"
-
-
-def train(cfg: DictConfig) -> dict[str, float] | None:
-    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers (None off rank 0)."""
-    run = fit_and_evaluate(cfg)
-    return run.flat if run else None

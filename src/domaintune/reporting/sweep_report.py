@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from domaintune.evaluation.report import direction
+from domaintune.reporting.report import direction
 from domaintune.utils.errors import DomainTuneError
 
 VALUES = ("relative_change", "change", "tuned", "base")

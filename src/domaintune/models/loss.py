@@ -1,0 +1,159 @@
+"""The loss math: next-token NLL over the answer tokens, for training (`forward_loss`) and evaluation
+(`example_nll`, `logits_at`). Kept apart from the LightningModule so that evaluation and the scorers
+depend on the loss, not on the training module."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import modeling_utils as hf_modeling
+
+from domaintune.models.adapters import base_model, is_prompt_learning
+from domaintune.utils.errors import DomainTuneError
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+# the loss's own ignore index (-100): the renderer, collate and packing mark untrained labels with it
+IGNORE = nn.CrossEntropyLoss().ignore_index
+
+
+# transformers 5.2x taught `logits_to_keep` to take a boolean (batch, seq) mask (`slice_logits_to_keep`);
+# earlier 5.x releases (e.g. 5.17, still in GPU images) index `hidden[:, keep, :]` and fail on a 2-D mask.
+# Detected once, so one code path serves both (a module attribute so tests can force the fallback).
+BOOLEAN_LOGITS_TO_KEEP = hasattr(hf_modeling, "slice_logits_to_keep")
+
+
+def logits_at(model: nn.Module, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    """The model's output (logits, or the hidden states if the head is removed) at the True positions of the
+    boolean (batch, seq) `keep`, flattened row-major to (n_kept, features): the head never runs elsewhere.
+
+    With a transformers that lacks boolean masks, the head runs at the union over the batch of the kept
+    positions (a 1-D `logits_to_keep`, supported by every 5.x release) and the rows are then picked, in
+    the same order: the same values, a little more head work on ragged batches.
+    """
+    if BOOLEAN_LOGITS_TO_KEEP:
+        out = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    else:
+        cols = keep.any(0).nonzero().squeeze(1)
+        out = model(**inputs, use_cache=False, logits_to_keep=cols).logits
+        if out.dim() == 3 and out.shape[1] == len(cols):
+            out = out[keep[:, cols]]
+    n_kept = int(keep.sum())
+    if out.dim() != 2 or out.shape[0] != n_kept:
+        raise DomainTuneError(
+            f"{type(model).__name__} does not accept logits_to_keep (it returned logits of shape {tuple(out.shape)} "
+            f"for {n_kept} kept positions).",
+            "Set model.answer_only_logits=false for this architecture.",
+        )
+    return out
+
+
+def trained_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean (batch, seq) mask of the positions whose *next* token is trained (labels[:, t + 1] != -100)."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    return keep
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size): same value, less work or memory."""
+
+    answer_only_logits: bool
+    chunk_size: int | None
+
+    @classmethod
+    def from_config(cls, model_cfg: DictConfig | dict[str, Any]) -> LossOptions:
+        chunk = model_cfg["loss_chunk_size"]
+        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None)
+
+
+def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token loss over the answer tokens (labels != -100) and how many tokens it averages.
+
+    With `answer_only_logits` the LM head runs only at the positions that predict a trained token (the
+    model's own `logits_to_keep` (see `logits_at`), so any architecture's head, softcapping included,
+    is applied as the model defines it): the full-vocabulary logits of prompt and padding positions are
+    never materialised. That is about half of the head's matmul work and of the logits' memory on
+    typical SFT data, for the same loss (tests/models/test_models.py checks it to 1e-5 in fp32).
+    With `chunk_size` as well, the head and cross-entropy run over chunks of that many positions, each
+    recomputed in the backward pass, so the full (answer tokens x vocabulary) logits never exist at once.
+    PEFT prompt methods prepend virtual tokens, so they keep the model's own loss on full logits.
+    `loss * n_tokens` is the summed NLL that token-weighted perplexity needs.
+    """
+    labels = batch["labels"]
+    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    n_tokens = (labels[:, 1:] != IGNORE).sum()
+    if not opts.answer_only_logits or is_prompt_learning(model):
+        return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
+    keep = trained_positions(labels)
+    targets = labels[:, 1:][keep[:, :-1]]
+    if opts.chunk_size:
+        with _head_removed(model) as head:
+            hidden = logits_at(model, inputs, keep)
+        return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
+    logits = logits_at(model, inputs, keep)
+    return F.cross_entropy(logits.float(), targets, reduction="mean"), n_tokens
+
+
+# Config attributes of architectures that transform the head's output (softcapping, scaling): chunking
+# calls the head itself, so it would skip that transformation.
+HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+@contextlib.contextmanager
+def _head_removed(model: nn.Module) -> Iterator[nn.Module]:
+    """The model's forward with its output head replaced by identity (so it returns the normed hidden states
+    at the kept positions); yields the head, restored on exit."""
+    base = base_model(model)
+    found = [k for k in HEAD_TRANSFORMS if getattr(base.config, k, None) not in (None, 1, 1.0)]
+    if found:
+        raise DomainTuneError(
+            f"model.loss_chunk_size does not work with {type(base).__name__}: its head output is transformed ({found[0]}).",
+            "Set model.loss_chunk_size=null.",
+        )
+    head = base.get_output_embeddings()
+    name = next(n for n, m in base.named_children() if m is head)
+    setattr(base, name, nn.Identity())
+    try:
+        yield head
+    finally:
+        setattr(base, name, head)
+
+
+def example_nll(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL over each row's answer tokens and how many there are, per row (unpacked rows:
+    one example each). Evaluation keeps these per example, so intervals can resample examples; their
+    token-weighted mean is exactly the loss `forward_loss` averages."""
+    labels = batch["labels"]
+    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    keep = trained_positions(labels)
+    targets = labels[:, 1:][keep[:, :-1]]
+    if opts.answer_only_logits and not is_prompt_learning(model):
+        logits = logits_at(model, inputs, keep)
+    else:
+        full = model(**inputs, use_cache=False).logits
+        full = full[:, full.shape[1] - labels.shape[1] :]  # prompt tuning prepends virtual-token positions
+        logits = full[keep]
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    rows = keep.nonzero()[:, 0]
+    per_row = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
+    return per_row, keep.sum(dim=1)
+
+
+def _chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def nll(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(h).float(), t, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], chunk):
+        part = (hidden[i : i + chunk], targets[i : i + chunk])
+        total = total + (checkpoint(nll, *part, use_reentrant=False) if torch.is_grad_enabled() else nll(*part))
+    return total / targets.numel()
