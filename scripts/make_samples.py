@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "domaintune" / "data" / "samples"
-DOMAINS = ("healthcare", "marketing", "education", "fact_checking", "customer_service", "benchmark_piqa")
+DOMAINS = ("healthcare", "marketing", "education", "fact_checking", "customer_service", "benchmark_piqa", "preferences")
 SPLIT = {"validation": 30, "test": 30}  # the rest is train
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from domaintune.core.checks import Hardware, check_config, check_keys
@@ -55,7 +56,9 @@ def test_parameters_reach_their_use_from_the_yaml(make_cfg, tokenizer) -> None:
     assert dm.batching()["packed"] is False
     model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
     assert model.peft_config["default"].r == 4
-    module = build(cfg.module, model=model, loss=LossOptions.from_config(cfg.model), identity={})
+    module = build(
+        cfg.module, model=model, loss=LossOptions.from_config(cfg.model), identity={}, objective=instantiate(cfg.objective)
+    )
     assert isinstance(module, CausalLMModule) and isinstance(module.optim, Optimization)
     optimizer, schedule = module.optim.build(module.model, total=10)
     assert {g["initial_lr"] for g in optimizer.param_groups} == {0.0123}

@@ -23,8 +23,10 @@ from domaintune.data.settings import Dedup, Pii
 from domaintune.evaluation.settings import Bootstrap, Generation, Selection
 from domaintune.models.adapters import peft_config
 from domaintune.models.continual import check_init_from
+from domaintune.models.objectives import Objective
 from domaintune.utils.config import settings, to_dict
 from domaintune.utils.errors import DomainTuneError, unread_keys
+from domaintune.utils.hydra import build
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,10 +52,20 @@ def strategy_name(strategy: Any) -> str:
     return str(strategy or "auto").lower()
 
 
-def check_config(cfg: DictConfig, hw: Hardware | None = None) -> PeftConfig | None:
-    """Raise a DomainTuneError for the first combination of trainer, precision, adapter and data options that
-    cannot run on this hardware. Returns the adapter's PEFT config (None without one): built here once, the run
-    applies this same object."""
+@dataclass(frozen=True)
+class Checked:
+    """What the checks built from the config, for the run to use as it is (not to build again)."""
+
+    # the adapter's PEFT config (None for full/freeze fine-tuning)
+    peft: PeftConfig | None
+    # what training optimises (conf/objective)
+    objective: Objective
+
+
+def check_config(cfg: DictConfig, hw: Hardware | None = None) -> Checked:
+    """Raise a DomainTuneError for the first combination of trainer, precision, adapter, objective and data
+    options that cannot run on this hardware. Returns what it built on the way (the PEFT config, the
+    objective): built here once, the run uses these same objects."""
     hw = hw or Hardware.here()
     check_keys(cfg)
     for where in _object_configs(cfg):
@@ -117,13 +129,36 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> PeftConfig | No
     check_packing(cfg.data.get("packing"), bool(peft and peft.is_prompt_learning))
     check_init_from(cfg.adapter, peft)
     check_evaluation(cfg.eval)
-    return peft
+    return Checked(peft, check_objective(cfg))
+
+
+def check_objective(cfg: DictConfig) -> Objective:
+    """The objective (its own checks run as it is built); a preference objective needs preference pairs."""
+    objective: Objective = build(cfg.objective)
+    if not objective.needs_pairs:
+        return objective
+    parts = cfg.data.get("components") or {}
+    types = {str(c.task.type) for c in parts.values()} if parts else {str(cfg.data.task.type)}
+    if types != {"preference"}:
+        raise DomainTuneError(
+            f"objective={objective.name} trains on preference pairs, and data={cfg.data.name} has task type "
+            f"{', '.join(sorted(types))}.",
+            "Train on pairs: data=preferences (illustrative), pairs made from a run's own failures (python "
+            "scripts/make_preferences.py run_dir=<an SFT run>, then data=custom data.dir=<its pairs folder> "
+            "data.task.type=preference), or your own {prompt, chosen, rejected} files.",
+        )
+    if cfg.data.get("packing") is True:
+        raise DomainTuneError(
+            f"data.packing=true with objective={objective.name}: pairs are batched as chosen + rejected rows, not packed.",
+            "Use data.packing=auto or false.",
+        )
+    return objective
 
 
 def _object_configs(cfg: DictConfig) -> list[str]:
     """The config nodes that `hydra.utils.instantiate` turns into DomainTune objects, by their full keys."""
     parts = [f"data.components.{name}.preprocess" for name in (cfg.data.get("components") or {})]
-    return ["data", "data.preprocess", *parts, "eval", "optim", "module"]
+    return ["data", "data.preprocess", *parts, "eval", "optim", "module", "objective"]
 
 
 def check_keys(cfg: DictConfig) -> None:

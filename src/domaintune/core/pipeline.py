@@ -98,7 +98,8 @@ def prepare_training(
     scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
     benchmark measures the code a run executes, not a copy of it.
     """
-    peft = check_config(cfg)  # impossible option combinations fail here, before anything loads
+    checked = check_config(cfg)  # impossible option combinations fail here, before anything loads
+    peft, objective = checked.peft, checked.objective
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     is_zero = rank_zero_only.rank == 0
@@ -107,7 +108,9 @@ def prepare_training(
 
     model, tokenizer = load_model(cfg.model)
     clock.lap("model")
-    dm: DomainDataModule = build(cfg.data, tokenizer=tokenizer, packing_allowed=not (peft and peft.is_prompt_learning))
+    dm: DomainDataModule = build(
+        cfg.data, tokenizer=tokenizer, packing_allowed=not (peft and peft.is_prompt_learning), pairs=objective.needs_pairs
+    )
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None
     clock.lap("data")
@@ -115,22 +118,32 @@ def prepare_training(
     loss = LossOptions.from_config(cfg.model)
     evaluator: Evaluator = build(cfg.eval, data=dm, loss=loss, model_key=model_identity(cfg.model))
     # The base model is scored before any adapter exists: prompt/prefix tuning change outputs from step 0.
-    # a primary metric this evaluation does not report is refused here, before any training time is spent
-    base = evaluator.check_primary(evaluator.run(model, "base")) if is_zero and base_eval else None
+    # a primary metric this evaluation does not report is refused here, before any training time is spent.
+    # A preference run that continues an adapter (DPO after SFT) is judged against the model it starts from,
+    # so its "before" is scored after that adapter is loaded (below), never from the base-model cache.
+    from_start = objective.needs_pairs and bool(cfg.adapter.get("init_from"))
+    base = evaluator.check_primary(evaluator.run(model, "base")) if is_zero and base_eval and not from_start else None
     clock.lap("base evaluation")
 
     # Re-seed: the adapter's random init (and everything after) must not depend on whether the base
     # evaluation came from the cache or consumed random numbers (found by the kill-and-resume test).
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = apply_adapter(model, cfg.adapter, peft, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
+    if from_start and is_zero and base_eval:
+        base = evaluator.check_primary(evaluator.run(model, "start"))
+        clock.lap("start evaluation")
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.model.compile:
         compile_blocks(model)
     identity = {
         "model": model_identity(cfg.model),
         "adapter": json.dumps(to_dict(cfg.adapter), sort_keys=True, default=str),
         "data": dm.fingerprint(),
+        "objective": json.dumps(to_dict(cfg.objective), sort_keys=True, default=str),
     }
-    module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity)
+    # DPO: the reference log-probabilities of every pair under the policy as training starts (once, before fit)
+    objective.prepare(model, dm, loss)
+    module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity, objective=objective)
     every = evaluator.generation_settings.every_n_epochs
     during: list[pl.Callback] = [GenerationMetrics(evaluator, int(every))] if every else []
     budget = time_budget(cfg, base)
@@ -186,17 +199,21 @@ def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None
     tuned = evaluator.run(module.model, "tuned")
     save_adapter(module.model, dm.tokenizer, out / "adapter")
     budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+    from_start = module.objective.needs_pairs and bool(cfg.adapter.get("init_from"))  # "before" = the start model
     info = {
         "model": cfg.model.name,
         "data": cfg.data.name,
         "adapter": cfg.adapter.name,
+        "objective": module.objective.describe(),
+        **({"before": f"the model the run started from (adapter.init_from={cfg.adapter.init_from})"} if from_start else {}),
         "split": ", ".join(evaluator.splits) + " (model selection: validation)",
         "weights": weights,
         "global_step": trainer.global_step,
         "trust_remote_code": bool(cfg.model.trust_remote_code),
         **({"time budget": budget.summary(tuned.seconds)} if budget else {}),
     }
-    title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, base vs tuned ({weights})"
+    before = "start" if from_start else "base"
+    title = f"{cfg.data.name} / {cfg.adapter.name}: {evaluator.split} split, {before} vs tuned ({weights})"
     rows, flat = publish(out, base, tuned, info, evaluator, title, trainer.loggers, trainer.global_step)
     facts = model_card_facts(cfg, module, dm, evaluator, info, trainer)
     card = write_model_card(out / "adapter", facts, rows, json.loads((out / "data_report.json").read_text()))
@@ -266,6 +283,7 @@ def model_card_facts(
         "trust_remote_code": info["trust_remote_code"],
         "training": {
             "adapter config": json.dumps({k: v for k, v in adapter.items() if not k.startswith("_")}, default=str),
+            "objective": module.objective.describe(),
             "optimizer": module.optim.describe(),
             "steps": trainer.global_step,
             "batch size": dm.batch_size,

@@ -36,3 +36,17 @@ def pad_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.
     out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
     out["n_real"] = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
     return out
+
+
+def pair_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Preference pairs as one batch of 2B rows: the B chosen answers first, then the B rejected ones (one
+    forward pass scores both sides, as TRL's DPOTrainer does), padded to one width. `pairs` is B;
+    `ref_logps` (2B, same order) is the reference model's summed answer log-probabilities when they were
+    precomputed (objective=dpo)."""
+    sides = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
+    sides += [{"input_ids": e["rejected_input_ids"], "labels": e["rejected_labels"]} for e in examples]
+    out = pad_collate(sides, pad_id)
+    out["pairs"] = torch.tensor(len(examples))
+    if all("ref_logps" in e for e in examples):
+        out["ref_logps"] = torch.tensor([e["ref_logps"][0] for e in examples] + [e["ref_logps"][1] for e in examples])
+    return out

@@ -29,7 +29,7 @@ from domaintune import __version__
 from domaintune.data.audit_report import MAX_EXAMPLES, Audit, StepReport, plot_lengths, print_audit
 from domaintune.data.cache import read_prepared, write_prepared
 from domaintune.data.chat import ChatRenderer
-from domaintune.data.collate import pad_collate
+from domaintune.data.collate import pad_collate, pair_collate
 from domaintune.data.formats import Message, Task
 from domaintune.data.mixture import mix
 from domaintune.data.packing import EpochBatches, check_packing, group_by_length, pack, padding_efficiency
@@ -72,13 +72,15 @@ class DomainDataModule(pl.LightningDataModule):
         cache_dir: str | None,
         primary_metric: str,
         packing_allowed: bool = True,
+        pairs: bool = False,
         **recipe: Any,
     ):
         """Built by `hydra.utils.instantiate(cfg.data, tokenizer=...)`. The named arguments say how batches are
         served; every other data key is the `DataRecipe` (data/recipe.py), which alone decides what the prepared
         examples are (and so the cache key). `packing_allowed=False` for adapters that prepend virtual tokens
         (prompt/prefix tuning): packed rows restart positions, which they cannot hold, so `packing: auto` never
-        packs and `packing: true` is refused."""
+        packs and `packing: true` is refused. `pairs=True` (objective=dpo/orpo) serves training and validation
+        batches as preference pairs (`collate.pair_collate`); evaluation batches stay the chosen answers."""
         super().__init__()
         # a component's serving keys are the mixture's: its batches are formed after mixing
         self.recipe = DataRecipe.from_keys(recipe, "data", ignore=SERVING_ARGUMENTS)
@@ -98,6 +100,12 @@ class DomainDataModule(pl.LightningDataModule):
         self.audit = Audit()
         self.from_cache: Path | None = None
         self.packing_allowed = packing_allowed
+        self.pairs = bool(pairs)
+        if self.pairs and packing is True:
+            raise DomainTuneError(
+                "data.packing=true with a preference objective: pairs are batched as chosen + rejected rows, not packed.",
+                "Use data.packing=auto or false with objective=dpo/orpo.",
+            )
         if packing not in PACKING:
             raise unknown_option("data.packing value", str(packing), map(str, PACKING), "Use data.packing=auto, true or false.")
         check_packing(packing, virtual_tokens=not packing_allowed)
@@ -229,7 +237,13 @@ class DomainDataModule(pl.LightningDataModule):
 
     @property
     def collate(self) -> Any:
+        """Evaluation batches: the examples (for preference data, the chosen answers)."""
         return functools.partial(pad_collate, pad_id=self.tokenizer.pad_token_id)
+
+    @property
+    def train_collate(self) -> Any:
+        """Training and validation batches: preference pairs when the objective needs them."""
+        return functools.partial(pair_collate if self.pairs else pad_collate, pad_id=self.tokenizer.pad_token_id)
 
     def batching(self) -> dict[str, Any]:
         """How training batches are formed, decided once from the padding efficiency of each way.
@@ -243,7 +257,9 @@ class DomainDataModule(pl.LightningDataModule):
             eff = self.padding_efficiency()
             unpacked = eff["grouped" if self.group_by_length else "shuffled"]
             wanted = self.packing
-            if wanted == "auto":
+            if self.pairs:
+                pack_it, why = False, "preference pairs are batched as chosen + rejected rows"
+            elif wanted == "auto":
                 gain = eff["packed"] - unpacked
                 pack_it = self.packing_allowed and gain >= self.packing_min_gain
                 why = (
@@ -282,21 +298,21 @@ class DomainDataModule(pl.LightningDataModule):
             batches = EpochBatches(self.seed, buckets=group_by_length(rows, size, self.seed), **place)
         else:
             batches = EpochBatches(self.seed, rows=len(rows), batch_size=size, **place)
-        return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.collate, num_workers=self.num_workers)
+        return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.train_collate, num_workers=self.num_workers)
 
-    def eval_dataloader(self, split: str, max_samples: int | None = None) -> DataLoader:
+    def eval_dataloader(self, split: str, max_samples: int | None = None, pairs: bool = False) -> DataLoader:
         items = self.require(split)
         items = items[:max_samples] if max_samples else items
         return DataLoader(
             items,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            collate_fn=self.collate,
+            collate_fn=self.train_collate if pairs else self.collate,
             num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("validation", self.val_max_samples)
+        return self.eval_dataloader("validation", self.val_max_samples, pairs=self.pairs)
 
     # ------------------------------------------------------------------ reporting
     def token_lengths(self, split: str) -> list[int]:

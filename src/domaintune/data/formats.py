@@ -44,9 +44,19 @@ TASKS: dict[str, TaskSpec] = {
     "generation": TaskSpec(required=("attributes", "text"), optional=("title",), dict_fields=("attributes",)),
     "fact_check": TaskSpec(required=("claim", "label"), optional=("evidence", "explanation")),
     "text": TaskSpec(required=("text",)),
+    # preference pairs (DPO/ORPO, objective=dpo|orpo): a prompt (text, or messages ending with a user turn) and
+    # a better and a worse answer; trained and evaluated as SFT on `chosen` otherwise
+    "preference": TaskSpec(required=("prompt", "chosen", "rejected"), optional=("system",)),
 }
 # The canonical field that holds the reference answer, for evaluation.
-TARGET_FIELD = {"qa": "answer", "instruction": "output", "summarization": "summary", "generation": "text", "fact_check": "label"}
+TARGET_FIELD = {
+    "qa": "answer",
+    "instruction": "output",
+    "summarization": "summary",
+    "generation": "text",
+    "fact_check": "label",
+    "preference": "chosen",
+}
 
 
 class RecordProblem(ValueError):
@@ -97,7 +107,7 @@ class Task:
 
     def _template(self, text: str | None, key: str) -> jinja2.Template | None:
         if text is None:
-            if self.type in ("chat", "text"):
+            if self.type in ("chat", "text", "preference"):
                 return None
             raise DomainTuneError(
                 f"data.task.{key} is not set for task type '{self.type}'.", "Give a Jinja template, e.g. '{{ question }}'."
@@ -125,6 +135,8 @@ class Task:
                     raise RecordProblem(f"missing_{name}", f"field '{col}' is missing or empty")
                 continue
             rec[name] = self._typed(name, col, value)
+        if self.type == "preference" and rec["chosen"].strip() == rec["rejected"].strip():
+            raise RecordProblem("identical_pair", "chosen and rejected are the same answer: the pair teaches nothing")
         if self.type == "fact_check" and self.labels is not None:
             rec["label"] = rec["label"].strip()
             if rec["label"] not in self.labels:
@@ -134,6 +146,8 @@ class Task:
     def _typed(self, name: str, col: str, value: Any) -> Any:
         if name == "messages":
             return self._messages(value)
+        if self.type == "preference" and isinstance(value, list):
+            return self._preference_part(name, col, value)
         if name in self.spec.dict_fields:
             if isinstance(value, str):  # e.g. a CSV cell holding JSON
                 try:
@@ -167,6 +181,32 @@ class Task:
             raise RecordProblem("no_assistant_turn", "the conversation does not end with an assistant turn")
         return out
 
+    def _preference_part(self, name: str, col: str, value: list[Any]) -> Any:
+        """Conversational pairs: `prompt` as messages ending with a user turn; `chosen`/`rejected` as one
+        assistant message (its content is kept)."""
+        if name == "prompt":
+            msgs = self._messages([*value, {"role": "assistant", "content": "-"}])[:-1]
+            if msgs[-1]["role"] != "user":
+                raise RecordProblem("wrong_type", f"field '{col}' should end with a user turn")
+            return msgs
+        if len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == "assistant":
+            content = value[0].get("content")
+            if isinstance(content, str) and content:
+                return content
+        raise RecordProblem("wrong_type", f"field '{col}' should be text or one assistant message")
+
+    def _preference_prompt(self, rec: dict[str, Any]) -> list[Message]:
+        prompt = rec["prompt"]
+        msgs = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        system = rec.get("system") or self.system_prompt
+        if system and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": system})
+        return msgs
+
+    def rejected_conversation(self, rec: dict[str, Any]) -> list[Message]:
+        """A preference pair's worse answer after the same prompt (the better one is `conversation`)."""
+        return [*self._preference_prompt(rec), {"role": "assistant", "content": rec["rejected"]}]
+
     # ---------------------------------------------------------------- rendering
     def _render(self, template: jinja2.Template, rec: dict[str, Any], key: str) -> str:
         ctx = {k: v for k, v in rec.items() if not k.startswith("_")}
@@ -190,6 +230,8 @@ class Task:
         """The full conversation for training, ending with the assistant turn(s) to learn."""
         if self.type == "chat":
             msgs = list(rec["messages"])
+        elif self.type == "preference":
+            return [*self._preference_prompt(rec), {"role": "assistant", "content": rec["chosen"]}]
         else:
             msgs = [
                 {"role": "user", "content": self._render(self._prompt, rec, "prompt")},
@@ -205,8 +247,8 @@ class Task:
 
     def reference(self, rec: dict[str, Any]) -> str:
         """The text a generation is compared with: the rendered response (or last assistant turn)."""
-        if self.type in ("chat", "text"):
-            return self.conversation(rec)[-1]["content"] if self.type == "chat" else rec["text"]
+        if self.type in ("chat", "text", "preference"):
+            return rec["text"] if self.type == "text" else self.conversation(rec)[-1]["content"]
         return self._render(self._response, rec, "response")
 
     def references(self, rec: dict[str, Any]) -> list[str]:

@@ -25,30 +25,39 @@ def tokenize_split(
         encoded = renderer.encode_texts([task.text(r) for r in records])
     else:
         encoded = renderer.encode_many([task.conversation(r) for r in records], task.train_on)
+    # preference pairs: the worse answer after the same prompt, encoded alike (DPO/ORPO train on both sides)
+    rejected = (
+        renderer.encode_many([task.rejected_conversation(r) for r in records], "last") if task.type == "preference" else None
+    )
     report = StepReport("tokenize", len(records), 0)
     kept_records, kept = [], []
     # a model learns to stop only if each answer's end-of-turn token is trained: checked on every whole example
     stops = set(renderer.stop_token_ids()) if task.type != "text" else set()
-    for rec, enc in zip(records, encoded, strict=True):
-        if stops and not enc.truncated and enc.n_trained and [t for t in enc.labels if t != IGNORE][-1] not in stops:
-            raise DomainTuneError(
-                f"{rec['_src']}: the answer's last trained token is not the chat template's end-of-turn token, so the "
-                "model would never learn to stop answering.",
-                "Use a chat template whose assistant turn ends with a single end-of-turn token (model.chat_template, "
-                "e.g. ChatML).",
-            )
+    for i, (rec, enc) in enumerate(zip(records, encoded, strict=True)):
+        sides = [enc] if rejected is None else [enc, rejected[i]]
+        for side in sides:
+            if stops and not side.truncated and side.n_trained and [t for t in side.labels if t != IGNORE][-1] not in stops:
+                raise DomainTuneError(
+                    f"{rec['_src']}: the answer's last trained token is not the chat template's end-of-turn token, so "
+                    "the model would never learn to stop answering.",
+                    "Use a chat template whose assistant turn ends with a single end-of-turn token (model.chat_template, "
+                    "e.g. ChatML).",
+                )
         reason = None
-        if enc.truncated and too_long == "drop":
+        if any(s.truncated for s in sides) and too_long == "drop":
             reason = "too_long"
-        elif enc.n_trained == 0:
+        elif any(s.n_trained == 0 for s in sides):
             reason = "no_trainable_tokens"  # the prompt alone fills max_length
         if reason:
             report.remove(rec["_src"], reason)
             continue
-        if enc.truncated:
+        if any(s.truncated for s in sides):
             report.change(rec["_src"], f"truncated to {renderer.max_length} tokens")
         kept_records.append(rec)
-        kept.append({"input_ids": enc.input_ids, "labels": enc.labels})
+        example = {"input_ids": enc.input_ids, "labels": enc.labels}
+        if rejected is not None:
+            example |= {"rejected_input_ids": rejected[i].input_ids, "rejected_labels": rejected[i].labels}
+        kept.append(example)
     report.records_out = len(kept)
     audit.add(split, report)
     if not kept:

@@ -28,6 +28,7 @@ from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import GenerationStats, answer_limit, generate, merged_adapter, model_device
 from domaintune.evaluation.settings import Bootstrap, Generation, Selection
 from domaintune.models.loss import LossOptions, example_nll
+from domaintune.models.objectives import answer_logps
 from domaintune.utils.config import settings, to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.files import locked, write_atomic
@@ -261,6 +262,29 @@ class Evaluator:
             evidence.update({prefix + k: v for k, v in found.items()})
         return {"gen_positions_per_s": stats.positions_per_s}, evidence, samples, stats
 
+    # ------------------------------------------------------------------ preference pairs
+    @torch.inference_mode()
+    def preference(self, model: nn.Module, split: str) -> dict[str, Evidence]:
+        """For preference data: does the model find the better answer likelier? Per pair, the summed answer
+        log-probability of chosen minus rejected (`pref/margin`), and whether it is positive (`pref/accuracy`,
+        %): the before/after of a DPO or ORPO run, with paired intervals like every other metric."""
+        if not any(t.type == "preference" for t in self.dm.tasks.values()):
+            return {}
+        examples = self.dm.require(split)
+        ids = [r["_src"] for r in self.dm.records[split]]
+        margins: list[float] = []
+        device = model_device(model)
+        for batch in self.dm.eval_dataloader(split, self.max_samples, pairs=True):
+            logps, _ = answer_logps(model, {k: v.to(device) for k, v in batch.items()}, self.loss_options)
+            pairs = int(batch["pairs"])
+            margins += (logps[:pairs] - logps[pairs:]).float().tolist()
+        ids = ids[: len(margins)]
+        assert len(margins) == min(len(examples), len(ids)), "one margin per pair"
+        return {
+            "pref/accuracy": Evidence("mean", ids, [100.0 * (m > 0) for m in margins]),
+            "pref/margin": Evidence("mean", ids, margins),
+        }
+
     # ------------------------------------------------------------------ labels by likelihood
     def choice(self, model: nn.Module, split: str) -> dict[str, Evidence]:
         """For tasks with a label set: each label's log-likelihood as the answer to the record's prompt, the most
@@ -393,7 +417,7 @@ class Evaluator:
                 prefix = "" if split == self.split else f"{split}/"
                 speed, evidence = self.loss(fast, label, split)
                 gen_speed, gen_evidence, samples, stats = self.generation(fast, split, merge_adapter=False)
-                result.add({**evidence, **self.choice(fast, split), **gen_evidence}, prefix)
+                result.add({**evidence, **self.choice(fast, split), **self.preference(fast, split), **gen_evidence}, prefix)
                 result.metrics.update({prefix + k: v for k, v in {**speed, **gen_speed}.items()})
                 worst = stats.answers * int(self.generation_settings.max_new_tokens) / max(stats.positions_per_s, 1e-9)
                 result.timing["generation_s"] = result.timing.get("generation_s", 0.0) + stats.seconds

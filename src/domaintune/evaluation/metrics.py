@@ -140,6 +140,7 @@ DEFAULTS = {
     "generation": ["rouge", "bleu", "chrf", "length"],
     "fact_check": ["label", "length"],
     "text": [],
+    "preference": ["rouge", "chrf", "length"],
 }
 
 
@@ -153,6 +154,8 @@ PRIMARY = {
     "generation": "gen/rougeL",
     "fact_check": "choice/macro_f1",
     "text": "loss",
+    # whether the model now prefers the better answer: log-likelihood of chosen over rejected (evaluation/evaluator.py)
+    "preference": "pref/accuracy",
 }
 
 

@@ -10,7 +10,8 @@ from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
 from torchmetrics import SumMetric
 
-from domaintune.models.loss import LossOptions, forward_loss
+from domaintune.models.loss import LossOptions
+from domaintune.models.objectives import Objective
 from domaintune.models.optim import Optimization
 from domaintune.utils.errors import DomainTuneError
 
@@ -18,7 +19,7 @@ from domaintune.utils.errors import DomainTuneError
 class CausalLMModule(pl.LightningModule):
     """Wraps the model to train; checkpoints hold only its trainable weights."""
 
-    def __init__(self, model: nn.Module, optim: Optimization, loss: LossOptions, identity: dict[str, str]):
+    def __init__(self, model: nn.Module, optim: Optimization, loss: LossOptions, identity: dict[str, str], objective: Objective):
         """Built by `hydra.utils.instantiate(cfg.module, ...)` (conf/train.yaml): `optim` from the config; the
         adapted model, loss options and identity from the run."""
         super().__init__()
@@ -29,13 +30,16 @@ class CausalLMModule(pl.LightningModule):
         self.model = model.train()
         self.optim = optim
         self.loss = loss
+        self.objective = objective
         # Frozen base weights are not in our checkpoints (see on_save_checkpoint), so loading is partial.
         self.strict_loading = False
-        self.val_nll = SumMetric()
-        self.val_tokens = SumMetric()
+        # val/loss = the objective's validation sum / its weight (SFT: summed answer-token NLL / tokens; DPO and
+        # ORPO: summed pair losses / pairs), accumulated over the whole validation set
+        self.val_sum = SumMetric()
+        self.val_weight = SumMetric()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = forward_loss(self.model, batch, self.loss)
+        loss, metrics = self.objective.training_loss(self.model, batch, self.loss)
         # Checked when the loss is logged anyway, not every step: `if` on a device tensor is a host sync.
         if self._logs_now() and not torch.isfinite(loss):
             raise FloatingPointError(
@@ -43,7 +47,10 @@ class CausalLMModule(pl.LightningModule):
                 "Lower optim.lr, keep trainer.gradient_clip_val set, or use fp32 (trainer.precision=32-true)."
             )
         # batch_size only weighs the epoch mean: the collated row count is a host int (no sync), unlike n_tokens
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["labels"].shape[0]))
+        rows = int(batch["labels"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        for name, value in metrics.items():  # preference objectives: rewards, margins, log-probabilities
+            self.log(f"train/{name}", value, prog_bar=name == "rewards/accuracy", batch_size=rows)
         return loss
 
     def _logs_now(self) -> bool:
@@ -51,18 +58,19 @@ class CausalLMModule(pl.LightningModule):
         return self.global_step % max(every, 1) == 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, n_tokens = forward_loss(self.model, batch, self.loss)
-        self.val_nll.update(loss.float() * n_tokens)
-        self.val_tokens.update(n_tokens)
+        total, weight = self.objective.validation(self.model, batch, self.loss)
+        self.val_sum.update(total)
+        self.val_weight.update(weight)
 
     def on_validation_epoch_end(self) -> None:
-        tokens = self.val_tokens.compute()
-        if tokens > 0:
-            mean = self.val_nll.compute() / tokens
+        weight = self.val_weight.compute()
+        if weight > 0:
+            mean = self.val_sum.compute() / weight
             self.log("val/loss", mean, prog_bar=True, sync_dist=False)
-            self.log("val/perplexity", torch.exp(mean), sync_dist=False)
-        self.val_nll.reset()
-        self.val_tokens.reset()
+            if not self.objective.needs_pairs:  # a token NLL: its perplexity means something
+                self.log("val/perplexity", torch.exp(mean), sync_dist=False)
+        self.val_sum.reset()
+        self.val_weight.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = self.optim.build(self.model, max(1, int(self.trainer.estimated_stepping_batches)))

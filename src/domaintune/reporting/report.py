@@ -134,7 +134,9 @@ def write_report(
     payload = {**info, "primary": primary, **{key: {k: r[key] for k, r in rows.items()} for key in keys}}
     (folder / "metrics.json").write_text(json.dumps(payload, indent=2))
 
-    lines = [f"# {info.get('data', '')} / {info.get('adapter', '')}: base vs tuned", ""]
+    # a preference run that continued an adapter compares with the model it started from (info["before"])
+    before = "start" if info.get("before") else "base"
+    lines = [f"# {info.get('data', '')} / {info.get('adapter', '')}: {before} vs tuned", ""]
     if info.get("primary metric"):
         lines += [f"**Primary metric** {info['primary metric']}", ""]
     lines += [f"- {k}: `{v}`" for k, v in info.items()]

@@ -1,0 +1,158 @@
+"""Preference pairs from a finished run's own failures (`scripts/make_preferences.py run_dir=<run>`).
+
+The tuned model answers (greedy) a sample of the run's *training* records; each answer is scored against the
+reference with the domain's primary metric (for a label set: right or wrong label), and the worst answers
+become pairs {prompt, chosen: the reference, rejected: the model's answer}. Validation and test records never
+feed a training pair. The pairs' test split is the run's own evaluation: its test records with the tuned
+model's answers as `rejected` (read from the run's generations.jsonl, not generated again), so a DPO run on
+these pairs is scored on the same test questions as the run it refines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from domaintune.core.inference import load_for_inference
+from domaintune.data.datamodule import DomainDataModule
+from domaintune.evaluation import metrics as gen_metrics
+from domaintune.evaluation.generation import answer_limit, generate
+from domaintune.evaluation.settings import Generation
+from domaintune.utils.config import settings
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """How failures are chosen (conf/make_preferences.yaml)."""
+
+    max_records: int | None
+    worst_share: float
+    validation_share: float
+    seed: int
+
+
+def per_record_scores(task: Any, primary: str, outputs: list[str], records: list[dict[str, Any]]) -> list[float]:
+    """Each answer's score by the run's primary metric (a label task: 100 right, 0 wrong), higher is better."""
+    ids = [r["_src"] for r in records]
+    refs = [task.references(r) for r in records]
+    if task.labels:
+        found = gen_metrics.score(["label"], outputs, refs, task.labels, ids)
+        return list(found["accuracy"].array())
+    name = primary.removeprefix("gen/")
+    families = [f for f in gen_metrics.DEFAULTS.get(task.type, []) if f != "length"]
+    found = gen_metrics.score(families, outputs, refs, task.labels, ids)
+    if name not in found or found[name].kind != "mean":
+        name = "rougeL"  # a corpus-level primary (chrF, BLEU) has no per-answer score: rank by ROUGE-L
+    return list(found[name].array())
+
+
+def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """(pairs per split, the audit: counts and reasons) for the run `cfg.run_dir` (its config already merged)."""
+    model, tok, _ = load_for_inference(cfg)
+    dm: DomainDataModule = build(cfg.data, tokenizer=tok)
+    dm.prepare()
+    if len(dm.tasks) != 1:
+        raise DomainTuneError(
+            "make_preferences works on a single-source run; this run trained on a mixture.",
+            "Make pairs from each component's own run.",
+        )
+    task = next(iter(dm.tasks.values()))
+    if task.type in ("text", "preference", "chat"):
+        raise DomainTuneError(
+            f"make_preferences needs a task with one reference answer per record; this run's task type is {task.type}.",
+            "Use a run of a qa, instruction, summarization, generation or fact_check data config.",
+        )
+    records = list(dm.records["train"])
+    random.Random(choice.seed).shuffle(records)
+    records = records[: choice.max_records] if choice.max_records else records
+    wanted = settings(Generation, cfg.eval.generation, "eval.generation")
+    options = dataclasses.replace(wanted, max_new_tokens=answer_limit(dm, wanted)["max_new_tokens"]).options()
+    convs = [dm.conversation(r)[:-1] for r in records]
+    outs, _ = generate(model, tok, dm.renderer, convs, options, merge_adapter=True, desc="answer training records")
+    primary = gen_metrics.primary_metric(dm.primary_metric, [task.type])
+    scores = per_record_scores(task, primary, [o.text for o in outs], records)
+    skipped: Counter[str] = Counter()
+    candidates = []
+    for rec, out, score in zip(records, outs, scores, strict=True):
+        reference = task.reference(rec)
+        if not out.text.strip():
+            skipped["empty answer"] += 1
+        elif out.text.strip() == reference.strip():
+            skipped["answer equals the reference"] += 1
+        elif task.labels and score >= 100:
+            skipped["right label"] += 1
+        else:
+            candidates.append((score, rec, out.text))
+    candidates.sort(key=lambda c: c[0])
+    keep = len(candidates) if task.labels or not candidates else max(1, round(choice.worst_share * len(candidates)))
+    skipped["above the worst share"] += len(candidates) - keep
+    pairs = [pair(task, rec, rejected, score) for score, rec, rejected in candidates[:keep]]
+    random.Random(choice.seed).shuffle(pairs)
+    n_val = max(1, round(choice.validation_share * len(pairs))) if len(pairs) > 1 else 0
+    out = {"validation": pairs[:n_val], "train": pairs[n_val:], "test": test_pairs(Path(cfg.run_dir), task)}
+    audit = {
+        "run": str(cfg.run_dir),
+        "primary": primary,
+        "training records answered": len(records),
+        "pairs": {k: len(v) for k, v in out.items()},
+        "skipped": dict(skipped),
+        "worst_share": choice.worst_share,
+        "max_new_tokens": options["max_new_tokens"],
+        "mean score of the kept answers": sum(c[0] for c in candidates[:keep]) / max(keep, 1),
+        "mean score of all answers": sum(scores) / max(len(scores), 1),
+    }
+    if not out["train"]:
+        raise DomainTuneError(
+            f"No training pair was made from {len(records)} answered records (skipped: {dict(skipped)}).",
+            "Answer more records (max_records=...) or keep a larger share (worst_share=...).",
+        )
+    return out, audit
+
+
+def pair(task: Any, rec: dict[str, Any], rejected: str, score: float) -> dict[str, Any]:
+    conv = task.conversation(rec)
+    system = conv[0]["content"] if conv[0]["role"] == "system" else None
+    prompt = [m for m in conv[:-1] if m["role"] != "system"]
+    return {"prompt": prompt, "chosen": conv[-1]["content"], "rejected": rejected, "system": system,
+            "source": rec["_src"], "rejected_score": score}  # fmt: skip
+
+
+def test_pairs(run_dir: Path, task: Any) -> list[dict[str, Any]]:
+    """The run's evaluated test answers as pairs (reference over the tuned model's answer): the same test
+    questions the run was scored on, so the refined model's report reads against them."""
+    path = run_dir / "generations.jsonl"
+    if not path.exists():
+        raise DomainTuneError(f"'{run_dir}' has no generations.jsonl.", "Pass a run folder written by train.py.")
+    out = []
+    for line in path.read_text().splitlines():
+        g = json.loads(line)
+        rejected = (g.get("tuned") or "").strip()
+        if task.labels and rejected == g["reference"].strip():
+            # a right label is still a test question: its pair is against the next label, so the test set is all
+            # the run's questions and not only those it got wrong (which would flatter any change)
+            rejected = task.labels[(task.labels.index(g["reference"].strip()) + 1) % len(task.labels)]
+        if not rejected or rejected == g["reference"].strip():
+            continue
+        out.append({"prompt": g["prompt"], "chosen": g["reference"], "rejected": rejected, "system": task.system_prompt,
+                    "source": g["id"]})  # fmt: skip
+    return out
+
+
+def write_pairs(folder: Path, pairs: dict[str, list[dict[str, Any]]], audit: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in pairs.items():
+        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (folder / "pairs_audit.json").write_text(json.dumps(audit, indent=2))

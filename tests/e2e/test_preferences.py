@@ -1,0 +1,92 @@
+"""Pairs from a run's own failures: only training records are answered, the worst answers by the primary
+metric (or every wrong label) become pairs, the audit counts what was skipped and why, the test pairs are
+the run's own evaluated answers; then a DPO run continues the run's adapter on them and is judged against it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from domaintune.core import preferences
+from domaintune.core.inference import with_run_config
+from domaintune.core.preferences import Choice, failures, write_pairs
+from domaintune.evaluation.generation import Generation as Generated
+from domaintune.evaluation.generation import GenerationStats
+from tests.conftest import TINY, compose_train, script
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    logs = tmp_path_factory.mktemp("sft")
+    script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=healthcare", f"paths.log_dir={logs}")
+    [out] = list(logs.glob("train/*/*"))
+    return out
+
+
+def planted(answers: dict[str, str]):
+    """`generate` replaced: each training record's answer by its question (the reference when not planted)."""
+
+    def fake(model, tok, renderer, convs, options, merge_adapter, desc=""):
+        outs = [Generated(answers.get(c[-1]["content"], ""), 1) for c in convs]
+        return outs, GenerationStats()
+
+    return fake
+
+
+def test_pairs_come_from_the_worst_training_answers(sft_run: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg = compose_train([], tmp_path, config_name="make_preferences")
+    with open_dict(cfg):
+        cfg.run_dir = str(sft_run)
+    cfg = with_run_config(cfg, overrides=[])
+    train = [json.loads(x) for x in Path(cfg.paths.data_dir, "healthcare", "train.jsonl").read_text().splitlines()]
+    # planted answers from good to useless (k filler words replace the answer's end); every 10th is the
+    # reference word for word (nothing to learn); the run's records the fake sees are counted
+    words = ["the", "a", "of", "to", "and", "is", "in", "for", "with"]
+    answers = {
+        r["question"]: r["answer"] if i % 10 == 9 else " ".join(r["answer"].split()[: 12 - i % 10] + words[: i % 10 + 1])
+        for i, r in enumerate(train)
+    }
+    seen: list[str] = []
+    fake = planted(answers)
+    monkeypatch.setattr(preferences, "generate", lambda *a, **k: (seen.extend(c[-1]["content"] for c in a[3]), fake(*a, **k))[1])
+    pairs, audit = failures(cfg, Choice(max_records=None, worst_share=0.5, validation_share=0.25, seed=0))
+    same = sum(answers[q] == next(r["answer"] for r in train if r["question"] == q) for q in seen)
+    assert same > 0 and audit["skipped"]["answer equals the reference"] == same
+    scored = len(seen) - same
+    assert audit["pairs"]["train"] + audit["pairs"]["validation"] == round(scored / 2), "the worse half of the scored answers"
+    assert audit["skipped"]["above the worst share"] == scored - round(scored / 2)
+    kept = [p for split in ("train", "validation") for p in pairs[split]]
+    # planted quality falls with i % 10 (more filler): the kept pairs are the weak end of the scored answers
+    k_of = {r["question"]: i % 10 for i, r in enumerate(train)}
+    kept_k = [k_of[p["prompt"][-1]["content"]] for p in kept]
+    scored_k = [k_of[q] for q in seen if k_of[q] != 9]
+    assert sum(kept_k) / len(kept_k) > sum(scored_k) / len(scored_k)
+    assert all(p["source"].endswith(tuple(f"train.jsonl:{i}" for i in range(1, 300))) for p in kept), "training records only"
+    generated = [json.loads(x) for x in (sft_run / "generations.jsonl").read_text().splitlines()]
+    assert [p["source"] for p in pairs["test"]] == [g["id"] for g in generated if g["tuned"].strip() not in ("", g["reference"])]
+    write_pairs(tmp_path / "pairs", pairs, audit)
+    assert json.loads((tmp_path / "pairs" / "pairs_audit.json").read_text())["pairs"] == audit["pairs"]
+
+
+def test_dpo_continues_the_run_and_is_judged_against_it(sft_run: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs"
+    rows = [{"prompt": f"Question {i}?", "chosen": f"A careful answer {i}.", "rejected": f"No idea {i}.",
+             "system": "You answer."} for i in range(12)]  # fmt: skip
+    write_pairs(pairs, {"train": rows[:8], "validation": rows[8:10], "test": rows[10:]}, {})
+    script("train.py", *TINY, "objective=dpo", "data=preferences", f"data.dir={pairs}", f"adapter.init_from={sft_run}",
+           "logger=none", f"paths.log_dir={tmp_path}")  # fmt: skip
+    [run] = list(tmp_path.glob("train/*/*"))
+    report = (run / "report.md").read_text()
+    assert report.startswith("# preferences / lora: start vs tuned")
+    assert f"- before: `the model the run started from (adapter.init_from={sft_run})`" in report
+    assert "- objective: `dpo (beta 0.1, loss_type sigmoid)`" in report
+    # the "before" column is the SFT model's, not the base model's: a run from the base differs there
+    script("train.py", *TINY, "objective=dpo", "data=preferences", f"data.dir={pairs}", "logger=none",
+           f"paths.log_dir={tmp_path / 'from_base'}")  # fmt: skip
+    [plain] = list((tmp_path / "from_base").glob("train/*/*"))
+    start = json.loads((run / "metrics.json").read_text())["base"]
+    base = json.loads((plain / "metrics.json").read_text())["base"]
+    assert start["loss"] != base["loss"] and start["pref/margin"] != base["pref/margin"]
