@@ -40,8 +40,8 @@ def make(cfg: DictConfig) -> dict[str, float]:
     print(
         "Train on them, continuing the run's adapter:\n"
         f"  python train.py objective=dpo adapter={adapter} adapter.init_from={cfg.run_dir} data=preferences "
-        f"data.dir={out} 'eval.metrics=[{metrics}]' data.max_length={cfg.data.max_length}"
-        + (f" 'data.task.labels=[{','.join(cfg.data.task.labels)}]'" if cfg.data.task.get("labels") else "")
+        f"data.dir={out} 'eval.metrics=[{metrics}]' data.max_length={audit['max_length']}"
+        + (f" 'data.task.labels=[{','.join(audit['labels'])}]'" if audit["labels"] else "")
     )
     return {k: float(v) for k, v in audit["pairs"].items()}
 

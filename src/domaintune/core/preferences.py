@@ -109,6 +109,8 @@ def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, 
         "skipped": dict(skipped),
         "worst_share": choice.worst_share,
         "max_new_tokens": options["max_new_tokens"],
+        "max_length": dm.recipe.max_length,
+        "labels": task.labels,
         "mean score of the kept answers": sum(c[0] for c in candidates[:keep]) / max(keep, 1),
         "mean score of all answers": sum(scores) / max(len(scores), 1),
     }

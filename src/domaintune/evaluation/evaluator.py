@@ -296,7 +296,9 @@ class Evaluator:
         self.dm.require(split)
         for name, task in self.dm.tasks.items():
             records = [r for r in self.dm.records[split] if r.get("_task", "") == name]
-            if not task.labels or not records:
+            # labels by likelihood need the task's response template; preference pairs have none (their labels,
+            # when given, still score generated answers: gen/accuracy, gen/macro_f1)
+            if not task.labels or not records or task.type == "preference":
                 continue
             found = choice_scores(
                 model, self.dm, task, records, int(self.choices["batch_size"]), self.share_context, self.loss_options
@@ -381,7 +383,7 @@ class Evaluator:
         out: dict[str, tuple[float, str]] = {}
         generated = self.generated_records(self.split)
         for name, task in self.dm.tasks.items():
-            if not task.labels:
+            if not task.labels or task.type == "preference":  # pairs carry answers, not a label field
                 continue
             prefix = name + "/" if name else ""
             for kind, records in (("choice", self.dm.records[self.split]), ("gen", generated)):

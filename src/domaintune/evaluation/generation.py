@@ -148,6 +148,7 @@ class _Ticker(StoppingCriteria):
     def __init__(self, bar: Any, stats: GenerationStats, started: float):
         self.bar, self.stats, self.started = bar, stats, started
         self.shown = 0.0
+        self.width = 0  # the prompt width of the batch being decoded (set before each batch)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         now = time.perf_counter()
@@ -156,8 +157,6 @@ class _Ticker(StoppingCriteria):
             done = self.stats.positions + input_ids.shape[0] * (input_ids.shape[1] - self.width)
             self.bar.set_postfix(positions_per_s=f"{done / max(now - self.started, 1e-9):.0f}", at_limit=self.stats.at_limit)
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-    width = 0  # the prompt width of the batch being decoded
 
 
 @torch.inference_mode()
