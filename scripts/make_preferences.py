@@ -41,7 +41,7 @@ def make(cfg: DictConfig) -> dict[str, float]:
         "Train on them, continuing the run's adapter:\n"
         f"  python train.py objective=dpo adapter={adapter} adapter.init_from={cfg.run_dir} data=preferences "
         f"data.dir={out} 'eval.metrics=[{metrics}]' data.max_length={audit['max_length']}"
-        + (f" 'data.task.labels=[{','.join(audit['labels'])}]'" if audit["labels"] else "")
+        + (" 'data.task.labels=[" + ",".join(f'"{x}"' for x in audit["labels"]) + "]'" if audit["labels"] else "")
     )
     return {k: float(v) for k, v in audit["pairs"].items()}
 

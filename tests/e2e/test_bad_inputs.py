@@ -51,6 +51,8 @@ DATA_CASES = [
     ("bad too_long", {"train.jsonl": QA, **SPLITS}, ("data.preprocess.too_long=cut",), ("too_long", "truncate or drop")),
     ("bad packing value", {"train.jsonl": QA, **SPLITS}, ("data.packing=maybe",), ("packing", "auto")),
     ("unknown task type", {"train.jsonl": QA, **SPLITS}, ("data.task.type=poetry",), ("poetry", "Set data.task.type to one of them")),
+    ("unquoted boolean labels", {"train.jsonl": FACT, **SPLITS}, ("data=fact_checking", "data.task.labels=[true,false]"),
+     ("holds True, which is not text", 'data.task.labels=["true","false","not_enough_info"]')),
     ("data folder missing", {}, ("data.dir={tmp}/nowhere",), ("does not exist", "Set data.dir")),
     ("misspelt field mapping", {"train.jsonl": QA, **SPLITS}, ("data.task.fields.answer=answr",),
      ("no column for answer -> 'answr'", "columns are: 'answer', 'question'")),

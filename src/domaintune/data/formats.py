@@ -96,6 +96,13 @@ class Task:
         # canonical name -> column name in the data (identity unless configured)
         self.fields = {name: fields.get(name, name) for name in self.spec.required + self.spec.optional}
         self.system_prompt = system_prompt
+        odd = [label for label in labels or [] if not isinstance(label, str)]
+        if odd:
+            raise DomainTuneError(
+                f"data.task.labels holds {odd[0]!r}, which is not text (YAML reads unquoted true, false, yes, no and "
+                "numbers as other types).",
+                'Quote the labels, e.g. \'data.task.labels=["true","false","not_enough_info"]\'.',
+            )
         self.labels = list(labels) if labels else None
         self.train_on = train_on
         if self.train_on not in ("all", "last"):
