@@ -17,7 +17,7 @@ from tests.conftest import compose_train, script
 ALIASES = {("trainer", "cpu")}
 # Options that need a value only the user can give.
 REQUIRED = {("model", "hf"): ["model.path=some/dir"], ("data", "custom"): ["data.dir=some/dir"]}
-GROUPS = ["model", "data", "adapter", "optim", "module", "eval", "trainer", "logger", "callbacks", "paths"]
+GROUPS = ["model", "data", "adapter", "optim", "module", "objective", "eval", "trainer", "logger", "callbacks", "paths"]
 
 
 def options(group: str) -> list[str]:

@@ -28,6 +28,7 @@ from tests.conftest import compose_train
 
 CPU = Hardware(gpus=0, bf16_gpu=False, deepspeed_installed=False)
 DATA = ["healthcare", "marketing", "education", "fact_checking", "customer_service", "mixture", "customer_service_replay"]
+DATA += ["preferences"]
 
 
 @pytest.mark.parametrize("data", DATA)

@@ -278,3 +278,17 @@ def test_merged_evaluation_scores_like_the_unmerged_model(make_cfg, tokenizer) -
     assert results[True].metrics["loss"] == pytest.approx(results[False].metrics["loss"], abs=1e-5)
     assert [s["output"] for s in results[True].samples] == [s["output"] for s in results[False].samples]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_base_cache_tells_tasks_apart_whose_prompts_tokenise_alike(make_cfg, tokenizer) -> None:
+    """The shipped preference pairs ask the healthcare sample questions with the same system prompt: the test
+    examples tokenise identically, so only the task type and its metrics can keep their cached base results apart
+    (a healthcare run once reused the pairs' base result and lost its token F1)."""
+    paths = []
+    for data in ("healthcare", "preferences"):
+        cfg = make_cfg(f"data={data}")
+        dm = build(cfg.data, tokenizer=tokenizer)
+        dm.prepare()
+        evaluator = build(cfg.eval, data=dm, loss=LOSS, model_key="same-model")
+        paths.append(evaluator.cache_path())
+    assert paths[0] != paths[1]

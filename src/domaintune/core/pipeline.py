@@ -34,6 +34,7 @@ from domaintune.data.datamodule import DomainDataModule
 from domaintune.data.recipe import DataRecipe
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.forgetting import Forgetting, write_forgetting
+from domaintune.evaluation.generation import model_device
 from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, save_adapter
 from domaintune.models.continual import latest_per_domain, lineage
 from domaintune.models.loading import load_model, model_identity
@@ -43,7 +44,7 @@ from domaintune.reporting.model_card import write_model_card
 from domaintune.reporting.publish import publish
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
-from domaintune.utils.hardware import resolve_precision
+from domaintune.utils.hardware import autocast_for, resolve_precision
 from domaintune.utils.hydra import build, instantiate_all
 from domaintune.utils.loggers import log_artifacts, log_to_wandb
 from domaintune.utils.logging import get_logger
@@ -141,8 +142,10 @@ def prepare_training(
         "data": dm.fingerprint(),
         "objective": json.dumps(to_dict(cfg.objective), sort_keys=True, default=str),
     }
-    # DPO: the reference log-probabilities of every pair under the policy as training starts (once, before fit)
-    objective.prepare(model, dm, loss)
+    # DPO: the reference log-probabilities of every pair under the policy as training starts (once, before fit),
+    # in the precision training runs in, so the policy and its reference agree at the first step
+    with autocast_for(cfg.trainer.precision, model_device(model)):
+        objective.prepare(model, dm, loss)
     module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity, objective=objective)
     every = evaluator.generation_settings.every_n_epochs
     during: list[pl.Callback] = [GenerationMetrics(evaluator, int(every))] if every else []

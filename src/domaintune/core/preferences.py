@@ -88,10 +88,10 @@ def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, 
         reference = task.reference(rec)
         if not out.text.strip():
             skipped["empty answer"] += 1
-        elif out.text.strip() == reference.strip():
-            skipped["answer equals the reference"] += 1
         elif task.labels and score >= 100:
             skipped["right label"] += 1
+        elif out.text.strip() == reference.strip():
+            skipped["answer equals the reference"] += 1
         else:
             candidates.append((score, rec, out.text))
     candidates.sort(key=lambda c: c[0])

@@ -32,7 +32,7 @@ from domaintune.models.objectives import answer_logps
 from domaintune.utils.config import settings, to_dict
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.files import locked, write_atomic
-from domaintune.utils.hardware import resolve_precision
+from domaintune.utils.hardware import autocast_for
 from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -162,7 +162,10 @@ class Evaluator:
             "split": self.splits,
             "max_samples": max_samples,
             "precision": self.precision,
-            "metrics": metrics,
+            # the metrics as resolved per task, with the task types and label sets: `metrics: auto` scores a qa
+            # task and preference pairs of the same questions differently although their prompts tokenise alike
+            "metrics": {name: gen_metrics.resolve(metrics, t.type) for name, t in self.dm.tasks.items()},
+            "tasks": {name: [t.type, t.labels] for name, t in self.dm.tasks.items()},
             "generation": self.generation_settings.options(),
             "choices": self.choices,
             "share_context": self.share_context,
@@ -173,12 +176,7 @@ class Evaluator:
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast where bf16 is fast (`precision: auto` decides as the trainer's does), else full precision.
         Base and tuned models are always scored in the same precision, so their paired changes stay comparable."""
-        chosen = resolve_precision(self.precision, "gpu" if device.type == "cuda" else "cpu")
-        if chosen.startswith("bf16"):
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        if chosen.startswith("16"):
-            return torch.autocast(device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast_for(self.precision, device)
 
     def _device(self, model: nn.Module) -> torch.device:
         if self.device == "auto":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Any
 
 import torch
 
@@ -34,3 +36,15 @@ def resolve_precision(precision: str | int | None, accelerator: str | None) -> s
     chosen = "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
     log.info(f"precision=auto on CPU -> {chosen} (native bf16 kernels: {cpu_has_fast_bf16()})")
     return chosen
+
+
+def autocast_for(precision: str | int | None, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of a precision setting on a device (`auto` resolved as the trainer resolves it):
+    bf16 or fp16 autocast for the mixed precisions, none for full precision. Used where the model runs outside
+    Lightning's own precision plugin (the evaluation, DPO's reference pass) so both compute alike."""
+    chosen = resolve_precision(precision, "gpu" if device.type == "cuda" else "cpu")
+    if chosen.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if chosen.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
