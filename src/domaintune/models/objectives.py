@@ -95,6 +95,21 @@ class PairObjective(Objective, ABC):
         losses, _ = self.pair_loss(model, batch, opts)
         return losses.float().sum(), torch.tensor(losses.numel(), device=losses.device)
 
+    def rewards(
+        self, chosen_score: torch.Tensor, rejected_score: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
+    ) -> Sums:
+        """The per-pair metrics TRL logs: rewards (beta x each side's score: DPO's log-ratio to the reference,
+        ORPO's average log-probability), their accuracy and margin, and the sides' log-probabilities."""
+        chosen_reward, rejected_reward = self.beta * chosen_score.detach(), self.beta * rejected_score.detach()
+        return {
+            "rewards/chosen": chosen_reward,
+            "rewards/rejected": rejected_reward,
+            "rewards/accuracy": (chosen_reward > rejected_reward).float(),
+            "rewards/margin": chosen_reward - rejected_reward,
+            "logps/chosen": chosen.detach(),
+            "logps/rejected": rejected.detach(),
+        }
+
     @staticmethod
     def split(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = int(batch["pairs"])
@@ -136,15 +151,7 @@ class DPO(PairObjective):
             n_chosen, n_rejected = self.split(counts.to(logps), batch)
             delta_avg = chosen_ratio / n_chosen.clamp(min=1) - rejected_ratio / n_rejected.clamp(min=1)
             losses = (delta_avg - 1 / (2 * self.beta)) ** 2
-        chosen_reward, rejected_reward = self.beta * chosen_ratio.detach(), self.beta * rejected_ratio.detach()
-        return losses, {
-            "rewards/chosen": chosen_reward,
-            "rewards/rejected": rejected_reward,
-            "rewards/accuracy": (chosen_reward > rejected_reward).float(),
-            "rewards/margin": chosen_reward - rejected_reward,
-            "logps/chosen": chosen.detach(),
-            "logps/rejected": rejected.detach(),
-        }
+        return losses, self.rewards(chosen_ratio, rejected_ratio, chosen, rejected)
 
     def prepare(self, model: nn.Module, data: Any, opts: LossOptions) -> None:
         """Reference log-probabilities of every training and validation pair under the starting policy, stored
@@ -190,14 +197,5 @@ class ORPO(PairObjective):
         ratio = F.logsigmoid(log_odds)
         nll = -chosen_sum.sum() / n_chosen.sum().clamp(min=1)  # token-weighted mean over the batch, as SFT's
         losses = nll - self.beta * ratio
-        chosen_reward, rejected_reward = self.beta * chosen.detach(), self.beta * rejected.detach()
-        return losses, {
-            "rewards/chosen": chosen_reward,
-            "rewards/rejected": rejected_reward,
-            "rewards/accuracy": (chosen_reward > rejected_reward).float(),
-            "rewards/margin": chosen_reward - rejected_reward,
-            "logps/chosen": chosen.detach(),
-            "logps/rejected": rejected.detach(),
-            "nll_loss": nll.detach().expand_as(ratio),
-            "log_odds_ratio": ratio.detach(),
-        }
+        extra = {"nll_loss": nll.detach().expand_as(ratio), "log_odds_ratio": ratio.detach()}
+        return losses, {**self.rewards(chosen, rejected, chosen, rejected), **extra}
