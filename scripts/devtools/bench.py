@@ -9,7 +9,6 @@ TRL and lm-eval are imported here only (the `bench` extra); the runtime never ne
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import resource
 import tempfile
@@ -252,7 +251,7 @@ def mc_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
 def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     """Generated tokens/s: base vs tuned (LoRA merged, and unmerged for reference), and our batched
     generation vs a plain transformers `generate` loop over the same prompts in file order."""
-    from domaintune.evaluation.generation import answer_limit, generate
+    from domaintune.evaluation.generation import generate, with_answer_limit
     from domaintune.evaluation.settings import Generation as GenerationSettings
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
@@ -261,9 +260,8 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
     convs = [dm.conversation(r) for r in dm.records[cfg.eval.split][: int(bench.gen_prompts)]]
-    wanted = settings(GenerationSettings, cfg.eval.generation, "eval.generation")
     # `auto` as the evaluation resolves it
-    gcfg = dataclasses.replace(wanted, max_new_tokens=answer_limit(dm, wanted)["max_new_tokens"]).options()
+    gcfg = with_answer_limit(dm, settings(GenerationSettings, cfg.eval.generation, "eval.generation"))[0].options()
     out: dict[str, Any] = {"prompts": len(convs), "max_new_tokens": gcfg["max_new_tokens"], "batch_size": gcfg["batch_size"]}
 
     def timed(name: str, fn: Any) -> None:

@@ -22,14 +22,11 @@ from omegaconf import DictConfig
 from domaintune.core.inference import load_for_inference
 from domaintune.data.datamodule import DomainDataModule
 from domaintune.evaluation import metrics as gen_metrics
-from domaintune.evaluation.generation import answer_limit, generate
+from domaintune.evaluation.generation import generate, with_answer_limit
 from domaintune.evaluation.settings import Generation
 from domaintune.utils.config import settings
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
-from domaintune.utils.logging import get_logger
-
-log = get_logger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +73,7 @@ def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, 
     records = list(dm.records["train"])
     random.Random(choice.seed).shuffle(records)
     records = records[: choice.max_records] if choice.max_records else records
-    wanted = settings(Generation, cfg.eval.generation, "eval.generation")
-    options = dataclasses.replace(wanted, max_new_tokens=answer_limit(dm, wanted)["max_new_tokens"]).options()
+    options = with_answer_limit(dm, settings(Generation, cfg.eval.generation, "eval.generation"))[0].options()
     convs = [dm.conversation(r)[:-1] for r in records]
     outs, _ = generate(model, tok, dm.renderer, convs, options, merge_adapter=True, desc="answer training records")
     primary = gen_metrics.primary_metric(dm.primary_metric, [task.type])

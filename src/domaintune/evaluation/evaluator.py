@@ -5,7 +5,6 @@ subset of it, and optional multiple-choice benchmarks (the forgetting check)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import time
@@ -25,7 +24,7 @@ from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation import multiple_choice
 from domaintune.evaluation.choice import choice_scores, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
-from domaintune.evaluation.generation import GenerationStats, answer_limit, generate, merged_adapter, model_device
+from domaintune.evaluation.generation import GenerationStats, generate, merged_adapter, model_device, with_answer_limit
 from domaintune.evaluation.settings import Bootstrap, Generation, Selection
 from domaintune.models.loss import LossOptions, example_nll
 from domaintune.models.objectives import answer_logps
@@ -137,8 +136,7 @@ class Evaluator:
         self.choices = to_dict(choices)
         # `max_new_tokens: auto` becomes a number here, from the training references (the report states it and
         # how it was found); the resolved number is part of the base-result cache key below
-        self.answer_limit = answer_limit(self.dm, wanted)
-        self.generation_settings = dataclasses.replace(wanted, max_new_tokens=self.answer_limit["max_new_tokens"])
+        self.generation_settings, self.answer_limit = with_answer_limit(self.dm, wanted)
         self.primary = gen_metrics.primary_metric(self.dm.primary_metric, [t.type for t in self.dm.tasks.values()])
         self.benchmark_specs, self.analysis_top = to_dict(benchmarks), int(analysis_top)
         self.cache_dir = Path(str(cache_dir)).expanduser() if cache_base and cache_dir else None
@@ -268,16 +266,15 @@ class Evaluator:
         %): the before/after of a DPO or ORPO run, with paired intervals like every other metric."""
         if not any(t.type == "preference" for t in self.dm.tasks.values()):
             return {}
-        examples = self.dm.require(split)
-        ids = [r["_src"] for r in self.dm.records[split]]
+        self.dm.require(split)
+        # the loader serves the split's first max_samples examples, aligned with its records
+        ids = [r["_src"] for r in self.dm.records[split]][: self.max_samples or None]
         margins: list[float] = []
         device = model_device(model)
         for batch in self.dm.eval_dataloader(split, self.max_samples, pairs=True):
             logps, _ = answer_logps(model, {k: v.to(device) for k, v in batch.items()}, self.loss_options)
             pairs = int(batch["pairs"])
             margins += (logps[:pairs] - logps[pairs:]).float().tolist()
-        ids = ids[: len(margins)]
-        assert len(margins) == min(len(examples), len(ids)), "one margin per pair"
         return {
             "pref/accuracy": Evidence("mean", ids, [100.0 * (m > 0) for m in margins]),
             "pref/margin": Evidence("mean", ids, margins),

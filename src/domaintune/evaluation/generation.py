@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,6 +103,13 @@ def answer_limit(data: Any, cfg: GenerationSettings) -> dict[str, Any]:
         "how": f"auto: {pct:g}th percentile of {len(lengths)} training answers' token lengths = {found}"
         + (f", capped at {cap}" if found > cap else f" (cap {cap})"),
     }
+
+
+def with_answer_limit(data: Any, wanted: GenerationSettings) -> tuple[GenerationSettings, dict[str, Any]]:
+    """The generation block with `max_new_tokens` resolved (`auto` -> a number, see `answer_limit`) and how it
+    was found: the evaluation, the pair builder and the benchmark all generate with this same limit."""
+    found = answer_limit(data, wanted)
+    return dataclasses.replace(wanted, max_new_tokens=found["max_new_tokens"]), found
 
 
 @contextlib.contextmanager
