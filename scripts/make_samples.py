@@ -16,7 +16,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "domaintune" / "data" / "samples"
-DOMAINS = ("healthcare", "marketing", "education", "fact_checking", "customer_service", "benchmark_piqa", "preferences")
+DOMAINS = (
+    "healthcare",
+    "marketing",
+    "education",
+    "fact_checking",
+    "customer_service",
+    "finance",
+    "benchmark_piqa",
+    "preferences",
+)
 SPLIT = {"validation": 30, "test": 30}  # the rest is train
 
 

@@ -26,6 +26,8 @@ from domaintune.utils.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# the domains with a data config, shipped samples and a real dataset in ../shared/data
+DOMAINS = ["healthcare", "marketing", "education", "fact_checking", "customer_service", "finance"]
 
 # Fast settings for the tiny model: few records, short generations, a few steps, no W&B network.
 TINY = [

@@ -24,11 +24,10 @@ from domaintune.models.optim import Optimization
 from domaintune.utils.config import fill_data, fill_missing, to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
-from tests.conftest import compose_train
+from tests.conftest import DOMAINS, compose_train
 
 CPU = Hardware(gpus=0, bf16_gpu=False, deepspeed_installed=False)
-DATA = ["healthcare", "marketing", "education", "fact_checking", "customer_service", "mixture", "customer_service_replay"]
-DATA += ["preferences"]
+DATA = [*DOMAINS, "mixture", "customer_service_replay", "preferences"]
 
 
 @pytest.mark.parametrize("data", DATA)

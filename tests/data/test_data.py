@@ -17,7 +17,7 @@ from domaintune.data.settings import Pii
 from domaintune.utils.config import CONFIG_DIR, settings
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
-from tests.conftest import qa_rows, write_jsonl
+from tests.conftest import DOMAINS, qa_rows, write_jsonl
 
 
 def make_task(**keys: object) -> Task:
@@ -338,7 +338,7 @@ def test_mixture_samples_by_weight_and_accounts_for_it(make_cfg, tokenizer) -> N
     }
 
 
-@pytest.mark.parametrize("domain", ["healthcare", "marketing", "education", "fact_checking", "customer_service"])
+@pytest.mark.parametrize("domain", DOMAINS)
 def test_shipped_samples_evaluate_on_unseen_groups(domain: str) -> None:
     """The illustrative samples' validation and test records share no condition, product, paper, claim or
     intent (`group`) with training, so the default run's gain is not template recall of the same facts."""
@@ -367,7 +367,7 @@ def test_each_domain_names_its_public_dataset_and_the_hub_command_fails_clearly_
     from tests.conftest import compose_train
 
     commands = 0
-    for domain in ("healthcare", "marketing", "education", "fact_checking", "customer_service"):
+    for domain in DOMAINS:
         text = (CONFIG_DIR / "data" / f"{domain}.yaml").read_text()
         assert "# Public dataset these fields mirror:" in text, domain
         for line in re.findall(r"^#\s+python train\.py (data=\S+ data\.hub=.*)$", text, re.M):

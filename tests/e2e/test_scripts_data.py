@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from domaintune.utils.hydra import build
-from tests.conftest import SHARED_DATA, require, script
-
-REAL_DOMAINS = ["healthcare", "marketing", "education", "fact_checking", "customer_service"]
+from tests.conftest import DOMAINS, SHARED_DATA, require, script
 
 
 def test_prepare_data_prints_the_audit(tmp_path: Path) -> None:
@@ -37,7 +35,7 @@ def test_export_data_writes_openai_chat_jsonl(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the real datasets live outside the repository (../shared/data)")
-@pytest.mark.parametrize("domain", REAL_DOMAINS)
+@pytest.mark.parametrize("domain", DOMAINS)
 def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, tokenizer) -> None:
     cfg = make_cfg(f"data={domain}", f"paths.data_dir={SHARED_DATA}", "data.max_samples=null", "data.cache=false")
     dm = build(cfg.data, tokenizer=tokenizer)

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from domaintune.reporting.sweep_report import write as write_sweep_report
-from tests.conftest import ROOT, TINY, expected_verdict, script, wandb_blob
+from tests.conftest import DOMAINS, ROOT, TINY, expected_verdict, script, wandb_blob
 
 # the fastest real training: the tiny model, two steps, loss-only evaluation
 FAST = [*TINY, "trainer.max_steps=2", "eval.generation.max_samples=0", "eval.max_samples=4", "logger=csv"]
@@ -93,7 +93,7 @@ def test_every_experiment_preset_runs(tmp_path: Path) -> None:
 
 def test_domain_sweep_preset_expands_to_the_full_grid() -> None:
     out = script("train.py", "experiment=domain_sweep", "--cfg", "hydra", timeout=120)
-    assert "data: healthcare,marketing,education,fact_checking,customer_service" in out.stdout
+    assert f"data: {','.join(DOMAINS)}" in out.stdout
     assert "adapter: lora,ia3,freeze" in out.stdout and "mode: MULTIRUN" in out.stdout
 
 

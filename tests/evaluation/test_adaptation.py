@@ -40,7 +40,14 @@ class WordTokenizer:
 
 def planted_data(lengths: list[int]) -> SimpleNamespace:
     task = Task(
-        type="qa", fields={}, system_prompt=None, prompt="{{ question }}", response="{{ answer }}", labels=None, train_on="all"
+        type="qa",
+        fields={},
+        system_prompt=None,
+        prompt="{{ question }}",
+        response="{{ answer }}",
+        labels=None,
+        train_on="all",
+        span_separator=None,
     )
     records = [{"_src": f"t:{i}", "question": "q", "answer": " ".join(["w"] * n)} for i, n in enumerate(lengths)]
     return SimpleNamespace(

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from domaintune.core.inference import load_for_inference
 from domaintune.data.datamodule import DomainDataModule
+from domaintune.data.formats import Task
 from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation.generation import generate, with_answer_limit
 from domaintune.evaluation.settings import Generation
@@ -39,16 +40,14 @@ class Choice:
     seed: int
 
 
-def per_record_scores(task: Any, primary: str, outputs: list[str], records: list[dict[str, Any]]) -> list[float]:
+def per_record_scores(task: Task, primary: str, outputs: list[str], records: list[dict[str, Any]]) -> list[float]:
     """Each answer's score by the run's primary metric (a label task: 100 right, 0 wrong), higher is better."""
-    ids = [r["_src"] for r in records]
-    refs = [task.references(r) for r in records]
     if task.labels:
-        found = gen_metrics.score(["label"], outputs, refs, task.labels, ids)
+        found = gen_metrics.score_records(["label"], task, outputs, records)
         return list(found["accuracy"].array())
     name = primary.removeprefix("gen/")
     families = [f for f in gen_metrics.DEFAULTS.get(task.type, []) if f != "length"]
-    found = gen_metrics.score(families, outputs, refs, task.labels, ids)
+    found = gen_metrics.score_records(families, task, outputs, records)
     if name not in found or found[name].kind != "mean":
         name = "rougeL"  # a corpus-level primary (chrF, BLEU) has no per-answer score: rank by ROUGE-L
     return list(found[name].array())

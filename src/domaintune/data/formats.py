@@ -43,6 +43,9 @@ TASKS: dict[str, TaskSpec] = {
     "summarization": TaskSpec(required=("document", "summary"), optional=("references", "title"), list_fields=("references",)),
     "generation": TaskSpec(required=("attributes", "text"), optional=("title",), dict_fields=("attributes",)),
     "fact_check": TaskSpec(required=("claim", "label"), optional=("evidence", "explanation")),
+    # an answer read from a given context (a report's table and paragraphs): one span or several (a list),
+    # written joined by data.task.span_separator and scored span by span (TAT-QA's exact match and F1)
+    "context_qa": TaskSpec(required=("context", "question", "answer"), optional=("answer_type",), list_fields=("answer",)),
     "text": TaskSpec(required=("text",)),
     # preference pairs (DPO/ORPO, objective=dpo|orpo): a prompt (text, or messages ending with a user turn) and
     # a better and a worse answer; trained and evaluated as SFT on `chosen` otherwise
@@ -55,8 +58,19 @@ TARGET_FIELD = {
     "summarization": "summary",
     "generation": "text",
     "fact_check": "label",
+    "context_qa": "answer",
     "preference": "chosen",
 }
+
+
+@dataclass(frozen=True)
+class SpanAnswer:
+    """The gold answer of a context_qa record as its scorer needs it: the spans (not their joined text) and
+    the answer type (TAT-QA scores a `count` by exact match alone)."""
+
+    spans: tuple[str, ...]
+    answer_type: str
+    separator: str
 
 
 class RecordProblem(ValueError):
@@ -80,6 +94,7 @@ class Task:
         response: str | None,
         labels: list[str] | None,
         train_on: str,
+        span_separator: str | None,
     ):
         """`data.task` of a data config (conf/data/_base.yaml documents each key): `Task(**recipe.task)`."""
         self.type = type
@@ -107,6 +122,19 @@ class Task:
         self.train_on = train_on
         if self.train_on not in ("all", "last"):
             raise unknown_option("data.task.train_on", self.train_on, ("all", "last"), "Use all or last.")
+        self.span_separator = span_separator
+        if (self.type == "context_qa") != (span_separator is not None):
+            raise DomainTuneError(
+                f"data.task.span_separator is {span_separator!r} for task type '{self.type}': only context_qa "
+                "writes several answer spans, and it needs to know how they are joined.",
+                'Set data.task.span_separator (e.g. "; ") for context_qa and null for every other task type.',
+            )
+        if span_separator is not None and not span_separator.strip():
+            raise DomainTuneError(
+                f"data.task.span_separator is {span_separator!r}: a blank separator cannot be told from the spaces "
+                "inside a span, so a multi-span answer could not be split back into its spans.",
+                'Use visible text, e.g. "; ".',
+            )
         self._prompt = self._template(prompt, "prompt")
         self._response = self._template(response, "response")
         if self.type == "fact_check" and not self.labels:
@@ -218,6 +246,7 @@ class Task:
     def _render(self, template: jinja2.Template, rec: dict[str, Any], key: str) -> str:
         ctx = {k: v for k, v in rec.items() if not k.startswith("_")}
         ctx.setdefault("labels", self.labels)
+        ctx.setdefault("span_separator", self.span_separator)
         for name in self.spec.optional:
             ctx.setdefault(name, None)
         try:
@@ -265,3 +294,10 @@ class Task:
         if rec.get("references"):
             return list(rec["references"])
         return [self.reference(rec)]
+
+    def gold(self, rec: dict[str, Any]) -> SpanAnswer | None:
+        """The structured gold answer a span scorer needs (context_qa), else None."""
+        if self.type != "context_qa":
+            return None
+        assert self.span_separator is not None  # checked in __init__
+        return SpanAnswer(tuple(rec["answer"]), rec.get("answer_type") or "span", self.span_separator)

@@ -248,13 +248,7 @@ class Evaluator:
             if not mine or not names:
                 continue
             prefix = f"gen/{name}/" if name else "gen/"
-            found = gen_metrics.score(
-                names,
-                [s["output"] for s, _ in mine],
-                [task.references(r) for _, r in mine],
-                task.labels,
-                ids=[s["id"] for s, _ in mine],
-            )
+            found = gen_metrics.score_records(names, task, [s["output"] for s, _ in mine], [r for _, r in mine])
             evidence.update({prefix + k: v for k, v in found.items()})
         return {"gen_positions_per_s": stats.positions_per_s}, evidence, samples, stats
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from domaintune.evaluation.evidence import Evidence
+from domaintune.evaluation.tatqa import tatqa
 from domaintune.utils.errors import unknown_option
+
+if TYPE_CHECKING:
+    from domaintune.data.formats import SpanAnswer, Task
 
 Scores = dict[str, Evidence]
 
@@ -130,6 +135,8 @@ METRICS: dict[str, Callable[..., Scores]] = {
     "squad": squad,
     "label": label,
     "length": length,
+    # TAT-QA's exact match and F1 over answer spans (evaluation/tatqa.py): context_qa only
+    "tatqa": tatqa,
 }
 # What `eval.metrics: auto` scores for each task type.
 DEFAULTS = {
@@ -139,6 +146,7 @@ DEFAULTS = {
     "summarization": ["rouge", "bleu", "chrf", "length"],
     "generation": ["rouge", "bleu", "chrf", "length"],
     "fact_check": ["label", "length"],
+    "context_qa": ["tatqa", "squad", "rouge", "bleu", "chrf", "length"],
     "text": [],
     "preference": ["rouge", "chrf", "length"],
 }
@@ -153,6 +161,8 @@ PRIMARY = {
     "summarization": "gen/rougeL",
     "generation": "gen/rougeL",
     "fact_check": "choice/macro_f1",
+    # TAT-QA's F1 (spans matched as TAT-QA's own evaluation does; a count by exact match)
+    "context_qa": "gen/tatqa_f1",
     "text": "loss",
     # whether the model now prefers the better answer: log-likelihood of chosen over rejected (evaluation/evaluator.py)
     "preference": "pref/accuracy",
@@ -183,13 +193,27 @@ def score(
     refs: Sequence[Sequence[str]],
     labels: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
+    golds: Sequence[SpanAnswer | None] = (),
 ) -> Scores:
-    """Evidence per metric name; `values(score(...))` gives the plain scores."""
+    """Evidence per metric name; `values(score(...))` gives the plain scores. `golds`: the structured gold
+    answers a span scorer needs (`Task.gold`; context_qa)."""
     ids = list(ids) if ids is not None else [str(i) for i in range(len(preds))]
     out: Scores = {}
     for name in names:
-        out.update(METRICS[name](ids, preds, refs, labels=labels))
+        out.update(METRICS[name](ids, preds, refs, labels=labels, golds=golds))
     return out
+
+
+def score_records(names: Sequence[str], task: Task, preds: Sequence[str], records: Sequence[dict[str, Any]]) -> Scores:
+    """Score one task's answers to its records: references, label set and span golds all read from the task."""
+    return score(
+        names,
+        preds,
+        [task.references(r) for r in records],
+        task.labels,
+        ids=[r["_src"] for r in records],
+        golds=[task.gold(r) for r in records],
+    )
 
 
 def values(evidence: Scores) -> dict[str, float]:
