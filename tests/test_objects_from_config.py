@@ -27,7 +27,7 @@ from domaintune.utils.hydra import build
 from tests.conftest import DOMAINS, compose_train
 
 CPU = Hardware(gpus=0, bf16_gpu=False, deepspeed_installed=False)
-DATA = [*DOMAINS, "mixture", "customer_service_replay", "preferences"]
+DATA = [*DOMAINS, "fact_checking_cited", "mixture", "customer_service_replay", "preferences"]
 
 
 @pytest.mark.parametrize("data", DATA)

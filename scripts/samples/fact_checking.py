@@ -2,7 +2,9 @@
 
 Each fact gives three records: a true claim with its evidence, a false variant with the same evidence, and
 the true claim paired with another fact's evidence (not enough info). All three share a `group`, so the
-split keeps a fact's records together.
+split keeps a fact's records together. Each record also carries a made-up abstract (`abstract_sentences`) with
+its evidence sentence among others and that sentence's position (`evidence_indices`), like the real data, for
+data=fact_checking_cited.
 """
 
 # (true claim, false claim, evidence)
@@ -348,15 +350,39 @@ FACTS = [
 ]
 
 
+INTRO = "This short review summarises findings that are well established in the general science literature."
+
+
+def abstract(n_fact: int, cited: str) -> tuple[list[str], list[int]]:
+    """A made-up abstract around the cited sentence: an intro, the cited sentence at a position that varies with
+    the fact, and two other facts' sentences (for data=fact_checking_cited); returns (sentences, cited positions)."""
+    others = [FACTS[(n_fact + 3) % len(FACTS)][2], FACTS[(n_fact + 11) % len(FACTS)][2]]
+    body = others[:]
+    body.insert(n_fact % 3, cited)
+    return [INTRO, *body], [1 + n_fact % 3]
+
+
 def records() -> list[dict]:
     out = []
     n = len(FACTS)
     for i, (true_claim, false_claim, evidence) in enumerate(FACTS):
         other = FACTS[(i + 7) % n][2]
         group = f"fact-{i:02d}"
-        out.append({"claim": true_claim, "evidence": evidence, "label": "true", "group": group, "id": f"sample-fact-{i:02d}-t"})
-        out.append({"claim": false_claim, "evidence": evidence, "label": "false", "group": group, "id": f"sample-fact-{i:02d}-f"})
-        out.append(
-            {"claim": true_claim, "evidence": other, "label": "not_enough_info", "group": group, "id": f"sample-fact-{i:02d}-n"}
-        )
+        for claim, evid, label, tag in (
+            (true_claim, evidence, "true", "t"),
+            (false_claim, evidence, "false", "f"),
+            (true_claim, other, "not_enough_info", "n"),
+        ):
+            sentences, cited = abstract(i, evid)
+            out.append(
+                {
+                    "claim": claim,
+                    "evidence": evid,
+                    "label": label,
+                    "abstract_sentences": sentences,
+                    "evidence_indices": cited,
+                    "group": group,
+                    "id": f"sample-fact-{i:02d}-{tag}",
+                }
+            )
     return out

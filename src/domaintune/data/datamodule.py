@@ -359,7 +359,7 @@ class DomainDataModule(pl.LightningDataModule):
             }
         # label counts per split of label tasks (fact checking): the refinement report flags imbalance
         out["labels"] = {
-            split: dict(Counter(self.task_of(r).reference(r) for r in recs if self.task_of(r).labels))
+            split: dict(Counter(r["label"] for r in recs if self.task_of(r).labels))
             for split, recs in self.records.items()
             if any(self.task_of(r).labels for r in recs)
         }

@@ -34,6 +34,10 @@ class TaskSpec:
     optional: tuple[str, ...] = ()
     dict_fields: tuple[str, ...] = ()  # fields holding a {name: value} mapping instead of text
     list_fields: tuple[str, ...] = ()  # fields holding a list of strings
+    index_fields: tuple[str, ...] = ()  # fields holding a list of 0-based positions (into `sentences`)
+    # fields many records share (a report, an abstract): deduplication compares them by digest, so that several
+    # questions about one long context are not taken for near-duplicates of each other
+    context_fields: tuple[str, ...] = ()
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -43,9 +47,22 @@ TASKS: dict[str, TaskSpec] = {
     "summarization": TaskSpec(required=("document", "summary"), optional=("references", "title"), list_fields=("references",)),
     "generation": TaskSpec(required=("attributes", "text"), optional=("title",), dict_fields=("attributes",)),
     "fact_check": TaskSpec(required=("claim", "label"), optional=("evidence", "explanation")),
+    # a verdict that cites its sources: the claim and a whole abstract as numbered sentences -> the label and the
+    # numbers of the sentences that decide it (`citations`: 0-based positions in `sentences`, as in the data)
+    "cited_fact_check": TaskSpec(
+        required=("claim", "sentences", "citations", "label"),
+        list_fields=("sentences",),
+        index_fields=("citations",),
+        context_fields=("sentences",),
+    ),
     # an answer read from a given context (a report's table and paragraphs): one span or several (a list),
     # written joined by data.task.span_separator and scored span by span (TAT-QA's exact match and F1)
-    "context_qa": TaskSpec(required=("context", "question", "answer"), optional=("answer_type",), list_fields=("answer",)),
+    "context_qa": TaskSpec(
+        required=("context", "question", "answer"),
+        optional=("answer_type",),
+        list_fields=("answer",),
+        context_fields=("context",),
+    ),
     "text": TaskSpec(required=("text",)),
     # preference pairs (DPO/ORPO, objective=dpo|orpo): a prompt (text, or messages ending with a user turn) and
     # a better and a worse answer; trained and evaluated as SFT on `chosen` otherwise
@@ -58,9 +75,23 @@ TARGET_FIELD = {
     "summarization": "summary",
     "generation": "text",
     "fact_check": "label",
+    "cited_fact_check": "label",
     "context_qa": "answer",
     "preference": "chosen",
 }
+
+
+# task types whose answer starts with a label from data.task.labels
+LABEL_TASKS = ("fact_check", "cited_fact_check")
+
+
+@dataclass(frozen=True)
+class CitedAnswer:
+    """The gold answer of a cited_fact_check record as its citation scorer needs it: the rendered reference, whose
+    sentence numbers are read by the same parser as the generated answer's (so the numbering is the response
+    template's, written once in config)."""
+
+    reference: str
 
 
 @dataclass(frozen=True)
@@ -137,8 +168,8 @@ class Task:
             )
         self._prompt = self._template(prompt, "prompt")
         self._response = self._template(response, "response")
-        if self.type == "fact_check" and not self.labels:
-            raise DomainTuneError("Task type 'fact_check' needs its label set.", "Set data.task.labels, e.g. [true, false].")
+        if self.type in LABEL_TASKS and not self.labels:
+            raise DomainTuneError(f"Task type '{self.type}' needs its label set.", "Set data.task.labels, e.g. [true, false].")
 
     def _template(self, text: str | None, key: str) -> jinja2.Template | None:
         if text is None:
@@ -172,10 +203,16 @@ class Task:
             rec[name] = self._typed(name, col, value)
         if self.type == "preference" and rec["chosen"].strip() == rec["rejected"].strip():
             raise RecordProblem("identical_pair", "chosen and rejected are the same answer: the pair teaches nothing")
-        if self.type == "fact_check" and self.labels is not None:
+        if self.type in LABEL_TASKS and self.labels is not None:
             rec["label"] = rec["label"].strip()
             if rec["label"] not in self.labels:
                 raise RecordProblem("label_not_in_set", f"label '{rec['label']}' is not one of {self.labels}")
+        if self.type == "cited_fact_check":
+            outside = [i for i in rec["citations"] if i >= len(rec["sentences"])]
+            if outside:
+                raise RecordProblem(
+                    "citation_out_of_range", f"cites sentence {outside[0]} (0-based) of {len(rec['sentences'])} sentences"
+                )
         return rec
 
     def _typed(self, name: str, col: str, value: Any) -> Any:
@@ -192,6 +229,12 @@ class Task:
             if not isinstance(value, dict):
                 raise RecordProblem("wrong_type", f"field '{col}' should be an object, got {type(value).__name__}")
             return {str(k): "" if v is None else str(v) for k, v in value.items()}
+        if name in self.spec.index_fields:
+            if not isinstance(value, list) or not all(
+                (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and v.isdigit()) for v in value
+            ):
+                raise RecordProblem("wrong_type", f"field '{col}' should be a list of sentence positions (0, 1, ...)")
+            return [int(v) for v in value]
         if name in self.spec.list_fields:
             if isinstance(value, str):
                 return [value]
@@ -289,14 +332,16 @@ class Task:
 
     def references(self, rec: dict[str, Any]) -> list[str]:
         """All acceptable answers, for metrics: the gold label, the record's reference list, or the response."""
-        if self.type == "fact_check":
+        if self.type in LABEL_TASKS:
             return [rec["label"]]
         if rec.get("references"):
             return list(rec["references"])
         return [self.reference(rec)]
 
-    def gold(self, rec: dict[str, Any]) -> SpanAnswer | None:
-        """The structured gold answer a span scorer needs (context_qa), else None."""
+    def gold(self, rec: dict[str, Any]) -> SpanAnswer | CitedAnswer | None:
+        """The structured gold answer a span or citation scorer needs (context_qa, cited_fact_check), else None."""
+        if self.type == "cited_fact_check":
+            return CitedAnswer(self.reference(rec))
         if self.type != "context_qa":
             return None
         assert self.span_separator is not None  # checked in __init__

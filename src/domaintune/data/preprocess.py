@@ -3,6 +3,7 @@ every removed or changed record in the `Audit` (data/audit_report.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections.abc import Callable
@@ -102,7 +103,8 @@ def _map_text(rec: Record, names: list[str], fn: Callable[[str], str]) -> Record
 
 
 def _all_text_fields(task: Task) -> list[str]:
-    return [n for n in task.fields if n != "label"]
+    """The fields whose text is cleaned and scrubbed: all but the label and sentence positions."""
+    return [n for n in task.fields if n != "label" and n not in task.spec.index_fields]
 
 
 def _check_not_empty(task: Task) -> Callable[[Record], Record]:
@@ -119,22 +121,24 @@ def _check_not_empty(task: Task) -> Callable[[Record], Record]:
 
 
 # ---------------------------------------------------------------------------------------------- dedup
-def dedup_key(rec: Record) -> str:
-    """What makes two records the same example: all their visible fields, case- and space-folded."""
+def dedup_key(rec: Record, digested: tuple[str, ...] = ()) -> str:
+    """What makes two records the same example: all their visible fields, case- and space-folded. Fields in
+    `digested` (a shared context: a report, an abstract) count as one word, their digest: records about the same
+    context are told apart by their questions, and records about different contexts stay different."""
     parts = []
     for k in sorted(rec):
         if k.startswith("_") or k == "references":
             continue
-        v = rec[k]
-        parts.append(f"{k}={v if isinstance(v, str) else repr(v)}")
+        v = rec[k] if isinstance(rec[k], str) else repr(rec[k])
+        parts.append(f"{k}={hashlib.sha256(v.encode()).hexdigest()[:16] if k in digested else v}")
     return " ".join("\n".join(parts).lower().split())
 
 
-def _exact_dedup(audit: Audit, split: str, records: list[Record]) -> list[Record]:
+def _exact_dedup(audit: Audit, split: str, records: list[Record], digested: tuple[str, ...]) -> list[Record]:
     first: dict[str, str] = {}
 
     def check(rec: Record) -> Record:
-        key = dedup_key(rec)
+        key = dedup_key(rec, digested)
         if key in first:
             raise RecordProblem("exact_duplicate", f"identical to {first[key]}")
         first[key] = rec.get("_src", "?")
@@ -146,17 +150,17 @@ def _exact_dedup(audit: Audit, split: str, records: list[Record]) -> list[Record
 class NearDuplicates:
     """MinHash-LSH index over records' word n-grams (datasketch): finds records with Jaccard >= threshold."""
 
-    def __init__(self, threshold: float, num_perm: int = 128, ngram: int = 3):
+    def __init__(self, threshold: float, num_perm: int = 128, ngram: int = 3, digested: tuple[str, ...] = ()):
         from datasketch import MinHashLSH
 
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.num_perm, self.ngram = num_perm, ngram
+        self.num_perm, self.ngram, self.digested = num_perm, ngram, digested
         self._n = 0
 
     def signature(self, rec: Record) -> Any:
         from datasketch import MinHash
 
-        words = dedup_key(rec).split()
+        words = dedup_key(rec, self.digested).split()
         grams = {" ".join(words[i : i + self.ngram]) for i in range(max(1, len(words) - self.ngram + 1))}
         mh = MinHash(num_perm=self.num_perm, seed=1)
         mh.update_batch([g.encode("utf-8") for g in grams])
@@ -170,8 +174,10 @@ class NearDuplicates:
         self._n += 1
 
 
-def _near_dedup(audit: Audit, split: str, records: list[Record], cfg: Dedup) -> tuple[list[Record], NearDuplicates]:
-    index = NearDuplicates(float(cfg.threshold), int(cfg.num_perm), int(cfg.ngram))
+def _near_dedup(
+    audit: Audit, split: str, records: list[Record], cfg: Dedup, digested: tuple[str, ...]
+) -> tuple[list[Record], NearDuplicates]:
+    index = NearDuplicates(float(cfg.threshold), int(cfg.num_perm), int(cfg.ngram), digested)
 
     def check(rec: Record) -> Record:
         mh = index.signature(rec)
@@ -185,12 +191,17 @@ def _near_dedup(audit: Audit, split: str, records: list[Record], cfg: Dedup) -> 
 
 
 def _leakage(
-    audit: Audit, split: str, records: list[Record], train_keys: dict[str, str], train_index: NearDuplicates | None
+    audit: Audit,
+    split: str,
+    records: list[Record],
+    train_keys: dict[str, str],
+    train_index: NearDuplicates | None,
+    digested: tuple[str, ...],
 ) -> list[Record]:
     """Drop evaluation records that duplicate (exactly or nearly) a training record."""
 
     def check(rec: Record) -> Record:
-        key = dedup_key(rec)
+        key = dedup_key(rec, digested)
         if key in train_keys:
             raise RecordProblem("duplicate_of_train", f"identical to train record {train_keys[key]}")
         if train_index is not None and (hits := train_index.query(train_index.signature(rec))):
@@ -246,10 +257,11 @@ class Preprocessor:
             if split == "train":
                 train_index = index
         if self.leakage and "train" in out:
-            train_keys = {dedup_key(r): r.get("_src", "?") for r in out["train"]}
+            digested = self.task.spec.context_fields
+            train_keys = {dedup_key(r, digested): r.get("_src", "?") for r in out["train"]}
             for split in out:
                 if split != "train":
-                    out[split] = _leakage(audit, prefix + split, out[split], train_keys, train_index)
+                    out[split] = _leakage(audit, prefix + split, out[split], train_keys, train_index, digested)
         for split, records in out.items():
             if not records:
                 raise DomainTuneError(
@@ -289,8 +301,8 @@ class Preprocessor:
             records = run_step(audit, split, "pii", records, lambda r: _map_text(r, names, self.scrub))
         records = run_step(audit, split, "drop_empty", records, _check_not_empty(task))
         if self.dedup.exact:
-            records = _exact_dedup(audit, split, records)
+            records = _exact_dedup(audit, split, records, task.spec.context_fields)
         index = None
         if self.dedup.near:
-            records, index = _near_dedup(audit, split, records, self.dedup)
+            records, index = _near_dedup(audit, split, records, self.dedup, task.spec.context_fields)
         return records, index

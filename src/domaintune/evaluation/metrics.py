@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from domaintune.evaluation.citations import citation
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.tatqa import tatqa
 from domaintune.utils.errors import unknown_option
 
 if TYPE_CHECKING:
-    from domaintune.data.formats import SpanAnswer, Task
+    from domaintune.data.formats import CitedAnswer, SpanAnswer, Task
 
 Scores = dict[str, Evidence]
 
@@ -137,6 +138,8 @@ METRICS: dict[str, Callable[..., Scores]] = {
     "length": length,
     # TAT-QA's exact match and F1 over answer spans (evaluation/tatqa.py): context_qa only
     "tatqa": tatqa,
+    # citation precision / recall / F1 against the gold evidence sentences (evaluation/citations.py)
+    "citation": citation,
 }
 # What `eval.metrics: auto` scores for each task type.
 DEFAULTS = {
@@ -146,6 +149,7 @@ DEFAULTS = {
     "summarization": ["rouge", "bleu", "chrf", "length"],
     "generation": ["rouge", "bleu", "chrf", "length"],
     "fact_check": ["label", "length"],
+    "cited_fact_check": ["label", "citation", "length"],
     "context_qa": ["tatqa", "squad", "rouge", "bleu", "chrf", "length"],
     "text": [],
     "preference": ["rouge", "chrf", "length"],
@@ -161,6 +165,8 @@ PRIMARY = {
     "summarization": "gen/rougeL",
     "generation": "gen/rougeL",
     "fact_check": "choice/macro_f1",
+    # a fact-check that cites its sources is judged by whether it points at the sentences that decide it
+    "cited_fact_check": "gen/citation_f1",
     # TAT-QA's F1 (spans matched as TAT-QA's own evaluation does; a count by exact match)
     "context_qa": "gen/tatqa_f1",
     "text": "loss",
@@ -193,7 +199,7 @@ def score(
     refs: Sequence[Sequence[str]],
     labels: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
-    golds: Sequence[SpanAnswer | None] = (),
+    golds: Sequence[SpanAnswer | CitedAnswer | None] = (),
 ) -> Scores:
     """Evidence per metric name; `values(score(...))` gives the plain scores. `golds`: the structured gold
     answers a span scorer needs (`Task.gold`; context_qa)."""
