@@ -44,6 +44,9 @@ def test_models_lists_the_base_and_each_tuned_run(served, client, tiny_run: Path
     assert info["kind"] == "tuned" and info["data"] == "education" and info["adapter"] == "lora"
     trained = OmegaConf.load(tiny_run / ".hydra" / "config.yaml").data.task.system_prompt
     assert trained and info["system_prompt"] == trained, "the run's own system prompt, not the serve config's"
+    # its task, and how its questions were asked in training (the web chat's placeholder)
+    assert info["task_type"] == "summarization"
+    assert info["prompt_format"] == "Summarise in one sentence:\n\n<document>"
 
 
 def test_answer_is_the_models_own_greedy_continuation_of_the_training_rendering(served, client, tiny_run: Path) -> None:

@@ -320,6 +320,24 @@ class Task:
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
         return msgs
 
+    def prompt_format(self) -> str | None:
+        """The user turn as training wrote it, with `<field>` placeholders for the record's values (a list field as
+        two numbered items): what the web chat shows a user so that a question is asked the way the model learnt it.
+        None for tasks whose user turn is free text (chat, text, preference)."""
+        if self._prompt is None:
+            return None
+        example: dict[str, Any] = {"_src": "format"}
+        for name in self.spec.required + self.spec.optional:
+            if name in self.spec.list_fields:
+                example[name] = [f"<{name} 1>", f"<{name} 2>"]
+            elif name in self.spec.index_fields:
+                example[name] = [0]
+            elif name in self.spec.dict_fields:
+                example[name] = {"<name>": "<value>"}
+            else:
+                example[name] = f"<{name}>"
+        return self._render(self._prompt, example, "prompt")
+
     def text(self, rec: dict[str, Any]) -> str:
         """Raw text for continued pre-training (task type 'text')."""
         return rec["text"]

@@ -18,8 +18,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.core.inference import load_for_inference, with_run_config
 from domaintune.data.chat import ChatRenderer, renderer_for
+from domaintune.data.formats import Task
 from domaintune.models.adapters import base_model, is_prompt_learning
 from domaintune.models.loading import load_model, model_identity
+from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
 
@@ -84,6 +86,10 @@ def _served(
     model.eval()
     base = base_model(model)
     renderer = renderer_for(cfg.data, tok)
+    if kind == "tuned":
+        # how the run's questions were asked, and its task (the web chat lists a cited fact-check's sources)
+        task = Task(**to_dict(cfg.data.task))
+        info = {**info, "task_type": task.type, "prompt_format": task.prompt_format()}
     return ServedModel(
         id=id_,
         kind=kind,
