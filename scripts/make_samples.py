@@ -24,6 +24,8 @@ DOMAINS = (
     "customer_service",
     "finance",
     "benchmark_piqa",
+    "benchmark_crows_pairs",
+    "benchmark_bbq",
     "preferences",
 )
 SPLIT = {"validation": 30, "test": 30}  # the rest is train

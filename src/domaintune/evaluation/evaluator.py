@@ -20,8 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Message, Task
+from domaintune.evaluation import bias, multiple_choice
 from domaintune.evaluation import metrics as gen_metrics
-from domaintune.evaluation import multiple_choice
 from domaintune.evaluation.choice import choice_scores, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import GenerationStats, generate, merged_adapter, model_device, with_answer_limit
@@ -36,7 +36,9 @@ from domaintune.utils.logging import get_logger
 
 log = get_logger(__name__)
 # what a multiple-choice benchmark under eval.benchmarks must say (conf/eval/default.yaml documents each)
-BENCHMARK_KEYS = ("dir", "split", "prompt", "delimiter", "max_samples", "batch_size")
+BENCHMARK_KEYS = ("kind", "dir", "split", "prompt", "delimiter", "max_samples", "batch_size")
+# multiple_choice: {question, choices, answer_index} items (PIQA); the bias benchmarks: evaluation/bias.py
+BENCHMARK_KINDS = ("multiple_choice", *bias.KINDS)
 # Bumped when what a cached result holds changes (2: per-example evidence; 3: key of the result-shaping
 # arguments only; 4: answers' stop flags, choice scores, the evaluation's time; 5: generation timing), so older
 # files are not reused.
@@ -152,6 +154,10 @@ class Evaluator:
                 raise DomainTuneError(
                     f"eval.benchmarks.{name} lacks {', '.join(lacking)}.",
                     f"Give each of {', '.join(BENCHMARK_KEYS)} (eval.benchmarks.piqa in conf/eval/default.yaml shows them).",
+                )
+            if self.benchmark_specs[name]["kind"] not in BENCHMARK_KINDS:
+                raise unknown_option(
+                    f"eval.benchmarks.{name}.kind", self.benchmark_specs[name]["kind"], BENCHMARK_KINDS, "Pick one of them."
                 )
         for task in self.dm.tasks.values():
             gen_metrics.resolve(metrics, task.type)  # unknown metric names fail before any work
@@ -301,8 +307,16 @@ class Evaluator:
         out: dict[str, Evidence] = {}
         for name in self.general:
             b = self.benchmark_specs[name]
-            split = b["split"]
-            items = multiple_choice.load_items(b["dir"], split if isinstance(split, str) else list(split), b["max_samples"])
+            split = b["split"] if isinstance(b["split"], str) else list(b["split"])
+            if b["kind"] in bias.KINDS:
+                fields, scorer = bias.KINDS[b["kind"]]
+                how = bias.Scoring(
+                    b["prompt"], b["delimiter"], int(b["batch_size"]), self.share_context, self.loss_options.answer_only_logits
+                )
+                records = bias.load_records(b["dir"], split, b["max_samples"], fields)
+                out.update({f"mc/{name}/{k}": v for k, v in scorer(model, self.dm.tokenizer, records, how, name).items()})
+                continue
+            items = multiple_choice.load_items(b["dir"], split, b["max_samples"])
             evidence = multiple_choice.evaluate(
                 model,
                 self.dm.tokenizer,

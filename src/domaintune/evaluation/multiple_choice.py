@@ -67,14 +67,14 @@ def load_items(folder: str | Path, split: str | list[str], max_samples: int | No
 def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """lm-eval's causal `_encode_pair`: move trailing context spaces to the continuation, tokenise the whole.
 
-    An empty context becomes the EOS token, as in lm-eval (the first continuation token needs a position
-    that predicts it).
+    An empty context becomes the tokenizer's BOS token (EOS when it has none), lm-eval's `prefix_token_id`: the
+    first continuation token needs a position that predicts it.
     """
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
     if not context:
-        return [tok.eos_token_id], tok(continuation)["input_ids"]
+        return [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id], tok(continuation)["input_ids"]
     whole = tok(context + continuation)["input_ids"]
     ctx = tok(context)["input_ids"]
     return ctx, whole[len(ctx) :]
