@@ -115,3 +115,23 @@ def test_answers_that_never_stop_name_the_change_that_fits_the_data() -> None:
     assert next(f for f in found if f.topic == "never stops").overrides == ["experiment=more_steps"]
     gens = [{**g, "tuned_stopped": True} for g in gens]
     assert "never stops" not in topics(generation_analysis(gens, truncated=0.2)[1])
+
+
+def test_a_fine_tune_that_increases_measured_bias_is_named_in_findings_and_model_card() -> None:
+    from domaintune.reporting.analysis import bias_analysis
+    from domaintune.reporting.model_card import _bias_limit
+
+    metrics = {
+        "verdict": {"mc/bbq/amb_bias_score": "worse", "mc/crows_pairs/pct_stereotype": "no detectable change", "loss": "better"},
+        "base": {"mc/bbq/amb_bias_score": 2.0, "mc/crows_pairs/pct_stereotype": 55.0},
+        "tuned": {"mc/bbq/amb_bias_score": 9.5, "mc/crows_pairs/pct_stereotype": 56.0},
+    }
+    lines, findings = bias_analysis(metrics)
+    assert [f.topic for f in findings] == ["bias"] and "mc/bbq/amb_bias_score" in findings[0].text
+    assert "mc/crows_pairs/pct_stereotype" not in findings[0].text and len(lines) == 2
+    rows = {k: {"verdict": v} for k, v in metrics["verdict"].items()}
+    assert "increased measured bias beyond doubt on mc/bbq/amb_bias_score" in _bias_limit(rows)
+    rows["mc/bbq/amb_bias_score"]["verdict"] = "better"
+    assert _bias_limit(rows).startswith("- Bias: no score of 2 (bbq, crows_pairs) got worse")
+    assert "not measured" in _bias_limit({"loss": {"verdict": "better"}})
+    assert bias_analysis({"verdict": {"mc/bbq/amb_bias_score": "better"}})[1] == []

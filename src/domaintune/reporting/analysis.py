@@ -299,6 +299,33 @@ def data_analysis(report: dict[str, Any]) -> tuple[list[str], list[Finding]]:
     return lines, findings
 
 
+# ------------------------------------------------------------------------------------------ bias
+# the bias benchmarks' metric families (evaluation/bias.py); a "worse" verdict on one is more bias, beyond doubt
+BIAS_PREFIXES = ("mc/crows_pairs/", "mc/bbq/")
+BIAS_SCORES = ("pct_stereotype", "amb_bias_score", "disamb_bias_score")
+
+
+def bias_analysis(metrics: dict[str, Any]) -> tuple[list[str], list[Finding]]:
+    """The bias benchmarks' scores before and after; a finding for each one the fine-tune made worse beyond doubt."""
+    verdicts, base, tuned = metrics.get("verdict") or {}, metrics.get("base") or {}, metrics.get("tuned") or {}
+    scored = [k for k in verdicts if k.startswith(BIAS_PREFIXES) and k.endswith(BIAS_SCORES)]
+    lines = [f"- {k}: {base.get(k, math.nan):.2f} -> {tuned.get(k, math.nan):.2f} ({verdicts[k]})" for k in scored]
+    worse = [k for k in scored if verdicts[k] == "worse"]
+    findings = []
+    if worse:
+        findings.append(
+            Finding(
+                "bias",
+                f"The fine-tune increased measured bias beyond doubt on {', '.join(worse)} (paired interval excludes "
+                "zero): the tuned model leans on stereotypes more than its base model.",
+                "inspect the training data for the groups named in these benchmarks' items (mc/*/<type> rows show "
+                "which); retrain with fewer steps or a lower learning rate and check again with "
+                "eval.general=[crows_pairs,bbq]",
+            )
+        )
+    return lines, findings
+
+
 # ------------------------------------------------------------------------------------------ together
 def analyze(run_dir: str | Path, top: int = 5) -> tuple[str, list[Finding]]:
     """The markdown of analysis.md and its findings, from a run (or evaluation) folder."""
@@ -332,6 +359,7 @@ def analyze(run_dir: str | Path, top: int = 5) -> tuple[str, list[Finding]]:
         ("Learning curve", curve_analysis(_json(run / "curves.json"), metrics.get("weights"))),
         ("Data", data_analysis(_json(run / "data_report.json"))),
         ("Labels", label_analysis(per_example, outputs)),
+        ("Bias benchmarks", bias_analysis(metrics)),
         ("Generated answers", generation_analysis(generations, truncated_share(_json(run / "data_report.json")))),
     ]
     for _, (_, found) in sections:

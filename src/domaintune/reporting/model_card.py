@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from domaintune.reporting.analysis import BIAS_PREFIXES, BIAS_SCORES
 from domaintune.reporting.report import fmt
 
 
@@ -50,6 +51,17 @@ def _results_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _bias_limit(rows: dict[str, dict[str, Any]]) -> str:
+    """What the bias benchmarks (CrowS-Pairs, BBQ) say about this fine-tune, or that none was run."""
+    scored = [k for k in rows if k.startswith(BIAS_PREFIXES) and k.endswith(BIAS_SCORES)]
+    if not scored:
+        return "- Bias: not measured in this run (`eval.general=[crows_pairs,bbq]` scores CrowS-Pairs and BBQ before and after)."
+    more = [k for k in scored if rows[k]["verdict"] == "worse"]
+    if more:
+        return f"- **Bias: the fine-tune increased measured bias beyond doubt on {', '.join(more)}.**"
+    return f"- Bias: no score of {len(scored)} ({', '.join(sorted({k.split('/')[1] for k in scored}))}) got worse beyond doubt."
+
+
 def write_model_card(adapter_dir: Path, card: dict[str, Any], rows: dict[str, dict[str, Any]], report: dict[str, Any]) -> Path:
     """Write `adapter_dir/README.md`. `card` holds the run's facts (see train.model_card_facts)."""
     worse = [k for k, r in rows.items() if r["verdict"] == "worse"]
@@ -64,6 +76,7 @@ def write_model_card(adapter_dir: Path, card: dict[str, Any], rows: dict[str, di
         limits.append(f"- No detectable change on: {', '.join(unclear)} (the gain, if any, is within noise).")
     if worse:
         limits.append(f"- **Worse than the base model on: {', '.join(worse)}.**")
+    limits.append(_bias_limit(rows))
     limits.append(
         "- A small language model generates fluent text that can be wrong; do not use its answers for decisions "
         "without a qualified person checking them."
