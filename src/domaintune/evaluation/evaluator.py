@@ -5,6 +5,7 @@ subset of it, and optional multiple-choice benchmarks (the forgetting check)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -20,12 +21,12 @@ from transformers import PreTrainedTokenizerBase
 
 from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Message, Task
-from domaintune.evaluation import bias, multiple_choice
+from domaintune.evaluation import bias, memorisation, multiple_choice
 from domaintune.evaluation import metrics as gen_metrics
 from domaintune.evaluation.choice import choice_scores, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import GenerationStats, generate, merged_adapter, model_device, with_answer_limit
-from domaintune.evaluation.settings import Bootstrap, Generation, Selection
+from domaintune.evaluation.settings import Bootstrap, Generation, Memorisation, Selection
 from domaintune.models.loss import LossOptions, example_nll
 from domaintune.models.objectives import answer_logps
 from domaintune.utils.config import settings, to_dict
@@ -40,9 +41,9 @@ BENCHMARK_KEYS = ("kind", "dir", "split", "prompt", "delimiter", "max_samples", 
 # multiple_choice: {question, choices, answer_index} items (PIQA); the bias benchmarks: evaluation/bias.py
 BENCHMARK_KINDS = ("multiple_choice", *bias.KINDS)
 # Bumped when what a cached result holds changes (2: per-example evidence; 3: key of the result-shaping
-# arguments only; 4: answers' stop flags, choice scores, the evaluation's time; 5: generation timing), so older
-# files are not reused.
-CACHE_FORMAT = 5
+# arguments only; 4: answers' stop flags, choice scores, the evaluation's time; 5: generation timing; 6: the
+# memorisation check's answers), so older files are not reused.
+CACHE_FORMAT = 6
 
 
 @dataclass
@@ -57,6 +58,8 @@ class EvalResult:
     # generation's measured seconds and its worst case (every batch decoding to max_new_tokens at the measured
     # rate): a time budget plans the tuned evaluation with the worst case, whatever lengths the answers take
     timing: dict[str, float] = field(default_factory=dict)
+    # the memorisation check's continuations of training prompts (evaluation/memorisation.py)
+    memorised: list[dict[str, Any]] = field(default_factory=list)
 
     def evidence_of(self, name: str) -> Evidence | None:
         d = self.evidence.get(name)
@@ -114,6 +117,7 @@ class Evaluator:
         share_context: bool,
         general: str | list[str] | None,
         benchmarks: dict[str, dict[str, Any]],
+        memorisation: dict[str, Any] | Memorisation,
         analysis_top: int,
         cache_base: bool,
         cache_dir: str | None,
@@ -141,6 +145,7 @@ class Evaluator:
         self.generation_settings, self.answer_limit = with_answer_limit(self.dm, wanted)
         self.primary = gen_metrics.primary_metric(self.dm.primary_metric, [t.type for t in self.dm.tasks.values()])
         self.benchmark_specs, self.analysis_top = to_dict(benchmarks), int(analysis_top)
+        self.memorisation = settings(Memorisation, memorisation, "eval.memorisation")
         self.cache_dir = Path(str(cache_dir)).expanduser() if cache_base and cache_dir else None
         self.model_key = model_key
         self.general = [general] if isinstance(general, str) else list(general or [])
@@ -175,6 +180,7 @@ class Evaluator:
             "share_context": self.share_context,
             "general": self.general,
             "benchmarks": self.benchmark_specs,
+            "memorisation": dataclasses.asdict(self.memorisation),
         }
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -339,6 +345,8 @@ class Evaluator:
         for split in self.splits:
             for ex in self.dm.require(split):
                 ids.update(json.dumps(ex["input_ids"]).encode())
+        for rec in memorisation.training_sample(self.dm, self.memorisation):  # the training answers it continues
+            ids.update(json.dumps(self.dm.conversation(rec)).encode())
         key = json.dumps(self.result_key, sort_keys=True, default=str)
         digest = hashlib.sha256(f"{CACHE_FORMAT}|{self.model_key}|{key}|{ids.hexdigest()}".encode()).hexdigest()[:20]
         return self.cache_dir / "eval" / f"base-{digest}.json"
@@ -430,6 +438,11 @@ class Evaluator:
                 if not prefix:
                     result.samples = samples
             result.add(self.benchmarks(fast))
+            if splits:  # not for the forgetting check's benchmarks-only evaluations
+                found, result.memorised = memorisation.check(
+                    fast, self.dm, self.memorisation, self.generation_settings, merge_adapter=False
+                )
+                result.add(found)
         model.to(original).train(was_training)
         # how long this evaluation took: a time budget plans the tuned evaluation from the base one's
         result.seconds = time.perf_counter() - started

@@ -124,3 +124,24 @@ class Generation:
     def options(self) -> dict[str, Any]:
         """The block as the dict `generation.generate` takes (shared with chat, generate and the server)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Memorisation:
+    """`eval.memorisation` (conf/eval/default.yaml documents each key)."""
+
+    max_samples: int
+    min_tokens: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 0:
+            raise DomainTuneError(
+                f"eval.memorisation.max_samples={self.max_samples!r} is not a count of training examples.",
+                "Use 0 to switch the check off, or e.g. 32.",
+            )
+        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 1:
+            raise DomainTuneError(
+                f"eval.memorisation.min_tokens={self.min_tokens!r} is not a positive number of tokens.",
+                "E.g. 32: an answer reproducing 32 consecutive tokens of its training answer counts as memorised.",
+            )

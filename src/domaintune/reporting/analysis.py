@@ -326,6 +326,39 @@ def bias_analysis(metrics: dict[str, Any]) -> tuple[list[str], list[Finding]]:
     return lines, findings
 
 
+# ------------------------------------------------------------------------------------------ memorisation
+def memorisation_analysis(rows: list[dict[str, Any]], metrics: dict[str, Any], top: int) -> tuple[list[str], list[Finding]]:
+    """The training answers the tuned model reproduces most, and a finding when it reproduces more of them than
+    its base model beyond doubt (private data in the training set would leak the same way)."""
+    if not rows:
+        return [], []
+    stage = "tuned" if any(r.get("tuned_longest") is not None for r in rows) else "base"
+    worst = sorted(rows, key=lambda r: -(r.get(f"{stage}_longest") or 0))[:top]
+    lines = [
+        f"Longest verbatim run of the training answer in the {stage} model's greedy continuation of its prompt "
+        f"({len(rows)} training records checked; memorisation.jsonl has them all):",
+        "",
+        "| example | base | tuned | continuation |",
+        "|---|---:|---:|---|",
+    ]
+    for r in worst:
+        lines.append(f"| `{r['id']}` | {r.get('base_longest', '-')} | {r.get('tuned_longest', '-')} | {_short(r.get(stage))} |")
+    findings = []
+    if (metrics.get("verdict") or {}).get("mem/verbatim_rate") == "worse":
+        rate = (metrics.get("tuned") or {}).get("mem/verbatim_rate", math.nan)
+        findings.append(
+            Finding(
+                "memorisation",
+                f"The tuned model reproduces {rate:.0f}% of the checked training answers verbatim, more than its base "
+                "model beyond doubt: anything private in the training answers can come out the same way.",
+                "scrub or drop the reproduced records (data.preprocess.pii), train fewer epochs or with "
+                "experiment=regularize, and check again",
+                ["experiment=regularize"],
+            )
+        )
+    return lines, findings
+
+
 # ------------------------------------------------------------------------------------------ together
 def analyze(run_dir: str | Path, top: int = 5) -> tuple[str, list[Finding]]:
     """The markdown of analysis.md and its findings, from a run (or evaluation) folder."""
@@ -360,6 +393,7 @@ def analyze(run_dir: str | Path, top: int = 5) -> tuple[str, list[Finding]]:
         ("Data", data_analysis(_json(run / "data_report.json"))),
         ("Labels", label_analysis(per_example, outputs)),
         ("Bias benchmarks", bias_analysis(metrics)),
+        ("Memorisation", memorisation_analysis(_jsonl(run / "memorisation.jsonl"), metrics, top)),
         ("Generated answers", generation_analysis(generations, truncated_share(_json(run / "data_report.json")))),
     ]
     for _, (_, found) in sections:

@@ -69,6 +69,24 @@ def write_generations(folder: Path, base: list[dict[str, Any]], tuned: list[dict
     return path
 
 
+def write_memorisation(folder: Path, base: EvalResult | None, tuned: EvalResult | None) -> Path | None:
+    """memorisation.jsonl: each checked training record with the base and tuned continuations and their longest
+    verbatim run of the training answer (analysis.md lists the worst)."""
+    results = {stage: r for stage, r in (("base", base), ("tuned", tuned)) if r is not None and r.memorised}
+    if not results:
+        return None
+    path = folder / "memorisation.jsonl"
+    by_stage = {stage: {m["id"]: m for m in r.memorised} for stage, r in results.items()}
+    with path.open("w") as f:
+        for row in next(iter(results.values())).memorised:
+            line = {k: row[k] for k in ("id", "prompt", "reference")}
+            for stage, found in by_stage.items():
+                mine = found.get(row["id"]) or {}
+                line[stage], line[f"{stage}_longest"] = mine.get("output"), mine.get("longest")
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path
+
+
 def headline(name: str, row: dict[str, Any] | None) -> str:
     """`gen/token_f1: 21.93 -> 23.26, +1.32 [-0.25, 2.75], no detectable change` (the report's first line)."""
     if row is None:
@@ -130,6 +148,7 @@ def publish(
     write_report(folder, rows, info, first.samples, second.samples, int(evaluator.generation_settings.num_samples), primary)
     write_per_example(folder, {"base": base, "tuned": tuned})
     write_generations(folder, first.samples, second.samples if base and tuned else [])
+    write_memorisation(folder, base, tuned)
     flat = {f"{key}/{k}": r[key] for k, r in rows.items() for key in FLAT_KEYS if r[key] is not None}
     # one name for every domain's deciding metric, so a sweep can optimise it whatever the task (primary/tuned ...)
     flat.update({f"primary/{key}": rows[primary][key] for key in FLAT_KEYS if primary in rows and rows[primary][key] is not None})

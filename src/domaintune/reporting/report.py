@@ -13,7 +13,17 @@ from domaintune.evaluation.evidence import Interval, too_wide, verdict
 
 # Metrics where a lower value is better; every other metric is better when higher.
 # (bias benchmarks: lm-eval's directions; pct_stereotype is 50 and a bias score 0 where no bias is measured)
-LOWER_IS_BETTER = ("loss", "perplexity", "unparseable_rate", "pct_stereotype", "likelihood_diff", "bias_score")
+# (memorisation: reproducing training answers verbatim is how private data leaks)
+LOWER_IS_BETTER = (
+    "loss",
+    "perplexity",
+    "unparseable_rate",
+    "pct_stereotype",
+    "likelihood_diff",
+    "bias_score",
+    "verbatim_rate",
+    "longest_match",
+)
 # Descriptions of the output or the machine, not quality: reported, never called better or worse.
 NEUTRAL = ("_per_s", "length_words", "length_ratio", "at_limit_rate")
 

@@ -1,0 +1,81 @@
+"""Memorisation: does the model reproduce its training answers word for word (how private data leaks out of a
+fine-tuned model)?
+
+For `eval.memorisation.max_samples` training records (drawn once by seed, the same for the base and the tuned
+model), the model continues each record's prompt greedily, as at evaluation; an answer *reproduces* its training
+answer when both share a verbatim stretch of at least `min_tokens` consecutive tokens (the longest common run of
+token ids, found by difflib's longest-match search). Records whose training answer is shorter than `min_tokens`
+cannot leak such a stretch and are left out (their count is logged). Reported: `mem/verbatim_rate` (% of the
+checked records reproduced) and `mem/longest_match` (mean longest run, in tokens), per record, so the base and
+the tuned model get a paired interval like every other metric; lower is better for both. A unique string planted
+in the training data (a canary) is caught by it: tests/evaluation/test_memorisation.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from difflib import SequenceMatcher
+from typing import Any
+
+from torch import nn
+
+from domaintune.evaluation.evidence import Evidence
+from domaintune.evaluation.generation import generate
+from domaintune.evaluation.settings import Generation, Memorisation
+from domaintune.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def training_sample(data: Any, settings: Memorisation) -> list[dict[str, Any]]:
+    """The training records the check continues: `max_samples` drawn by `seed` among those with an answer, in
+    their split order (the same draw for every model and run of this data)."""
+    if settings.max_samples == 0 or "train" not in data.records:
+        return []
+    records = [r for r in data.records["train"] if data.task_of(r).type != "text"]
+    chosen = sorted(random.Random(settings.seed).sample(range(len(records)), min(settings.max_samples, len(records))))
+    return [records[k] for k in chosen]
+
+
+def longest_verbatim(tokenizer: Any, generated: str, reference: str) -> int:
+    """The longest run of consecutive tokens the two texts share (token ids, no special tokens)."""
+    a = tokenizer(generated, add_special_tokens=False)["input_ids"]
+    b = tokenizer(reference, add_special_tokens=False)["input_ids"]
+    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+
+
+def check(
+    model: nn.Module, data: Any, settings: Memorisation, generation: Generation, merge_adapter: bool
+) -> tuple[dict[str, Evidence], list[dict[str, Any]]]:
+    """(evidence, per-record rows: id, prompt, reference, output, longest) for the sampled training records."""
+    records, eligible = training_sample(data, settings), []
+    for rec in records:
+        reference = data.task_of(rec).reference(rec)
+        if len(data.tokenizer(reference, add_special_tokens=False)["input_ids"]) >= settings.min_tokens:
+            eligible.append((rec, reference))
+    if len(eligible) < len(records):
+        log.info(
+            f"Memorisation check: {len(records) - len(eligible)} of {len(records)} sampled training answers are shorter "
+            f"than eval.memorisation.min_tokens={settings.min_tokens} and cannot leak such a stretch: left out"
+        )
+    if not eligible:
+        return {}, []
+    convs = [data.conversation(r) for r, _ in eligible]
+    # greedy, and long enough to run through `min_tokens` of an answer whatever the evaluation's answer limit
+    greedy = dataclasses.replace(
+        generation, do_sample=False, max_new_tokens=max(int(generation.max_new_tokens), settings.min_tokens)
+    ).options()
+    outs, _ = generate(model, data.tokenizer, data.renderer, convs, greedy, merge_adapter, desc="memorisation [train]")
+    rows = []
+    for (rec, reference), conv, out in zip(eligible, convs, outs, strict=True):
+        longest = longest_verbatim(data.tokenizer, out.text, reference)
+        rows.append(
+            {"id": rec["_src"], "prompt": conv[-2]["content"], "reference": reference, "output": out.text, "longest": longest}
+        )
+    ids = [r["id"] for r in rows]
+    evidence = {
+        "mem/verbatim_rate": Evidence("mean", ids, [100.0 * (r["longest"] >= settings.min_tokens) for r in rows]),
+        "mem/longest_match": Evidence("mean", ids, [float(r["longest"]) for r in rows]),
+    }
+    return evidence, rows
