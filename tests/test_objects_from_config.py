@@ -79,12 +79,18 @@ def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
     planted = Evidence("mean", ["a", "b", "c"], [1.0, 2.0, 3.0]).to_dict()
     [interval] = evaluator.bootstrap.paired({"m": planted}, {"m": planted}).values()
     assert interval.resamples == 123 and interval.confidence == 0.9, "eval.bootstrap reaches the intervals"
-    with pytest.raises(DomainTuneError, match=r"eval\.benchmarks\.mine lacks split, delimiter, max_samples, batch_size"):
+    with pytest.raises(DomainTuneError, match=r"eval\.benchmarks\.mine lacks kind, split, delimiter, max_samples, batch_size"):
         build(
             make_cfg("eval.general=mine", "+eval.benchmarks.mine={dir: x, prompt: p}").eval,
             data=build(cfg.data, tokenizer=tokenizer),
             loss=LossOptions(True, None),
         )
+    kind = make_cfg(
+        "eval.general=mine",
+        "+eval.benchmarks.mine={kind: poll, dir: x, split: s, prompt: p, delimiter: ' ', max_samples: null, batch_size: 2}",
+    )
+    with pytest.raises(DomainTuneError, match=r"eval\.benchmarks\.mine\.kind.*poll"):
+        build(kind.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
     with pytest.raises(DomainTuneError, match="Unknown benchmark 'nope'"):
         build(make_cfg("eval.general=nope").eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
 

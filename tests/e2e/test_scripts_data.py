@@ -82,3 +82,42 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
     assert data["generation"]["same_answers"]
     table = (result.parent / "benchmark.md").read_text()
     assert "answer tok/s ÷ hf_trainer" in table and "| lm-evaluation-harness | 4 |" in table
+
+
+def test_convert_tatqa_writes_records_that_data_finance_reads(tmp_path: Path, make_cfg, tokenizer) -> None:
+    """TAT-QA's nested release format -> one record per span/count question (arithmetic ones left out), with the
+    context written as ../shared/data/finance does, which data=finance then prepares."""
+    report = {
+        "table": {"uid": "t1", "table": [["", "2019", "2018"], ["Revenue", "$1,200", "$1,050"], ["Segments", "3", "2"]]},
+        "paragraphs": [
+            {"uid": "p1", "order": 1, "text": "Revenue grew in Europe and Asia."},
+            {"uid": "p2", "order": 2, "text": "The company is audited by Smith LLP."},
+        ],
+        "questions": [
+            {"uid": "q1", "question": "Who audits the company?", "answer": ["Smith LLP"], "answer_type": "span",
+             "answer_from": "text", "rel_paragraphs": ["2"], "scale": ""},
+            {"uid": "q2", "question": "Where did revenue grow?", "answer": ["Europe", "Asia"], "answer_type": "multi-span",
+             "answer_from": "text", "rel_paragraphs": ["1"], "scale": ""},
+            {"uid": "q3", "question": "How many segments in 2019?", "answer": 3, "answer_type": "count",
+             "answer_from": "table", "rel_paragraphs": [], "scale": ""},
+            {"uid": "q4", "question": "What was the change in revenue?", "answer": 150, "answer_type": "arithmetic",
+             "answer_from": "table", "rel_paragraphs": [], "scale": "thousand"},
+        ],
+    }  # fmt: skip
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps([report] * 1))
+    out = tmp_path / "finance"
+    printed = script(
+        "scripts/convert_tatqa.py", "--train", str(raw), "--validation", str(raw), "--test", str(raw), "--out", str(out)
+    )
+    assert "train: 3 questions kept, 1 arithmetic ones left out" in printed.stdout
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["answer_spans"] for r in rows] == [["Smith LLP"], ["Europe", "Asia"], ["3"]]
+    assert rows[0]["context"] == (
+        "Table:\n | 2019 | 2018\nRevenue | $1,200 | $1,050\nSegments | 3 | 2\n\nThe company is audited by Smith LLP."
+    )
+    assert rows[2]["context"].endswith("Segments | 3 | 2"), "no paragraph: the table alone"
+    cfg = make_cfg("data=finance", f"data.dir={out}", "data.preprocess.dedup.exact=false", "data.preprocess.leakage=false")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    assert len(dm.records["test"]) == 3 and dm.tasks[""].reference(dm.records["test"][1]) == "Europe; Asia"
