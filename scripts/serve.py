@@ -2,7 +2,9 @@
 
     python scripts/serve.py run_dir=outputs/train/2026-11-27/10-00-00_healthcare_lora
     python scripts/serve.py run_dir=multirun/2026-11-27/10-00-00 port=8080
-Any OpenAI client works: base_url=http://127.0.0.1:8000/v1, any api_key, model=<an id from GET /v1/models>.
+    DOMAINTUNE_API_KEY=<secret> python scripts/serve.py run_dir=... host=0.0.0.0   # reachable from elsewhere
+Any OpenAI client works: base_url=http://127.0.0.1:8000/v1, api_key=<the key, or anything without one>,
+model=<an id from GET /v1/models>.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uvicorn
 from omegaconf import DictConfig
 
 from domaintune.serving.registry import load_registry
-from domaintune.serving.server import app_from_config
+from domaintune.serving.server import app_from_config, check_address
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import run_task
 from domaintune.utils.logging import get_logger
@@ -21,10 +23,12 @@ log = get_logger(__name__)
 
 
 def serve(cfg: DictConfig) -> None:
+    check_address(cfg)  # a public address without a key, or a taken port, stops here before anything loads
     models = load_registry(cfg)
     app = app_from_config(cfg, models)
     log.info(f"Serving {', '.join(models)} on http://{cfg.host}:{cfg.port}/ (web chat) and http://{cfg.host}:{cfg.port}/v1")
-    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level="warning")
+    # uvicorn's own access log would print nothing we need; ours (domaintune.access) has the model and no contents
+    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level="warning", access_log=False)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="serve")

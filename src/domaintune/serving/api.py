@@ -1,13 +1,17 @@
 """The OpenAI-compatible HTTP API and the web chat page (FastAPI; served by uvicorn from scripts/serve.py).
 
 Endpoints: GET /v1/models, POST /v1/chat/completions (streamed as server-sent events or whole), GET /health,
-GET / (the chat page). Errors use OpenAI's JSON shape, so the official clients raise their usual exceptions:
-400 bad request, 404 unknown model, 413 request too large, 503 overloaded (with Retry-After).
+GET / (the chat page). Errors use OpenAI's JSON shape on every path and method, so the official clients raise
+their usual exceptions: 400 bad request, 401 missing or wrong API key, 404 unknown model or path, 405 wrong
+method, 413 request too large, 503 overloaded (with Retry-After). With API keys configured, every endpoint but
+the chat page itself wants `Authorization: Bearer <key>`. Each request is logged (method, path, status, latency,
+model: never message contents or keys) to the `domaintune.access` logger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import threading
 import time
@@ -17,13 +21,19 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domaintune.serving import engine
 from domaintune.serving.registry import ServedModel
+from domaintune.utils.logging import get_logger
+
+access_log = get_logger("domaintune.access")
+# what anyone may fetch without a key: the chat page itself (it asks for the key, then sends it on every call)
+PUBLIC = {("GET", "/")}
 
 
 @dataclass(frozen=True)
@@ -46,10 +56,30 @@ class Defaults:
     repetition_penalty: float
 
 
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: str
+    # text, or a list of text parts as many OpenAI clients send (`[{"type": "text", "text": ...}]`): the parts'
+    # texts joined by newlines; other part types (images, audio) are refused by name
+    content: str | list[TextPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            other = sorted({str(p.get("type")) for p in value if isinstance(p, dict) and p.get("type") != "text"})
+            if other:
+                raise ValueError(f"content parts of type {', '.join(other)} are not supported by this text-only server")
+        return value
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
 
 
 class StreamOptions(BaseModel):
@@ -132,14 +162,46 @@ def parse(body: bytes) -> ChatRequest:
         raise ApiError(400, f"Invalid chat request: {problems}.", "invalid_request_error") from None
 
 
-def create_app(models: dict[str, ServedModel], limits: Limits, defaults: Defaults) -> FastAPI:
-    """The API over already-loaded models (tests build it with the tiny model; scripts/serve.py runs it)."""
+def create_app(models: dict[str, ServedModel], limits: Limits, defaults: Defaults, api_keys: list[str] | None = None) -> FastAPI:
+    """The API over already-loaded models (tests build it with the tiny model; scripts/serve.py runs it).
+    `api_keys`: the Bearer tokens accepted (none: an open server, which scripts/serve.py allows on loopback only)."""
     app = FastAPI(title="DomainTune", docs_url="/docs")
     gate = Gate(limits)
+    keys = [k.encode() for k in api_keys or []]
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # unknown paths and wrong methods answer in OpenAI's shape too, not FastAPI's {"detail": ...}
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
+        message = {404: "No such endpoint: this server has GET /v1/models and POST /v1/chat/completions."}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return ApiError(exc.status_code, message, "invalid_request_error", kind, dict(exc.headers or {})).response()
+
+    @app.middleware("http")
+    async def _guard_and_log(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        if keys and (request.method, request.url.path) not in PUBLIC:
+            given = request.headers.get("authorization", "")
+            token = given[7:].strip().encode() if given.lower().startswith("bearer ") else b""
+            # compare_digest against every key: the time taken says nothing about how much of a key was right
+            if not any([hmac.compare_digest(token, k) for k in keys]):
+                what = "No API key was given" if not token else "The API key is not valid"
+                response: Response = ApiError(
+                    401,
+                    f"{what}: send it as the header 'Authorization: Bearer <key>' (the key the server was started with).",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ).response()
+                _log_access(request, response.status_code, started)
+                return response
+        response = await call_next(request)
+        _log_access(request, response.status_code, started)
+        return response
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -158,6 +220,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits, defaults: Default
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         req = parse(await read_body(request, limits.max_request_bytes))
+        request.state.model = req.model  # for the access log
         served = models.get(req.model)
         if served is None:
             raise ApiError(
@@ -195,6 +258,13 @@ def create_app(models: dict[str, ServedModel], limits: Limits, defaults: Default
     return app
 
 
+def _log_access(request: Request, status: int, started: float) -> None:
+    """One line per request: never the message contents, never the key."""
+    model = getattr(request.state, "model", "-")
+    ms = 1000 * (time.perf_counter() - started)
+    access_log.info(f"{request.method} {request.url.path} {status} {ms:.0f} ms model={model}")
+
+
 def decide(req: ChatRequest, defaults: Defaults, limits: Limits) -> engine.Request:
     """Every sampling option decided: the request's value, else the server's configured default."""
     asked = req.max_completion_tokens or req.max_tokens
@@ -209,7 +279,7 @@ def decide(req: ChatRequest, defaults: Defaults, limits: Limits) -> engine.Reque
         message = f"stop has {len(stop)} strings; at most 4 are accepted (as in OpenAI's API)."
         raise ApiError(400, message, "invalid_request_error")
     return engine.Request(
-        messages=[m.model_dump() for m in req.messages],
+        messages=[{"role": m.role, "content": m.text()} for m in req.messages],
         max_tokens=asked or defaults.max_tokens,
         temperature=defaults.temperature if req.temperature is None else req.temperature,
         top_p=defaults.top_p if req.top_p is None else req.top_p,

@@ -3,6 +3,8 @@ talk to a live server in the same process; scripts/serve.py runs it in the foreg
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from domaintune.serving.api import Defaults, Limits, create_app
 from domaintune.serving.registry import ServedModel, load_registry
@@ -18,10 +20,50 @@ from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
 
 
+def api_keys(cfg: DictConfig) -> list[str]:
+    """serve.api_key as a list (one key, a list of keys, or none)."""
+    raw = cfg.get("api_key")
+    keys = [] if raw is None else [str(k) for k in raw] if isinstance(raw, ListConfig | list) else [str(raw)]
+    blank = [k for k in keys if not k.strip()]
+    if blank:
+        raise DomainTuneError("api_key holds an empty key, which any client could send.", "Give real keys, or api_key=null.")
+    return keys
+
+
+def check_address(cfg: DictConfig) -> None:
+    """Before any model loads: a non-loopback address needs a key, and the port must be free (found in a second,
+    not after the minutes a model takes to load)."""
+    host, port = str(cfg.host), int(cfg.port)
+    if not api_keys(cfg) and not _loopback(host):
+        raise DomainTuneError(
+            f"host={host} makes the server reachable from other machines, and no api_key is set: anyone who can reach "
+            f"port {port} could use it.",
+            "Set api_key=<a secret> (or the environment variable DOMAINTUNE_API_KEY), or serve on host=127.0.0.1.",
+        )
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DomainTuneError(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+                "Another server probably has that port: stop it, or pick another with port=<number>.",
+            ) from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def app_from_config(cfg: DictConfig, models: dict[str, ServedModel] | None = None) -> FastAPI:
-    """The API with conf/serve.yaml's limits and defaults, over `models` (loaded from `cfg` when not given)."""
+    """The API with conf/serve.yaml's limits, defaults and keys, over `models` (loaded from `cfg` when not given)."""
+    keys = api_keys(cfg)
     models = load_registry(cfg) if models is None else models
-    return create_app(models, Limits(**to_dict(cfg.limits)), Defaults(**to_dict(cfg.generation)))
+    return create_app(models, Limits(**to_dict(cfg.limits)), Defaults(**to_dict(cfg.generation)), keys)
 
 
 @contextmanager
