@@ -184,7 +184,8 @@ SCRIPT_CASES = [
     ("analyze: folder without evidence", ("scripts/analyze.py", "run_dir={tmp}"), "has no per_example.jsonl", "Pass a folder written by train.py"),
     ("generate: empty input", ("scripts/generate.py", "model=tiny", "input={tmp}/empty.jsonl", "output={tmp}/out.jsonl"), "empty", "prompt"),
     ("generate: input missing", ("scripts/generate.py", "model=tiny", "input={tmp}/none.jsonl", "output={tmp}/out.jsonl"), "does not exist", "Pass input=<a JSONL file of prompts>"),
-    ("merge: no adapter given", ("scripts/merge.py", "model=tiny"), "merge needs an adapter", "run_dir=<training run folder>"),
+    ("merge: no adapter given", ("scripts/merge.py", "model=tiny"), "Export needs a tuned model", "run_dir=<training run folder>"),
+    ("export: unknown format", ("scripts/export.py", "model=tiny", "format=onnx"), "format", "Use format=hf, gguf or ollama"),
     ("sweep report: folder missing", ("scripts/sweep_report.py", "{tmp}/no-sweep"), "does not exist", "outputs/multirun"),
 ]  # fmt: skip
 

@@ -37,7 +37,7 @@ from domaintune.evaluation.forgetting import Forgetting, write_forgetting
 from domaintune.evaluation.generation import model_device
 from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, save_adapter
 from domaintune.models.continual import latest_per_domain, lineage
-from domaintune.models.loading import load_model, model_identity
+from domaintune.models.loading import base_model_id, load_model, model_identity, trained_weights
 from domaintune.models.loss import LossOptions
 from domaintune.models.module import CausalLMModule
 from domaintune.reporting.model_card import write_model_card
@@ -271,8 +271,9 @@ def model_card_facts(
     trainable, total = parameter_counts(module.model)
     adapter = to_dict(cfg.adapter.peft) if cfg.adapter.kind == "peft" else {"kind": cfg.adapter.kind}
     return {
-        "base_model": str(cfg.model.get("path") or cfg.model.get("gguf_file") or cfg.model.name),
+        "base_model": base_model_id(cfg.model),
         "base_model_name": str(cfg.model.name),
+        "weights_trained_on": trained_weights(cfg.model),
         "adapter": str(cfg.adapter.name),
         "adapter_kind": str(cfg.adapter.kind),
         "trainable": f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)",

@@ -248,3 +248,19 @@ def load_model(cfg: DictConfig | dict) -> tuple[PreTrainedModel, PreTrainedToken
         f"attention={model.config._attn_implementation}"
     )
     return model, tok
+
+
+def base_model_id(spec: DictConfig | dict[str, Any]) -> str:
+    """The base model as model cards and exports name it: its Hub id where known, else its path or name."""
+    return str(spec.get("hub_id") or spec.get("path") or spec.get("name"))
+
+
+def trained_weights(spec: DictConfig | dict[str, Any]) -> str:
+    """The exact weights an adapter was trained on, said plainly: a GGUF file is dequantised (its quantisation, not
+    the Hub's float weights, is what the adapter learnt on top of)."""
+    if spec.get("gguf_file"):
+        where = f"the Python package {spec['gguf_package']}" if spec.get("gguf_package") else str(spec.get("path") or ".")
+        return f"{spec['gguf_file']} (from {where}), dequantised to float32"
+    if spec.get("config") and not spec.get("path"):
+        return "built from model.config (random initialisation)"
+    return f"{base_model_id(spec)} as published" + (f" (revision {spec['revision']})" if spec.get("revision") else "")

@@ -92,6 +92,7 @@ def write_model_card(adapter_dir: Path, card: dict[str, Any], rows: dict[str, di
         "## Model",
         f"- Base model: `{card['base_model']}`"
         + (f" ({card['base_model_name']})" if card["base_model_name"] != card["base_model"] else ""),
+        f"- Weights trained on: {card['weights_trained_on']}",
         f"- Adaptation: `{card['adapter']}` — {card['trainable']}",
         f"- Weights: {card['weights']}",
         "",
