@@ -292,3 +292,15 @@ def test_the_base_cache_tells_tasks_apart_whose_prompts_tokenise_alike(make_cfg,
         evaluator = build(cfg.eval, data=dm, loss=LOSS, model_key="same-model")
         paths.append(evaluator.cache_path())
     assert paths[0] != paths[1]
+
+
+def test_shared_rows_are_cut_at_a_bounded_width() -> None:
+    """Thousands of continuations of one context (CrowS-Pairs: the BOS token alone) become rows of bounded width,
+    each with the context once, every continuation in exactly one row."""
+    from domaintune.evaluation.multiple_choice import MAX_SHARED_ROW, _row_length, _rows
+
+    pairs = [([1], list(range(2, 2 + 20))) for _ in range(3000)]
+    rows = _rows(pairs, share_context=True)
+    assert sorted(i for r in rows for i in r.members) == list(range(3000))
+    assert all(_row_length(r, pairs) <= MAX_SHARED_ROW for r in rows) and len(rows) > 1
+    assert all(r.ctx == [1] for r in rows)

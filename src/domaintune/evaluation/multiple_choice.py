@@ -89,13 +89,30 @@ class _Row:
     members: list[int]  # indexes into `pairs`
 
 
+# A shared row holds its context once and its continuations after it; its attention mask is width x width, so rows
+# are cut at this many tokens (CrowS-Pairs: 2,616 sentences share one context, the BOS token, and would otherwise
+# make one row of ~50,000 tokens). A row is never shorter than its context plus one continuation.
+MAX_SHARED_ROW = 1024
+
+
 def _rows(pairs: list[tuple[list[int], list[int]]], share_context: bool) -> list[_Row]:
     if not share_context:
         return [_Row(ctx, [i]) for i, (ctx, _) in enumerate(pairs)]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(pairs):
         groups.setdefault(tuple(ctx), []).append(i)
-    return [_Row(list(ctx), members) for ctx, members in groups.items()]
+    rows = []
+    for ctx, members in groups.items():
+        row, width = _Row(list(ctx), []), len(ctx)
+        for i in members:
+            grow = len(pairs[i][1]) - 1
+            if row.members and width + grow > MAX_SHARED_ROW:
+                rows.append(row)
+                row, width = _Row(list(ctx), []), len(ctx)
+            row.members.append(i)
+            width += grow
+        rows.append(row)
+    return rows
 
 
 def _row_length(row: _Row, pairs: list[tuple[list[int], list[int]]]) -> int:
