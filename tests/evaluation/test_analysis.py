@@ -115,6 +115,10 @@ def test_answers_that_never_stop_name_the_change_that_fits_the_data() -> None:
     assert next(f for f in found if f.topic == "never stops").overrides == ["experiment=more_steps"]
     gens = [{**g, "tuned_stopped": True} for g in gens]
     assert "never stops" not in topics(generation_analysis(gens, truncated=0.2)[1])
+    # under the 10% mark, but worse than the base model: named too
+    many = [{**gens[0], "id": f"t:{i}", "tuned_stopped": i >= 7} for i in range(100)]
+    assert topics(generation_analysis(many)[1]) >= {"stops less often"}
+    assert "stops less often" not in topics(generation_analysis([{**g, "base_stopped": g["tuned_stopped"]} for g in many])[1])
 
 
 def test_a_fine_tune_that_increases_measured_bias_is_named_in_findings_and_model_card() -> None:

@@ -193,6 +193,16 @@ def generation_analysis(generations: list[dict[str, Any]], truncated: float = 0.
                 ["experiment=longer_context" if truncated >= 0.05 else "experiment=more_steps"],
             )
         )
+    elif len(never) > base_never and (len(never) - base_never) / n >= 0.05:
+        findings.append(
+            Finding(
+                "stops less often",
+                f"The tuned model runs into max_new_tokens without its end-of-turn token more often than its base model "
+                f"({stops}): fine-tuning made its answers end less reliably.",
+                "experiment=more_steps (the end-of-turn token is in every training answer's labels; more steps teach it)",
+                ["experiment=more_steps"],
+            )
+        )
     if len(empty) / n >= 0.05:
         findings.append(
             Finding(
