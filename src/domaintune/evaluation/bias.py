@@ -29,9 +29,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from domaintune.data.formats import compile_template
-from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.evidence import Evidence
-from domaintune.evaluation.multiple_choice import MCItem, item_loglikelihoods
+from domaintune.evaluation.multiple_choice import MCItem, item_loglikelihoods, read_benchmark
 from domaintune.utils.errors import DomainTuneError
 
 # HELM's unknown answers, in lm-eval's order (its bbq utils.UNKNOWN_RESPONSES): every BBQ item is offered all ten
@@ -51,26 +50,14 @@ UNKNOWN_RESPONSES = [
 
 def load_records(folder: str | Path, split: str | list[str], max_samples: int | None, fields: tuple[str, ...]) -> list[dict]:
     """A bias benchmark's JSONL records of one split or several, each checked for the fields its scorer reads."""
-    if not isinstance(split, str):
-        records = [r for s in split for r in load_records(folder, s, None, fields)]
-        return records[:max_samples] if max_samples else records
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise DomainTuneError(
-            f"The benchmark file '{path}' does not exist.",
-            "Point eval.benchmarks.<name>.dir at a folder with <split>.jsonl (../shared/data/benchmark_* has the real ones).",
-        )
-    records = []
-    for rec in read_jsonl(path, split, "raise", ReadStats(), hint="then run again."):
+    records = read_benchmark(folder, split, max_samples, ", ".join(fields))
+    for rec in records:
         lacking = [f for f in fields if f not in rec]
         if lacking:
             raise DomainTuneError(
                 f"{rec['_src']}: the record lacks {', '.join(lacking)}.", f"Give every record {', '.join(fields)}."
             )
-        records.append(rec)
-    if not records:
-        raise DomainTuneError(f"The benchmark file '{path}' has no items.", "Fill it or choose another benchmark.")
-    return records[:max_samples] if max_samples else records
+    return records
 
 
 @dataclass(frozen=True)

@@ -35,19 +35,27 @@ class MCItem:
     origin: str
 
 
-def load_items(folder: str | Path, split: str | list[str], max_samples: int | None = None) -> list[MCItem]:
-    """Read `{question, choices, answer_index}` JSONL records of one split or several, checking each."""
+def read_benchmark(folder: str | Path, split: str | list[str], max_samples: int | None, fields: str) -> list[dict]:
+    """A benchmark's JSONL records of one split or several (`fields` names what a record holds, for the error)."""
     if not isinstance(split, str):
-        items = [item for s in split for item in load_items(folder, s)]
-        return items[:max_samples] if max_samples else items
+        records = [r for s in split for r in read_benchmark(folder, s, None, fields)]
+        return records[:max_samples] if max_samples else records
     path = Path(folder) / f"{split}.jsonl"
     if not path.is_file():
         raise DomainTuneError(
             f"The benchmark file '{path}' does not exist.",
-            "Point eval.benchmarks.<name>.dir at a folder with <split>.jsonl (question, choices, answer_index).",
+            f"Point eval.benchmarks.<name>.dir at a folder with <split>.jsonl ({fields}).",
         )
+    records = list(read_jsonl(path, split, "raise", ReadStats(), hint="then run again."))
+    if not records:
+        raise DomainTuneError(f"The benchmark file '{path}' has no items.", "Fill it or choose another benchmark.")
+    return records[:max_samples] if max_samples else records
+
+
+def load_items(folder: str | Path, split: str | list[str], max_samples: int | None = None) -> list[MCItem]:
+    """Read `{question, choices, answer_index}` JSONL records of one split or several, checking each."""
     items = []
-    for rec in read_jsonl(path, split, "raise", ReadStats(), hint="then run again."):
+    for rec in read_benchmark(folder, split, max_samples, "question, choices, answer_index"):
         where = rec["_src"]
         choices = rec.get("choices")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
@@ -59,9 +67,7 @@ def load_items(folder: str | Path, split: str | list[str], max_samples: int | No
                 f"Use an index from 0 to {len(choices) - 1}.",
             )
         items.append(MCItem(str(rec.get("question", "")), choices, answer, where))
-    if not items:
-        raise DomainTuneError(f"The benchmark file '{path}' has no items.", "Fill it or choose another benchmark.")
-    return items[:max_samples] if max_samples else items
+    return items
 
 
 def encode_pair(tok: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
