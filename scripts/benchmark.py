@@ -39,6 +39,8 @@ from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import cpu_has_fast_bf16
 from domaintune.utils.hydra import run_task
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SCRIPT = Path(__file__).resolve()
 
 
@@ -58,16 +60,35 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+# the CPU features a speed figure depends on (bf16 and AMX matmuls, vector width), listed in every result
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+# the libraries of every system compared, recorded with their versions (peers pinned in constraints.txt)
+LIBRARIES = ("torch", "transformers", "peft", "pytorch_lightning", "trl", "lm_eval", "accelerate")
+
+
 def machine() -> dict[str, Any]:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), ""
-    )
+    """Provenance of a measurement: CPU model and the flags that matter, cores, GPU, library versions, commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = version(lib.replace("_", "-"))
+        except PackageNotFoundError:
+            versions[lib] = None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout.strip())
     return {
         "cpu": cpu or platform.processor(),
+        "cpu_flags": sorted(f for f in CPU_FLAGS if f in flags),
         "cores": os.cpu_count(),
         "native_bf16": cpu_has_fast_bf16(),
-        "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "versions": versions,
+        "commit": commit + ("+uncommitted changes" if dirty else "") if commit else None,
     }
 
 

@@ -70,6 +70,11 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
     [result] = list(tmp_path.glob("benchmark/*/*/benchmark.json"))
     data = json.loads(result.read_text())
     assert data["matmul_gflops"]["fp32"] > 0
+    # provenance: the CPU's relevant flags, the versions of every compared library, the commit and the command
+    provenance = data["machine"]
+    assert isinstance(provenance["cpu_flags"], list) and provenance["cores"] >= 1 and provenance["commit"]
+    assert {"torch", "transformers", "peft", "trl", "lm_eval"} <= provenance["versions"].keys()
+    assert provenance["versions"]["torch"] and data["command"].startswith("python scripts/benchmark.py")
     train = {name: runs[0] for name, runs in data["train"].items()}
     assert set(train) == {"domaintune", "domaintune_unoptimised", "hf_trainer"}
     for name, r in train.items():
