@@ -295,12 +295,16 @@ def test_the_base_cache_tells_tasks_apart_whose_prompts_tokenise_alike(make_cfg,
 
 
 def test_shared_rows_are_cut_at_a_bounded_width() -> None:
-    """Thousands of continuations of one context (CrowS-Pairs: the BOS token alone) become rows of bounded width,
-    each with the context once, every continuation in exactly one row."""
+    """Thousands of continuations of one context become rows of bounded width, each with the context once, every
+    continuation in exactly one row; a context shorter than its continuations (CrowS-Pairs: the BOS token alone)
+    is not shared at all."""
     from domaintune.evaluation.multiple_choice import MAX_SHARED_ROW, _row_length, _rows
 
-    pairs = [([1], list(range(2, 2 + 20))) for _ in range(3000)]
+    context = list(range(100, 130))
+    pairs = [(context, list(range(2, 2 + 20))) for _ in range(3000)]
     rows = _rows(pairs, share_context=True)
     assert sorted(i for r in rows for i in r.members) == list(range(3000))
-    assert all(_row_length(r, pairs) <= MAX_SHARED_ROW for r in rows) and len(rows) > 1
-    assert all(r.ctx == [1] for r in rows)
+    assert all(_row_length(r, pairs) <= MAX_SHARED_ROW for r in rows) and 1 < len(rows) < 3000
+    assert all(r.ctx == context for r in rows)
+    short = [([1], list(range(2, 22))) for _ in range(50)]
+    assert [r.members for r in _rows(short, share_context=True)] == [[i] for i in range(50)]

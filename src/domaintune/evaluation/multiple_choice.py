@@ -96,8 +96,8 @@ class _Row:
 
 
 # A shared row holds its context once and its continuations after it; its attention mask is width x width, so rows
-# are cut at this many tokens (CrowS-Pairs: 2,616 sentences share one context, the BOS token, and would otherwise
-# make one row of ~50,000 tokens). A row is never shorter than its context plus one continuation.
+# are cut at this many tokens (thousands of continuations of one context would otherwise make one row of tens of
+# thousands of tokens). A row is never shorter than its context plus one continuation.
 MAX_SHARED_ROW = 1024
 
 
@@ -109,6 +109,11 @@ def _rows(pairs: list[tuple[list[int], list[int]]], share_context: bool) -> list
         groups.setdefault(tuple(ctx), []).append(i)
     rows = []
     for ctx, members in groups.items():
+        mean_continuation = sum(len(pairs[i][1]) for i in members) / len(members)
+        if len(ctx) < mean_continuation:
+            # a short context (CrowS-Pairs: the BOS token alone) saves less than the longer rows' attention costs
+            rows += [_Row(list(ctx), [i]) for i in members]
+            continue
         row, width = _Row(list(ctx), []), len(ctx)
         for i in members:
             grow = len(pairs[i][1]) - 1
