@@ -172,3 +172,25 @@ def test_a_mixture_saved_before_targets_existed_still_builds(make_cfg, tokenizer
     single = to_dict(make_cfg().data)
     single.pop("_target_")
     assert "components" not in fill_data(OmegaConf.create(single), today_mixture)
+
+
+def test_a_run_saved_before_new_task_and_benchmark_keys_still_loads(make_cfg, tokenizer, tmp_path: Path) -> None:
+    """A run folder of an older version lacks data.task.span_separator, eval.memorisation, the benchmarks' `kind`
+    and today's bias benchmarks: loading it (evaluate, serve, export) fills them in, with the task's default from
+    _base.yaml even when today's composed data is another domain, and builds its DataModule and Evaluator."""
+    from domaintune.core.inference import with_run_config
+
+    saved = to_dict(make_cfg())
+    saved["data"]["task"].pop("span_separator")
+    saved["eval"].pop("memorisation")
+    saved["eval"]["benchmarks"] = {"piqa": {k: v for k, v in saved["eval"]["benchmarks"]["piqa"].items() if k != "kind"}}
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(saved)))
+    today = make_cfg("data=finance", f"+run_dir={run}")
+    cfg = with_run_config(today, [f"run_dir={run}"])
+    assert cfg.data.name == "healthcare" and cfg.data.task.span_separator is None, "the default, not finance's '; '"
+    assert cfg.eval.benchmarks.piqa.kind == "multiple_choice" and {"crows_pairs", "bbq"} <= set(cfg.eval.benchmarks)
+    assert cfg.eval.memorisation.max_samples == today.eval.memorisation.max_samples
+    dm = build(cfg.data, tokenizer=tokenizer)
+    build(cfg.eval, data=dm, loss=LossOptions(True, None))

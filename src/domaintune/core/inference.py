@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.models.loading import load_adapted, load_model
-from domaintune.utils.config import fill_data, fill_missing
+from domaintune.utils.config import fill_data, fill_eval, fill_missing
 from domaintune.utils.errors import DomainTuneError
 
 REUSED = ("model", "data", "eval")
@@ -45,7 +45,8 @@ def with_run_config(cfg: DictConfig, overrides: list[str] | None = None) -> Dict
                 if key.startswith(group + "."):
                     OmegaConf.update(node, key[len(group) + 1 :], yaml.safe_load(value), merge=True, force_add=True)
             # a run saved by an older version: today's keys it lacks
-            cfg[group] = (fill_data if group == "data" else fill_missing)(node, cfg[group])
+            fill = {"data": fill_data, "eval": fill_eval}.get(group, fill_missing)
+            cfg[group] = fill(node, cfg[group])
         for key in ("data_dir", "cache_dir"):
             if f"paths.{key}" not in chosen and key in saved.get("paths", {}):
                 cfg.paths[key] = saved.paths[key]

@@ -89,12 +89,35 @@ MIXTURE_KEYS = ("components", "weights", "size")
 def fill_data(node: DictConfig, today: DictConfig) -> DictConfig:
     """`fill_missing` for a data config saved by an older version (a run's, or one lineage domain): each mixture
     component is completed from today's single-source keys, and a single-source config never gets today's
-    mixture keys (that would turn it into a mixture)."""
+    mixture keys (that would turn it into a mixture). A task block gets the task keys added since, with their
+    defaults from conf/data/_base.yaml (not today's domain: its values belong to another task)."""
     single = OmegaConf.create({k: v for k, v in to_dict(today).items() if k not in MIXTURE_KEYS})
     parts = node.get("components") or {}
+    task_defaults = OmegaConf.load(CONFIG_DIR / "data" / "_base.yaml").task
     for name in parts:
         fill_missing(parts[name], single)
-    return fill_missing(node, today if parts else single)
+        if "task" in parts[name]:
+            fill_missing(parts[name].task, task_defaults)
+    filled = fill_missing(node, today if parts else single)
+    if "task" in filled and not parts:
+        fill_missing(filled.task, task_defaults)
+    return filled
+
+
+def fill_eval(node: DictConfig, today: DictConfig) -> DictConfig:
+    """`fill_missing` for an eval config saved by an older version: besides today's new blocks, each benchmark it
+    names gets the keys benchmarks have gained since (e.g. `kind`) from today's benchmark of the same name, and
+    today's benchmarks it does not name are added (available to eval.general)."""
+    fill_missing(node, today)
+    saved, current = node.get("benchmarks"), today.get("benchmarks")
+    if saved is not None and current is not None:
+        with open_dict(saved):
+            for name, spec in current.items():
+                if name in saved:
+                    fill_missing(saved[name], spec)
+                else:
+                    saved[name] = spec
+    return node
 
 
 def to_dict(cfg: DictConfig | dict | None) -> dict[str, Any]:
