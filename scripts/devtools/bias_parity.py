@@ -24,14 +24,16 @@ from domaintune.evaluation import bias
 from domaintune.models.loading import load_model, materialize
 
 TASKS = {"crows_pairs": "dt_crows", "bbq": "dt_bbq"}
-CROWS_YAML = """task: dt_crows
+# a multiple-choice task over one local JSONL file (lm-eval's `json` loader), then each task's own keys
+LOCAL_TASK = """task: {task}
 dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
 test_split: test
 output_type: multiple_choice
-doc_to_text: ""
+"""
+CROWS_YAML = """doc_to_text: ""
 doc_to_target: 0
 doc_to_choice: !function utils.crows_choice
 target_delimiter: ""
@@ -44,14 +46,7 @@ metric_list:
     aggregation: mean
     higher_is_better: false
 """
-BBQ_YAML = """task: dt_bbq
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-process_docs: !function utils.process_docs
+BBQ_YAML = """process_docs: !function utils.process_docs
 process_results: !function utils.process_results_multiple_choice
 doc_to_text: "{{{{context}}}}\\n\\nQ: {{{{question}}}}\\nA:"
 doc_to_target: !function utils.doc_to_target
@@ -86,7 +81,7 @@ def _write_tasks(workdir: Path, crows: list[dict], bbq: list[dict]) -> None:
         "from lm_eval.tasks.bbq.utils import *  # noqa: F403\n"
         "from lm_eval.tasks.crows_pairs.utils import doc_to_choice as crows_choice, process_results\n"
     )
-    (workdir / "dt_crows.yaml").write_text(CROWS_YAML.format(data=workdir / "crows.jsonl"))
+    (workdir / "dt_crows.yaml").write_text(LOCAL_TASK.format(task="dt_crows", data=workdir / "crows.jsonl") + CROWS_YAML)
     # every metric lm-eval's bbq task lists (its process_results emits all eleven categories' scores)
     import lm_eval.tasks
 
@@ -99,7 +94,9 @@ def _write_tasks(workdir: Path, crows: list[dict], bbq: list[dict]) -> None:
         f"    higher_is_better: {'true' if m.startswith('acc') else 'false'}\n"
         for m in [*AGGREGATION, *per_category]
     )
-    (workdir / "dt_bbq.yaml").write_text(BBQ_YAML.format(data=workdir / "bbq.jsonl", metrics=metrics))
+    (workdir / "dt_bbq.yaml").write_text(
+        LOCAL_TASK.format(task="dt_bbq", data=workdir / "bbq.jsonl") + BBQ_YAML.format(metrics=metrics)
+    )
 
 
 def lm_eval_scores(model_path: str, crows: list[dict], bbq: list[dict], batch_size: int = 16) -> dict[str, Any]:
