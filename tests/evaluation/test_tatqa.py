@@ -85,3 +85,13 @@ def test_finance_run_is_decided_by_tatqa_f1_scored_on_the_spans(make_cfg, tokeni
     assert list(result.evidence_of("gen/tatqa_f1").array()) == expected
     multi = next(r for r in dm.records["train"] if r["answer_type"] == "multi-span")
     assert task.reference(multi) == "; ".join(multi["answer"]), "training answers join their spans with the separator"
+
+
+def test_a_metric_for_another_task_type_is_refused_before_any_work() -> None:
+    from domaintune.utils.errors import DomainTuneError
+
+    with pytest.raises(DomainTuneError, match="'tatqa', which scores context_qa answers; this task is qa"):
+        metrics.resolve(["squad", "tatqa"], "qa")
+    with pytest.raises(DomainTuneError, match="'citation', which scores cited_fact_check answers"):
+        metrics.resolve(["citation"], "fact_check")
+    assert metrics.resolve(["tatqa"], "context_qa") == ["tatqa"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from domaintune.evaluation.citations import citation
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.tatqa import tatqa
-from domaintune.utils.errors import unknown_option
+from domaintune.utils.errors import DomainTuneError, unknown_option
 
 if TYPE_CHECKING:
     from domaintune.data.formats import CitedAnswer, SpanAnswer, Task
@@ -183,6 +183,10 @@ def primary_metric(name: str, task_types: Sequence[str]) -> str:
     return PRIMARY[task_types[0]] if len(task_types) == 1 else "loss"
 
 
+# metrics that score one task type's structured answers only
+ONLY_FOR = {"tatqa": "context_qa", "citation": "cited_fact_check"}
+
+
 def resolve(names: str | Sequence[str] | None, task_type: str) -> list[str]:
     if names in (None, "auto"):
         return DEFAULTS[task_type]
@@ -190,6 +194,11 @@ def resolve(names: str | Sequence[str] | None, task_type: str) -> list[str]:
     for name in names:
         if name not in METRICS:
             raise unknown_option("metric", name, METRICS, "Set eval.metrics to auto or a list of known metrics.")
+        if name in ONLY_FOR and ONLY_FOR[name] != task_type:
+            raise DomainTuneError(
+                f"eval.metrics names '{name}', which scores {ONLY_FOR[name]} answers; this task is {task_type}.",
+                f"Drop '{name}' from eval.metrics (or use eval.metrics=auto).",
+            )
     return names
 
 
