@@ -143,7 +143,7 @@ def our_scores(model_cfg: Any, specs: dict[str, dict[str, Any]], records: dict[s
         how = bias.Scoring(spec["prompt"], spec["delimiter"], int(spec["batch_size"]), True, True)
         _, scorer = bias.KINDS[spec["kind"]]
         metrics[name] = {k: e.value() for k, e in scorer(model, tok, recs, how, name).items()}
-        lls[name] = bias.loglikelihoods(model, tok, recs, spec["kind"], how, name)
+        lls[name] = bias.loglikelihoods(model, tok, recs, [bias.choices_of(spec["kind"], r) for r in recs], how, name)
     return {"metrics": metrics, "lls": lls}
 
 

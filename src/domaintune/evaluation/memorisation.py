@@ -38,11 +38,17 @@ def training_sample(data: Any, settings: Memorisation) -> list[dict[str, Any]]:
     return [records[k] for k in chosen]
 
 
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _longest_run(a: list[int], b: list[int]) -> int:
+    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+
+
 def longest_verbatim(tokenizer: Any, generated: str, reference: str) -> int:
     """The longest run of consecutive tokens the two texts share (token ids, no special tokens)."""
-    a = tokenizer(generated, add_special_tokens=False)["input_ids"]
-    b = tokenizer(reference, add_special_tokens=False)["input_ids"]
-    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+    return _longest_run(_ids(tokenizer, generated), _ids(tokenizer, reference))
 
 
 def check(
@@ -52,8 +58,9 @@ def check(
     records, eligible = training_sample(data, settings), []
     for rec in records:
         reference = data.task_of(rec).reference(rec)
-        if len(data.tokenizer(reference, add_special_tokens=False)["input_ids"]) >= settings.min_tokens:
-            eligible.append((rec, reference))
+        tokens = _ids(data.tokenizer, reference)  # tokenised once: for eligibility and for the match below
+        if len(tokens) >= settings.min_tokens:
+            eligible.append((rec, reference, tokens))
     if len(eligible) < len(records):
         log.info(
             f"Memorisation check: {len(records) - len(eligible)} of {len(records)} sampled training answers are shorter "
@@ -61,15 +68,15 @@ def check(
         )
     if not eligible:
         return {}, []
-    convs = [data.conversation(r) for r, _ in eligible]
+    convs = [data.conversation(r) for r, _, _ in eligible]
     # greedy, and long enough to run through `min_tokens` of an answer whatever the evaluation's answer limit
     greedy = dataclasses.replace(
         generation, do_sample=False, max_new_tokens=max(int(generation.max_new_tokens), settings.min_tokens)
     ).options()
     outs, _ = generate(model, data.tokenizer, data.renderer, convs, greedy, merge_adapter, desc="memorisation [train]")
     rows = []
-    for (rec, reference), conv, out in zip(eligible, convs, outs, strict=True):
-        longest = longest_verbatim(data.tokenizer, out.text, reference)
+    for (rec, reference, tokens), conv, out in zip(eligible, convs, outs, strict=True):
+        longest = _longest_run(_ids(data.tokenizer, out.text), tokens)
         rows.append(
             {"id": rec["_src"], "prompt": conv[-2]["content"], "reference": reference, "output": out.text, "longest": longest}
         )

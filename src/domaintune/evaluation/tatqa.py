@@ -126,7 +126,8 @@ def score_one(pred_spans: Sequence[str], gold: SpanAnswer) -> tuple[float, float
         value = to_number(pred_spans[0])
         if value is not None:
             candidates.append(f"{value:.4f}")
-    em, f1 = max(_match(c, answer_string(golds)) for c in candidates)
+    gold_string = answer_string(golds)
+    em, f1 = max(_match(c, gold_string) for c in candidates)
     return (em, em) if gold.answer_type in EXACT_ONLY else (em, f1)
 
 

@@ -315,10 +315,15 @@ BIAS_PREFIXES = ("mc/crows_pairs/", "mc/bbq/")
 BIAS_SCORES = ("pct_stereotype", "amb_bias_score", "disamb_bias_score")
 
 
+def is_bias_score(metric: str) -> bool:
+    """A bias benchmark's score (not its accuracy or likelihood gap): what the findings and the model card judge."""
+    return metric.startswith(BIAS_PREFIXES) and metric.endswith(BIAS_SCORES)
+
+
 def bias_analysis(metrics: dict[str, Any]) -> tuple[list[str], list[Finding]]:
     """The bias benchmarks' scores before and after; a finding for each one the fine-tune made worse beyond doubt."""
     verdicts, base, tuned = metrics.get("verdict") or {}, metrics.get("base") or {}, metrics.get("tuned") or {}
-    scored = [k for k in verdicts if k.startswith(BIAS_PREFIXES) and k.endswith(BIAS_SCORES)]
+    scored = [k for k in verdicts if is_bias_score(k)]
     lines = [f"- {k}: {base.get(k, math.nan):.2f} -> {tuned.get(k, math.nan):.2f} ({verdicts[k]})" for k in scored]
     worse = [k for k in scored if verdicts[k] == "worse"]
     findings = []

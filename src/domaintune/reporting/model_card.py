@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from domaintune.reporting.analysis import BIAS_PREFIXES, BIAS_SCORES
+from domaintune.reporting.analysis import is_bias_score
 from domaintune.reporting.report import fmt
 
 
@@ -53,7 +53,7 @@ def _results_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 def _bias_limit(rows: dict[str, dict[str, Any]]) -> str:
     """What the bias benchmarks (CrowS-Pairs, BBQ) say about this fine-tune, or that none was run."""
-    scored = [k for k in rows if k.startswith(BIAS_PREFIXES) and k.endswith(BIAS_SCORES)]
+    scored = [k for k in rows if is_bias_score(k)]
     if not scored:
         return "- Bias: not measured in this run (`eval.general=[crows_pairs,bbq]` scores CrowS-Pairs and BBQ before and after)."
     more = [k for k in scored if rows[k]["verdict"] == "worse"]

@@ -96,11 +96,10 @@ def fill_data(node: DictConfig, today: DictConfig) -> DictConfig:
     task_defaults = OmegaConf.load(CONFIG_DIR / "data" / "_base.yaml").task
     for name in parts:
         fill_missing(parts[name], single)
-        if "task" in parts[name]:
-            fill_missing(parts[name].task, task_defaults)
     filled = fill_missing(node, today if parts else single)
-    if "task" in filled and not parts:
-        fill_missing(filled.task, task_defaults)
+    for source in [parts[name] for name in parts] or [filled]:  # each component, or the single source
+        if "task" in source:
+            fill_missing(source.task, task_defaults)
     return filled
 
 
