@@ -26,6 +26,7 @@ def make(cfg: DictConfig) -> dict[str, float]:
         worst_share=float(cfg.worst_share),
         validation_share=float(cfg.validation_share),
         seed=int(cfg.seed),
+        label_balance=bool(cfg.label_balance),
     )
     pairs, audit = failures(cfg, choice)
     out = Path(cfg.output) if cfg.get("output") else Path(cfg.run_dir) / "preferences"

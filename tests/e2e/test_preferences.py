@@ -26,11 +26,11 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def planted(answers: dict[str, str]):
-    """`generate` replaced: each training record's answer by its question (the reference when not planted)."""
+def planted(answers: dict[str, str], by=lambda conv: conv[-1]["content"]):
+    """`generate` replaced: each training record's answer looked up by its key (the user turn: `by`)."""
 
     def fake(model, tok, renderer, convs, options, merge_adapter, desc=""):
-        outs = [Generated(answers.get(c[-1]["content"], ""), 1) for c in convs]
+        outs = [Generated(answers.get(by(c), ""), 1) for c in convs]
         return outs, GenerationStats()
 
     return fake
@@ -52,7 +52,7 @@ def test_pairs_come_from_the_worst_training_answers(sft_run: Path, tmp_path: Pat
     seen: list[str] = []
     fake = planted(answers)
     monkeypatch.setattr(preferences, "generate", lambda *a, **k: (seen.extend(c[-1]["content"] for c in a[3]), fake(*a, **k))[1])
-    pairs, audit = failures(cfg, Choice(max_records=None, worst_share=0.5, validation_share=0.25, seed=0))
+    pairs, audit = failures(cfg, Choice(max_records=None, worst_share=0.5, validation_share=0.25, seed=0, label_balance=True))
     same = sum(answers[q] == next(r["answer"] for r in train if r["question"] == q) for q in seen)
     assert same > 0 and audit["skipped"]["answer equals the reference"] == same
     scored = len(seen) - same
@@ -90,3 +90,52 @@ def test_dpo_continues_the_run_and_is_judged_against_it(sft_run: Path, tmp_path:
     start = json.loads((run / "metrics.json").read_text())["base"]
     base = json.loads((plain / "metrics.json").read_text())["base"]
     assert start["loss"] != base["loss"] and start["pref/margin"] != base["pref/margin"]
+
+
+def test_balanced_rejections_reject_each_label_as_often_as_it_is_chosen() -> None:
+    labels = ["true", "false", "not_enough_info"]
+    golds = ["true"] * 4 + ["false"] * 3 + ["not_enough_info"] * 5
+    answers = ["false"] * 12  # a skewed model: its own wrong labels are all 'false'
+    rejected = preferences.balanced_rejections(golds, answers, labels)
+    assert None not in rejected and all(r != g for r, g in zip(rejected, golds, strict=True))
+    assert {lab: rejected.count(lab) for lab in labels} == {lab: golds.count(lab) for lab in labels}
+    # the model's own wrong answer is used while its quota lasts (3 'false' golds: 3 of its 9 wrong 'false')
+    assert sum(r == a != g for r, a, g in zip(rejected, answers, golds, strict=True)) == 3
+    # no wrong label with quota left: the record gets none (counted by the audit), never its own gold label
+    assert preferences.balanced_rejections(["true", "true"], ["true", "true"], labels) == [None, None]
+
+
+@pytest.fixture(scope="module")
+def label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    logs = tmp_path_factory.mktemp("fc")
+    # 90 records: the shipped samples' first 24 (TINY's) hold two of the three labels
+    script("train.py", *TINY, "data.max_samples=90", "logger=none", "data=fact_checking", f"paths.log_dir={logs}")
+    [out] = list(logs.glob("train/*/*"))
+    return out
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_label_pairs_from_a_skewed_model(label_run: Path, tmp_path: Path, monkeypatch, balance: bool) -> None:
+    cfg = compose_train([], tmp_path, config_name="make_preferences")
+    with open_dict(cfg):
+        cfg.run_dir = str(label_run)
+    cfg = with_run_config(cfg, overrides=[])
+    train = [json.loads(x) for x in Path(cfg.paths.data_dir, "fact_checking", "train.jsonl").read_text().splitlines()]
+    gold_of = {r["claim"]: r["label"] for r in train}
+    claim = lambda conv: conv[-1]["content"].split("\n")[0].removeprefix("Claim: ")
+    seen: list[str] = []
+    fake = planted(dict.fromkeys(gold_of, "true"), by=claim)  # a skewed model: always 'true'
+    monkeypatch.setattr(preferences, "generate", lambda *a, **k: (seen.extend(map(claim, a[3])), fake(*a, **k))[1])
+    pairs, audit = failures(cfg, Choice(max_records=None, worst_share=0.5, validation_share=0.25, seed=0, label_balance=balance))
+    kept = [p for split in ("train", "validation") for p in pairs[split]]
+    golds = [gold_of[c] for c in seen]
+    rejected = [p["rejected"] for p in kept]
+    assert len(seen) == audit["training records answered"] > 0 and set(golds) == {"true", "false", "not_enough_info"}
+    assert all(p["rejected"] != p["chosen"] for p in kept)
+    if balance:
+        assert len(kept) == len(seen), "every answered record is a pair"
+        assert {lab: rejected.count(lab) for lab in set(golds)} == {lab: golds.count(lab) for lab in set(golds)}
+        assert audit["rejected = the model's own answer"] == golds.count("true")
+    else:
+        assert set(rejected) == {"true"} and len(kept) == len(seen) - golds.count("true")
+        assert audit["skipped"]["right label"] == golds.count("true")

@@ -2,7 +2,11 @@
 
 The tuned model answers (greedy) a sample of the run's *training* records; each answer is scored against the
 reference with the domain's primary metric (for a label set: right or wrong label), and the worst answers
-become pairs {prompt, chosen: the reference, rejected: the model's answer}. Validation and test records never
+become pairs {prompt, chosen: the reference, rejected: the model's answer}. For a label set, `label_balance`
+makes every label rejected as often as it is chosen (the model's wrong label where its quota allows, another
+wrong label otherwise): on real fact-checking data, pairs of the model's wrong labels alone rejected `true` and
+`false` far more often than `not_enough_info`, and DPO learned the prior instead of the evidence (it answered
+`not_enough_info` to every test claim; RESULTS.md, issue 22). Validation and test records never
 feed a training pair. The pairs' test split is the run's own evaluation: its test records with the tuned
 model's answers as `rejected` (read from the run's generations.jsonl, not generated again), so a DPO run on
 these pairs is scored on the same test questions as the run it refines.
@@ -17,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 from omegaconf import DictConfig
 
 from domaintune.core.inference import load_for_inference
@@ -38,6 +43,50 @@ class Choice:
     worst_share: float
     validation_share: float
     seed: int
+    label_balance: bool
+
+
+def balanced_rejections(golds: list[str], answers: list[str], labels: list[str]) -> list[str | None]:
+    """A rejected label per record, each label rejected exactly as often as it is chosen (its gold count),
+    with as many of the model's own wrong answers as that allows (those pairs are its real failures).
+
+    Why a quota equal to the gold count: a DPO pair raises its chosen label and lowers its rejected one, so equal
+    counts leave each label's net push at zero and the model can only gain by reading the input, not by shifting
+    its prior. Which record rejects which label is a transportation problem (a greedy pass can use up a label's
+    quota that another gold label needed), solved as a min-cost flow with networkx: label-to-label edges carry
+    records, each record whose own wrong answer is the rejected label saves one unit of cost. None for every record
+    when no balanced assignment exists (a label that is more than half of the golds cannot be rejected often
+    enough by the others; the audit counts the records).
+    """
+    gold_count = Counter(golds)
+    own = Counter((g, a) for g, a in zip(golds, answers, strict=True) if a != g and a in labels)
+    graph = nx.DiGraph()
+    for g, n in gold_count.items():
+        graph.add_edge("source", ("gold", g), capacity=n, weight=0)
+        graph.add_edge(("rejected", g), "sink", capacity=n, weight=0)
+        for r in gold_count:
+            if r != g:
+                # two routes from gold g to rejected r: through the model's own answers (cost -1 each, as many
+                # as there are), or any record of gold g (cost 0)
+                graph.add_edge(("gold", g), ("own", g, r), capacity=own[g, r], weight=-1)
+                graph.add_edge(("own", g, r), ("rejected", r), capacity=own[g, r], weight=0)
+                graph.add_edge(("gold", g), ("rejected", r), capacity=n, weight=0)
+    flow = nx.max_flow_min_cost(graph, "source", "sink")
+    if sum(flow["source"].values()) < len(golds):
+        return [None] * len(golds)
+    own_left = {(g, r): flow[("gold", g)][("own", g, r)] for g in gold_count for r in gold_count if r != g}
+    any_left = {(g, r): flow[("gold", g)][("rejected", r)] for g in gold_count for r in gold_count if r != g}
+    out: list[str | None] = [None] * len(golds)
+    for i, (g, a) in enumerate(zip(golds, answers, strict=True)):
+        if own_left.get((g, a), 0) > 0:
+            out[i], own_left[g, a] = a, own_left[g, a] - 1
+    for i, g in enumerate(golds):
+        if out[i] is None:
+            # records left over: the gold label's remaining flow, own-answer units not matched to a record first
+            r = next(r for r in labels if r != g and own_left.get((g, r), 0) + any_left.get((g, r), 0) > 0)
+            left = own_left if own_left.get((g, r), 0) > 0 else any_left
+            out[i], left[g, r] = r, left[g, r] - 1
+    return out
 
 
 def per_record_scores(task: Task, primary: str, outputs: list[str], records: list[dict[str, Any]]) -> list[float]:
@@ -78,21 +127,13 @@ def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, 
     primary = gen_metrics.primary_metric(dm.primary_metric, [task.type])
     scores = per_record_scores(task, primary, [o.text for o in outs], records)
     skipped: Counter[str] = Counter()
-    candidates = []
-    for rec, out, score in zip(records, outs, scores, strict=True):
-        reference = task.reference(rec)
-        if not out.text.strip():
-            skipped["empty answer"] += 1
-        elif task.labels and score >= 100:
-            skipped["right label"] += 1
-        elif out.text.strip() == reference.strip():
-            skipped["answer equals the reference"] += 1
-        else:
-            candidates.append((score, rec, out.text))
+    texts = [o.text.strip() for o in outs]
+    balance = bool(task.labels) and choice.label_balance
+    candidates = (balanced if balance else own_failures)(task, records, texts, scores, skipped)
     candidates.sort(key=lambda c: c[0])
     keep = len(candidates) if task.labels or not candidates else max(1, round(choice.worst_share * len(candidates)))
     skipped["above the worst share"] += len(candidates) - keep
-    pairs = [pair(task, rec, rejected, score) for score, rec, rejected in candidates[:keep]]
+    pairs = [pair(task, rec, rejected, score) for score, rec, rejected, _ in candidates[:keep]]
     random.Random(choice.seed).shuffle(pairs)
     n_val = max(1, round(choice.validation_share * len(pairs))) if len(pairs) > 1 else 0
     out = {"validation": pairs[:n_val], "train": pairs[n_val:], "test": test_pairs(Path(cfg.run_dir), task)}
@@ -106,15 +147,47 @@ def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, 
         "max_new_tokens": options["max_new_tokens"],
         "max_length": dm.recipe.max_length,
         "labels": task.labels,
+        "label_balance": balance,
+        "rejected labels": dict(Counter(c[2] for c in candidates[:keep])) if task.labels else None,
+        "rejected = the model's own answer": sum(c[3] for c in candidates[:keep]),
         "mean score of the kept answers": sum(c[0] for c in candidates[:keep]) / max(keep, 1),
         "mean score of all answers": sum(scores) / max(len(scores), 1),
     }
     if not out["train"]:
         raise DomainTuneError(
             f"No training pair was made from {len(records)} answered records (skipped: {dict(skipped)}).",
-            "Answer more records (max_records=...) or keep a larger share (worst_share=...).",
+            "Answer more records (max_records=...), keep a larger share (worst_share=...), or for a label set "
+            "whose one label is over half the records, label_balance=false.",
         )
     return out, audit
+
+
+Candidate = tuple[float, dict[str, Any], str, bool]  # (score, record, rejected answer, rejected is the model's own)
+
+
+def own_failures(task: Task, records: list[dict[str, Any]], texts: list[str], scores: list[float],
+                 skipped: Counter[str]) -> list[Candidate]:  # fmt: skip
+    """Every scored answer that is not empty, not a right label and not the reference word for word."""
+    out = []
+    for rec, text, score in zip(records, texts, scores, strict=True):
+        if not text:
+            skipped["empty answer"] += 1
+        elif task.labels and score >= 100:
+            skipped["right label"] += 1
+        elif text == task.reference(rec).strip():
+            skipped["answer equals the reference"] += 1
+        else:
+            out.append((score, rec, text, True))
+    return out
+
+
+def balanced(task: Task, records: list[dict[str, Any]], texts: list[str], scores: list[float],
+             skipped: Counter[str]) -> list[Candidate]:  # fmt: skip
+    """Every answered record of a label task, its rejected label from `balanced_rejections`."""
+    golds = [task.reference(r).strip() for r in records]
+    rejected = balanced_rejections(golds, texts, list(task.labels))
+    skipped["no balanced assignment (one label is over half the records)"] += rejected.count(None)
+    return [(s, rec, r, r == t) for s, rec, r, t in zip(scores, records, rejected, texts, strict=True) if r is not None]
 
 
 def pair(task: Any, rec: dict[str, Any], rejected: str, score: float) -> dict[str, Any]:
