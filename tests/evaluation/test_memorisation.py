@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from domaintune.evaluation.memorisation import longest_verbatim
+from domaintune.evaluation.memorisation import longest_verbatim, training_sample
+from domaintune.evaluation.settings import Memorisation
 from tests.conftest import TINY, script, write_jsonl
 
 CANARY = "The vault code is ZQX-7731-PLUM-4402, kept by the walrus."
@@ -20,6 +22,21 @@ def test_longest_verbatim_counts_the_longest_shared_run_of_tokens(tokenizer) -> 
     assert longest_verbatim(tokenizer, "omega gamma delta epsilon omega", reference) == n
     assert longest_verbatim(tokenizer, reference, reference) == len(tokenizer(reference, add_special_tokens=False)["input_ids"])
     assert longest_verbatim(tokenizer, "nothing shared here", "zzz qqq") == 0
+
+
+def test_the_check_draws_among_answers_long_enough_to_leak(tokenizer) -> None:
+    """Short answers (a label, a number) cannot hold a stretch of min_tokens: the draw takes long answers only, as
+    many as max_samples asks for when there are enough, the same ones on every call."""
+    long = "word " * 40
+    records = [{"_src": f"train:{i}", "answer": long if i % 4 == 0 else "42"} for i in range(100)]
+    task = SimpleNamespace(type="qa", reference=lambda r: r["answer"])
+    data = SimpleNamespace(records={"train": records}, task_of=lambda r: task, tokenizer=tokenizer)
+    sample = training_sample(data, Memorisation(max_samples=8, min_tokens=32, seed=3))
+    assert len(sample) == 8 and all(int(r["_src"].split(":")[1]) % 4 == 0 for r, _, _ in sample)
+    assert all(len(ids) >= 32 and text == long for _, text, ids in sample)
+    assert [r["_src"] for r, _, _ in sample] == [r["_src"] for r, _, _ in training_sample(data, Memorisation(8, 32, 3))]
+    assert len(training_sample(data, Memorisation(max_samples=64, min_tokens=32, seed=3))) == 25, "all 25 long ones"
+    assert training_sample(data, Memorisation(max_samples=8, min_tokens=500, seed=3)) == []
 
 
 def test_a_planted_canary_is_caught(tmp_path: Path) -> None:

@@ -345,7 +345,7 @@ class Evaluator:
         for split in self.splits:
             for ex in self.dm.require(split):
                 ids.update(json.dumps(ex["input_ids"]).encode())
-        for rec in memorisation.training_sample(self.dm, self.memorisation):  # the training answers it continues
+        for rec, _, _ in memorisation.training_sample(self.dm, self.memorisation):  # the training answers it continues
             ids.update(json.dumps(self.dm.conversation(rec)).encode())
         key = json.dumps(self.result_key, sort_keys=True, default=str)
         digest = hashlib.sha256(f"{CACHE_FORMAT}|{self.model_key}|{key}|{ids.hexdigest()}".encode()).hexdigest()[:20]

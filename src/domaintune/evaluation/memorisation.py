@@ -4,11 +4,12 @@ fine-tuned model)?
 For `eval.memorisation.max_samples` training records (drawn once by seed, the same for the base and the tuned
 model), the model continues each record's prompt greedily, as at evaluation; an answer *reproduces* its training
 answer when both share a verbatim stretch of at least `min_tokens` consecutive tokens (the longest common run of
-token ids, found by difflib's longest-match search). Records whose training answer is shorter than `min_tokens`
-cannot leak such a stretch and are left out (their count is logged). Reported: `mem/verbatim_rate` (% of the
-checked records reproduced) and `mem/longest_match` (mean longest run, in tokens), per record, so the base and
-the tuned model get a paired interval like every other metric; lower is better for both. A unique string planted
-in the training data (a canary) is caught by it: tests/evaluation/test_memorisation.py.
+token ids, found by difflib's longest-match search). The records are drawn among those whose training answer has
+at least `min_tokens` tokens (a shorter one cannot leak such a stretch; how many qualify is logged). Reported:
+`mem/verbatim_rate` (% of the checked records reproduced) and `mem/longest_match` (mean longest run, in tokens),
+per record, so the base and the tuned model get a paired interval like every other metric; lower is better for
+both. A unique string planted in the training data (a canary) is caught by it:
+tests/evaluation/test_memorisation.py.
 """
 
 from __future__ import annotations
@@ -28,14 +29,29 @@ from domaintune.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-def training_sample(data: Any, settings: Memorisation) -> list[dict[str, Any]]:
-    """The training records the check continues: `max_samples` drawn by `seed` among those with an answer, in
-    their split order (the same draw for every model and run of this data)."""
+def training_sample(data: Any, settings: Memorisation) -> list[tuple[dict[str, Any], str, list[int]]]:
+    """(record, training answer, its token ids) for the records the check continues: `max_samples` drawn by `seed`
+    among the training records whose answer has at least `min_tokens` tokens, in their split order (the same draw
+    for every model and run of this data).
+
+    Why draw among the long answers only: a shorter answer cannot hold a leaked stretch of `min_tokens`, so drawing
+    from all records left short-answer domains with almost nothing checked (TAT-QA: 1 of 32 drawn answers was
+    long enough). The log says how many training answers could be checked at all.
+    """
     if settings.max_samples == 0 or "train" not in data.records:
         return []
     records = [r for r in data.records["train"] if data.task_of(r).type != "text"]
-    chosen = sorted(random.Random(settings.seed).sample(range(len(records)), min(settings.max_samples, len(records))))
-    return [records[k] for k in chosen]
+    answers = [data.task_of(r).reference(r) for r in records]
+    tokens = data.tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
+    long = [k for k, ids in enumerate(tokens) if len(ids) >= settings.min_tokens]
+    if len(long) < len(records):
+        log.info(
+            f"Memorisation check: {len(long)} of {len(records)} training answers have at least "
+            f"eval.memorisation.min_tokens={settings.min_tokens} tokens (a shorter one cannot leak such a stretch); "
+            f"the check draws {min(settings.max_samples, len(long))} of them"
+        )
+    chosen = sorted(random.Random(settings.seed).sample(long, min(settings.max_samples, len(long))))
+    return [(records[k], answers[k], tokens[k]) for k in chosen]
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -55,17 +71,7 @@ def check(
     model: nn.Module, data: Any, settings: Memorisation, generation: Generation, merge_adapter: bool
 ) -> tuple[dict[str, Evidence], list[dict[str, Any]]]:
     """(evidence, per-record rows: id, prompt, reference, output, longest) for the sampled training records."""
-    records, eligible = training_sample(data, settings), []
-    for rec in records:
-        reference = data.task_of(rec).reference(rec)
-        tokens = _ids(data.tokenizer, reference)  # tokenised once: for eligibility and for the match below
-        if len(tokens) >= settings.min_tokens:
-            eligible.append((rec, reference, tokens))
-    if len(eligible) < len(records):
-        log.info(
-            f"Memorisation check: {len(records) - len(eligible)} of {len(records)} sampled training answers are shorter "
-            f"than eval.memorisation.min_tokens={settings.min_tokens} and cannot leak such a stretch: left out"
-        )
+    eligible = training_sample(data, settings)
     if not eligible:
         return {}, []
     convs = [data.conversation(r) for r, _, _ in eligible]
