@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -116,32 +117,52 @@ def run_job(name: str, overrides: list[str], folder: Path) -> dict[str, Any]:
 
 def passthrough() -> list[str]:
     """The command line's overrides (data, model, adapter...) go to every worker, so all see the same config."""
-    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("bench.parts", "bench.rounds", "bench.only"))]
+    return [
+        o
+        for o in HydraConfig.get().overrides.task
+        if not o.startswith(("bench.parts", "bench.rounds", "bench.only", "bench.plan"))
+    ]
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
-def train_table(results: dict[str, list[dict[str, Any]]], reference: str) -> list[str]:
+def identical_batches(results: dict[str, list[dict[str, Any]]]) -> dict[str, bool]:
+    """Per system: did every round train on the same batches, step by step, as the reference system's first
+    round (the per-step digests of the real tokens and labels: scripts/devtools/bench.py)?"""
+    ok = [(k, r) for k, v in results.items() for r in v if "error" not in r]
+    if not ok:
+        return {}
+    reference = ok[0][1]["digests"]
+    return {k: all(r["digests"] == reference for r in v if "error" not in r) for k, v in results.items()}
+
+
+def train_table(results: dict[str, list[dict[str, Any]]], reference: str, settings: dict[str, str]) -> list[str]:
+    """One row per system: medians over the rounds (the spread of answer tok/s beside them), ratios of medians
+    against every peer, whether its batches were the plan's (digests equal to the reference's)."""
     cols = ("answer_tok_s", "real_tok_s", "processed_tok_s", "padding_efficiency", "step_s", "peak_rss_gib")
     ok = {k: [r for r in v if "error" not in r] for k, v in results.items()}
-    avg = {k: {c: mean([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
-    peers = [k for k in avg if not k.startswith(reference)]
+    mid = {k: {c: median([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
+    same = identical_batches(results)
+    peers = [k for k in mid if not k.startswith(reference)]
     ratio_cols = [f"answer tok/s ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers]
     lines = [
-        "| system | batching | answer tok/s | real tok/s | processed tok/s | padding eff. | s/step | peak RSS GiB | other CPU |"
-        + "".join(f" {c} |" for c in ratio_cols),
-        "|---|---|" + "---:|" * (7 + len(ratio_cols)),
+        "| system | settings | batches | same batches as the first | rounds | answer tok/s (median; min-max) | real tok/s | "
+        "processed tok/s | padding eff. | s/step | peak RSS GiB | other CPU |" + "".join(f" {c} |" for c in ratio_cols),
+        "|---|---|---|---|---:|" + "---:|" * (7 + len(ratio_cols)),
     ]
-    for name, a in avg.items():
-        other = mean([r["other_cpu_share"] for r in ok[name]])
-        ratios = [f"{a['answer_tok_s'] / avg[p]['answer_tok_s']:.2f}" for p in peers]
-        rss = [f"{a['peak_rss_gib'] / avg[p]['peak_rss_gib']:.2f}" for p in peers]
+    for name, a in mid.items():
+        runs = ok[name]
+        other = median([r["other_cpu_share"] for r in runs])
+        spread = f"{min(r['answer_tok_s'] for r in runs):.1f}-{max(r['answer_tok_s'] for r in runs):.1f}"
+        ratios = [f"{a['answer_tok_s'] / mid[p]['answer_tok_s']:.2f}" for p in peers]
+        rss = [f"{a['peak_rss_gib'] / mid[p]['peak_rss_gib']:.2f}" for p in peers]
         lines.append(
-            f"| {name} | {ok[name][0].get('batching', 'padded (shuffled)')} | {a['answer_tok_s']:.1f} | {a['real_tok_s']:.1f} | "
-            f"{a['processed_tok_s']:.1f} | {a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | "
-            f"{100 * other:.0f}% |" + "".join(f" {r} |" for r in [*ratios, *rss])
+            f"| {name} | {settings.get(name, '')} | {runs[0].get('batches', '')} | {'yes' if same.get(name) else 'no'} | "
+            f"{len(runs)} | {a['answer_tok_s']:.1f} ({spread}) | {a['real_tok_s']:.1f} | {a['processed_tok_s']:.1f} | "
+            f"{a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | {100 * other:.0f}% |"
+            + "".join(f" {r} |" for r in [*ratios, *rss])
         )
     for name, runs in results.items():
         for r in runs:
@@ -154,7 +175,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("bench_worker"):
         from devtools.bench import run_worker
 
-        run_worker(cfg, cfg.bench, str(cfg.bench_worker), str(cfg.bench_result))
+        run_worker(cfg, cfg.bench, str(cfg.bench_worker), str(cfg.bench_result), cfg.get("bench_plan"))
         return {}
     out = Path(cfg.paths.output_dir)
     unknown = set(cfg.bench.parts) - {"hardware", "train", "mc", "generation"}
@@ -172,20 +193,33 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         if unknown:
             known = list(cfg.bench.systems)
             raise DomainTuneError(f"bench.only names unknown systems {sorted(unknown)}.", f"Use any of {known}.")
+        plan: list[str] = []
+        if cfg.bench.plan == "domaintune":
+            from devtools.bench import batch_plan
+
+            steps = batch_plan(cfg, int(cfg.bench.warmup) + int(cfg.bench.steps))
+            (out / "batch_plan.json").write_text(json.dumps(steps))
+            plan = [f"+bench_plan={out / 'batch_plan.json'}"]
+            report["batch_plan"] = steps
+        elif cfg.bench.plan is not None:
+            raise DomainTuneError(f"bench.plan={cfg.bench.plan!r} is not a batch plan.", "Use domaintune or null.")
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.bench.only or cfg.bench.systems}
         for rnd in range(int(cfg.bench.rounds)):
             names = list(cfg.bench.only or cfg.bench.systems)
             for name in names if rnd % 2 == 0 else reversed(names):  # alternate the order across rounds
                 console.print(f"[bold]round {rnd + 1}: {name}[/bold]")
                 extra = [str(o) for o in (cfg.bench.systems[name].overrides or [])]
-                results[name].append(run_job(name, [*passthrough(), *extra], out))
+                results[name].append(run_job(name, [*passthrough(), *extra, *plan], out))
                 console.print(json.dumps(results[name][-1])[:400])
         report["train"] = results
+        report["identical_batches"] = identical_batches(results)
+        settings = {name: str(cfg.bench.systems[name].get("settings") or "") for name in results}
         md += [
             f"Training: {cfg.bench.steps} measured steps after {cfg.bench.warmup} warm-up, batch {cfg.data.batch_size}, "
-            f"max_length {cfg.data.max_length}, adapter {cfg.adapter.name}, {cfg.bench.rounds} round(s)",
+            f"max_length {cfg.data.max_length}, adapter {cfg.adapter.name}, {cfg.bench.rounds} round(s), batches: "
+            + ("DomainTune's batch plan, replayed by every system (batch_plan.json)" if plan else "each system's own"),
             "",
-            *train_table(results, "domaintune"),
+            *train_table(results, "domaintune", settings),
             "",
         ]
     for part in ("mc", "generation"):

@@ -9,6 +9,8 @@ TRL and lm-eval are imported here only (the `bench` extra); the runtime never ne
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import resource
 import tempfile
@@ -28,6 +30,44 @@ from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import build
 
 
+# ---------------------------------------------------------------------------------------------- identical work
+class PlanSampler(torch.utils.data.Sampler[list[int]]):
+    """A batch sampler that yields a fixed batch plan (the example indices of every step, in order)."""
+
+    def __init__(self, plan: list[list[int]]) -> None:
+        self.plan = plan
+
+    def __iter__(self) -> Any:
+        return iter(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+def batch_plan(cfg: DictConfig, steps: int) -> list[list[int]]:
+    """The example indices of DomainTune's first `steps` training batches at `cfg`'s data settings (its own
+    seeded, length-grouped sampler), which every system then replays with its own collation: the same examples
+    in the same batches in the same order, so a step's time compares like with like."""
+    from domaintune.models.loading import load_tokenizer
+
+    dm = build(cfg.data, tokenizer=load_tokenizer(cfg.model))
+    dm.prepare()
+    if dm.batching()["packed"]:
+        raise ValueError("bench.plan replays example batches; the data settings pack rows: set data.packing=false")
+    return [list(b) for b in itertools.islice(iter(dm.train_dataloader().batch_sampler), steps)]
+
+
+def batch_digest(batch: dict[str, torch.Tensor]) -> str:
+    """A digest of a collated batch's real tokens and labels, row by row, padding (either side) removed: equal
+    digests on two systems mean they trained on the same examples in that step."""
+    mask = batch.get("attention_mask")
+    rows = []
+    for i in range(batch["input_ids"].shape[0]):
+        keep = mask[i].bool() if mask is not None else torch.ones_like(batch["input_ids"][i], dtype=torch.bool)
+        rows.append((batch["input_ids"][i][keep].tolist(), batch["labels"][i][keep].tolist()))
+    return hashlib.sha1(json.dumps(sorted(rows)).encode()).hexdigest()[:12]
+
+
 def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, int]:
     """Tokens that enter the loss, real (non-padding) tokens, and tokens the model processes."""
     labels = batch["labels"]
@@ -37,7 +77,12 @@ def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, int]:
         real = int(batch["attention_mask"].sum())
     else:
         real = labels.numel()
-    return {"answer": int((labels[:, 1:] != IGNORE).sum()), "real": real, "processed": labels.numel()}
+    return {
+        "answer": int((labels[:, 1:] != IGNORE).sum()),
+        "real": real,
+        "processed": labels.numel(),
+        "digest": batch_digest(batch) if "position_ids" not in batch else "packed",
+    }
 
 
 def summarise(times: list[float], stats: list[dict[str, int]]) -> dict[str, float]:
@@ -52,6 +97,9 @@ def summarise(times: list[float], stats: list[dict[str, int]]) -> dict[str, floa
         "processed_tok_s": sums["processed"] / total,
         "padding_efficiency": sums["real"] / sums["processed"],
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        # per measured step: seconds and the batch's digest (scripts/benchmark.py compares them across systems)
+        "step_times": times,
+        "digests": [s["digest"] for s in stats],
     }
 
 
@@ -73,16 +121,28 @@ class StepTimer(pl.Callback):
         self._last = now
 
 
-def domaintune_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
-    """DomainTune's own training path: `train.prepare_training` (the code `train.py` runs) and Lightning's fit."""
+def domaintune_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None) -> dict[str, Any]:
+    """DomainTune's own training path: `train.prepare_training` (the code `train.py` runs) and Lightning's fit.
+    With a plan, its batch sampler is swapped for the plan (rows and collation stay DomainTune's); a variant that
+    packs rows cannot replay example batches and trains on its own (the result says which)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
     from domaintune.core.pipeline import prepare_training
 
     timer = StepTimer(warmup)
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps
     trainer, module, dm, *_ = prepare_training(cfg, callbacks=[timer], base_eval=False)
+    batches = "own: " + dm.batching()["mode"]
+    if plan is not None and not dm.batching()["packed"]:
+
+        def replay() -> StatefulDataLoader:
+            return StatefulDataLoader(dm.train_rows(), batch_sampler=PlanSampler(plan), collate_fn=dm.train_collate)
+
+        dm.train_dataloader = replay
+        batches = "plan"
     trainer.fit(module, datamodule=dm)
-    return {**summarise(timer.times, timer.stats), "batching": dm.batching()["mode"]}
+    return {**summarise(timer.times, timer.stats), "batching": dm.batching()["mode"], "batches": batches}
 
 
 # ---------------------------------------------------------------------------------------------- peers
@@ -154,35 +214,57 @@ class _Recorder:
         return summarise([self.ends[k - 1] - self.ends[k - 2] for k in steps], [self.batches[k - 1] for k in steps])
 
 
-def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
-    """A plain transformers `Trainer` + PEFT on the same examples (padded per batch, labels -100)."""
+def replaying(trainer_class: type, plan: list[list[int]] | None) -> type:
+    """`trainer_class` whose training batches follow `plan` (None: the class as it is, its own sampling). Only
+    the batch sampler changes: the peer's collator, loop and accelerator preparation stay its own."""
+    if plan is None:
+        return trainer_class
+
+    class Replaying(trainer_class):  # type: ignore[misc, valid-type]
+        def get_train_dataloader(self) -> Any:
+            loader = torch.utils.data.DataLoader(
+                self.train_dataset, batch_sampler=PlanSampler(plan), collate_fn=self.data_collator
+            )
+            return self.accelerator.prepare(loader)
+
+    return Replaying
+
+
+def _peer_data(dm: Any) -> Any:
     from datasets import Dataset
+
+    return Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in dm.examples["train"]])
+
+
+def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, **options: Any) -> dict[str, Any]:
+    """A plain transformers `Trainer` + PEFT on the same examples (padded per batch, labels -100); `options` are
+    TrainingArguments as the system's config sets them (e.g. train_sampling_strategy: group_by_length)."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     model, tok, dm, bf16 = _peer_setup(cfg)
-    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in dm.examples["train"]])
     recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup)
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(**_peer_args(cfg, dm, steps, warmup, bf16, out), remove_unused_columns=False)
-        Trainer(model=model, args=args, train_dataset=data, data_collator=recorder, callbacks=[recorder.callback()]).train()
-    return recorder.result()
+        args = TrainingArguments(**_peer_args(cfg, dm, steps, warmup, bf16, out), remove_unused_columns=False, **options)
+        replaying(Trainer, plan)(
+            model=model, args=args, train_dataset=_peer_data(dm), data_collator=recorder, callbacks=[recorder.callback()]
+        ).train()
+    return {**recorder.result(), "batches": "plan" if plan is not None else "own"}
 
 
-def trl_train(cfg: DictConfig, steps: int, warmup: int) -> dict[str, Any]:
-    """TRL's `SFTTrainer` at its defaults, given the same pre-tokenised examples (input_ids + labels)."""
-    from datasets import Dataset
+def trl_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, **options: Any) -> dict[str, Any]:
+    """TRL's `SFTTrainer` given the same pre-tokenised examples (input_ids + labels); `options` are SFTConfig
+    settings as the system's config sets them (e.g. gradient_checkpointing: false)."""
     from trl import SFTConfig, SFTTrainer
 
     model, tok, dm, bf16 = _peer_setup(cfg)
-    data = Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in dm.examples["train"]])
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(**_peer_args(cfg, dm, steps, warmup, bf16, out), max_length=dm.recipe.max_length)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        args = SFTConfig(**_peer_args(cfg, dm, steps, warmup, bf16, out), max_length=dm.recipe.max_length, **options)
+        trainer = replaying(SFTTrainer, plan)(model=model, args=args, train_dataset=_peer_data(dm), processing_class=tok)
         recorder = _Recorder(trainer.data_collator, warmup)
         trainer.data_collator = recorder
         trainer.add_callback(recorder.callback())
         trainer.train()
-    return recorder.result()
+    return {**recorder.result(), "batches": "plan" if plan is not None else "own"}
 
 
 TRAINERS = {"domaintune": domaintune_train, "hf_trainer": hf_trainer_train, "trl": trl_train}
@@ -315,13 +397,18 @@ def generation_speed(cfg: DictConfig, bench: DictConfig) -> dict[str, Any]:
     return out
 
 
-def run_worker(cfg: DictConfig, bench: DictConfig, system: str, result: str) -> None:
+def run_worker(cfg: DictConfig, bench: DictConfig, system: str, result: str, plan_file: str | None) -> None:
     """Entry of one benchmark subprocess: measure, then write the result JSON."""
     started = time.perf_counter()
     if system in ("mc", "generation"):
         data = mc_speed(cfg, bench) if system == "mc" else generation_speed(cfg, bench)
     else:
-        data = TRAINERS[str(bench.systems[system].kind)](cfg, int(bench.steps), int(bench.warmup))
+        spec = bench.systems[system]
+        plan = json.loads(Path(plan_file).read_text()) if plan_file else None
+        options = dict(spec.get("options") or {})
+        if options and spec.kind == "domaintune":
+            raise ValueError(f"bench.systems.{system}: DomainTune variants take config overrides, not options")
+        data = TRAINERS[str(spec.kind)](cfg, int(bench.steps), int(bench.warmup), plan, **options)
         data["precision"] = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     data["wall_s"] = time.perf_counter() - started
     Path(result).write_text(json.dumps(data, indent=2))

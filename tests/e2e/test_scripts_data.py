@@ -51,8 +51,9 @@ def test_real_dataset_pipeline_accounts_for_every_record(domain: str, make_cfg, 
 
 @pytest.mark.slow  # minutes of CPU: .ci/run runs it in the slow lane after `make test`
 def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
-    """The benchmark runs DomainTune's training path and the transformers Trainer on the same examples, scores
-    PIQA with lm-eval too (equal scores), and generates the same answers on every path (tiny model)."""
+    """The benchmark runs DomainTune's training path and the transformers Trainer on DomainTune's batch plan (the
+    same examples in the same batches, checked step by step), scores PIQA with lm-eval too (equal scores), and
+    generates the same answers on every path (tiny model)."""
     require("lm_eval", "the dev extra: pip install -e '.[dev]'")
     script(
         "scripts/benchmark.py",
@@ -60,6 +61,7 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
         "data.max_samples=40",
         "bench.steps=2",
         "bench.warmup=1",
+        "bench.rounds=1",
         "bench.only=[domaintune,domaintune_unoptimised,hf_trainer]",
         "bench.mc_max_items=6",
         "bench.lm_eval_batch_sizes=[4]",
@@ -82,11 +84,16 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
         assert r["steps"] == 2 and r["answer_tok_s"] > 0 and r["peak_rss_gib"] > 0 and r["other_cpu_s"] >= 0
         assert r["answer_tok_s"] <= r["real_tok_s"] <= r["processed_tok_s"]
     assert train["domaintune"]["batching"] == "grouped by length"
-    assert train["domaintune"]["padding_efficiency"] > train["domaintune_unoptimised"]["padding_efficiency"]
+    # identical work: every system replayed the plan (3 batches: 1 warm-up + 2 measured), digests equal step by step
+    assert len(data["batch_plan"]) == 3 and all(r["batches"] == "plan" for r in train.values())
+    assert data["identical_batches"] == dict.fromkeys(train, True)
+    assert len({tuple(r["digests"]) for r in train.values()}) == 1 and len(train["hf_trainer"]["digests"]) == 2
+    assert train["domaintune"]["padding_efficiency"] == train["domaintune_unoptimised"]["padding_efficiency"]
     assert data["mc"]["identical"] and data["mc"]["items"] == 6
     assert data["generation"]["same_answers"]
     table = (result.parent / "benchmark.md").read_text()
     assert "answer tok/s ÷ hf_trainer" in table and "| lm-evaluation-harness | 4 |" in table
+    assert "DomainTune's batch plan, replayed by every system" in table
 
 
 def test_convert_tatqa_writes_records_that_data_finance_reads(tmp_path: Path, make_cfg, tokenizer) -> None:

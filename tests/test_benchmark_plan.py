@@ -1,0 +1,44 @@
+"""The benchmark's identical-work check: a batch's digest ignores padding (side and width) but not its tokens,
+labels or examples, and a system whose batches differ from the first system's is flagged in the table."""
+
+from __future__ import annotations
+
+import torch
+
+from scripts.benchmark import identical_batches, train_table
+from scripts.devtools.bench import IGNORE, batch_digest
+
+
+def collated(rows: list[tuple[list[int], list[int]]], width: int, left: bool) -> dict[str, torch.Tensor]:
+    ids, labels, mask = [], [], []
+    for tokens, labs in rows:
+        pad = width - len(tokens)
+        ids.append([0] * pad + tokens if left else tokens + [0] * pad)
+        labels.append([IGNORE] * pad + labs if left else labs + [IGNORE] * pad)
+        mask.append([0] * pad + [1] * len(tokens) if left else [1] * len(tokens) + [0] * pad)
+    return {k: torch.tensor(v) for k, v in (("input_ids", ids), ("labels", labels), ("attention_mask", mask))}
+
+
+def test_a_batch_digest_ignores_padding_but_not_content() -> None:
+    rows = [([5, 6, 7], [IGNORE, 6, 7]), ([8, 9], [IGNORE, 9])]
+    ours = batch_digest(collated(rows, 3, left=False))
+    assert batch_digest(collated(rows, 5, left=True)) == ours, "left padding to another width: same work"
+    assert batch_digest(collated(rows[::-1], 4, left=False)) == ours, "row order within the step does not matter"
+    assert batch_digest(collated([([5, 6, 7], [IGNORE, IGNORE, 7]), rows[1]], 3, left=False)) != ours, "labels count"
+    assert batch_digest(collated([([5, 6, 4], [IGNORE, 6, 4]), rows[1]], 3, left=False)) != ours, "tokens count"
+    assert batch_digest(collated(rows[:1], 3, left=False)) != ours, "examples count"
+
+
+def test_a_system_on_other_batches_is_flagged() -> None:
+    run = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
+           "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a", "b"]}  # fmt: skip
+    results = {
+        "domaintune": [run, run],
+        "hf_trainer": [run, {**run, "answer_tok_s": 5.0}],
+        "trl": [{**run, "digests": ["a", "c"], "batches": "own"}],
+    }
+    assert identical_batches(results) == {"domaintune": True, "hf_trainer": True, "trl": False}
+    table = "\n".join(train_table(results, "domaintune", {"trl": "defaults (checkpointing on)"}))
+    assert "| hf_trainer |  | plan | yes | 2 | 7.5 (5.0-10.0) |" in table, "the median of the rounds and their spread"
+    assert "| trl | defaults (checkpointing on) | own | no | 1 |" in table
+    assert "| domaintune |  | plan | yes | 2 | 10.0 (10.0-10.0) |" in table and "| 1.33 | 1.00 |" in table
