@@ -18,12 +18,16 @@ from domaintune.evaluation.generation import GenerationStats
 from tests.conftest import TINY, compose_train, script
 
 
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    logs = tmp_path_factory.mktemp("sft")
-    script("train.py", *TINY, "logger=none", "optim.lr=1e-2", "data=healthcare", f"paths.log_dir={logs}")
+def tiny_run(logs: Path, *overrides: str) -> Path:
+    """The folder of a tiny-model training run with `overrides`."""
+    script("train.py", *TINY, "logger=none", *overrides, f"paths.log_dir={logs}")
     [out] = list(logs.glob("train/*/*"))
     return out
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("sft"), "optim.lr=1e-2", "data=healthcare")
 
 
 def planted(answers: dict[str, str], by=lambda conv: conv[-1]["content"]):
@@ -107,11 +111,8 @@ def test_balanced_rejections_reject_each_label_as_often_as_it_is_chosen() -> Non
 
 @pytest.fixture(scope="module")
 def label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    logs = tmp_path_factory.mktemp("fc")
     # 90 records: the shipped samples' first 24 (TINY's) hold two of the three labels
-    script("train.py", *TINY, "data.max_samples=90", "logger=none", "data=fact_checking", f"paths.log_dir={logs}")
-    [out] = list(logs.glob("train/*/*"))
-    return out
+    return tiny_run(tmp_path_factory.mktemp("fc"), "data.max_samples=90", "data=fact_checking")
 
 
 @pytest.mark.parametrize("balance", [True, False])
