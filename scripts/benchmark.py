@@ -264,7 +264,8 @@ def generation_lines(gen: dict[str, Any]) -> list[str]:
     else:
         lines += [
             f"Generation ({gen['prompts']} prompts, greedy, max {gen['max_new_tokens']} new tokens; ours batch "
-            f"{gen['batch_size']}, length-sorted; same answers everywhere: {gen['same_answers']}):",
+            f"{gen['batch_size']}, length-sorted; the plain loop's batch {gen['plain_batch_size']}, file order; same answers "
+            f"everywhere: {gen['same_answers']}):",
             "",
             "| path | wall s (whole call) | tokens | generated tokens/s |",
             "|---|---:|---:|---:|",
