@@ -208,7 +208,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
             names = list(cfg.bench.only or cfg.bench.systems)
             for name in names if rnd % 2 == 0 else reversed(names):  # alternate the order across rounds
                 console.print(f"[bold]round {rnd + 1}: {name}[/bold]")
-                extra = [str(o) for o in (cfg.bench.systems[name].overrides or [])]
+                extra = [str(o) for o in (cfg.bench.systems[name].get("overrides") or [])]
                 results[name].append(run_job(name, [*passthrough(), *extra, *plan], out))
                 console.print(json.dumps(results[name][-1])[:400])
         report["train"] = results

@@ -5,6 +5,7 @@ the run's own evaluated answers; then a DPO run continues the run's adapter on t
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,11 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_run(tmp_path_factory.mktemp("sft"), "optim.lr=1e-2", "data=healthcare")
 
 
-def planted(answers: dict[str, str], by=lambda conv: conv[-1]["content"]):
-    """`generate` replaced: each training record's answer looked up by its key (the user turn: `by`)."""
+def planted(answers: dict[str, str]):
+    """`generate` replaced: each training record's answer by its question (the reference when not planted)."""
 
     def fake(model, tok, renderer, convs, options, merge_adapter, desc=""):
-        outs = [Generated(answers.get(by(c), ""), 1) for c in convs]
+        outs = [Generated(answers.get(c[-1]["content"], ""), 1) for c in convs]
         return outs, GenerationStats()
 
     return fake
@@ -121,22 +122,22 @@ def test_label_pairs_from_a_skewed_model(label_run: Path, tmp_path: Path, monkey
     with open_dict(cfg):
         cfg.run_dir = str(label_run)
     cfg = with_run_config(cfg, overrides=[])
-    train = [json.loads(x) for x in Path(cfg.paths.data_dir, "fact_checking", "train.jsonl").read_text().splitlines()]
-    gold_of = {r["claim"]: r["label"] for r in train}
-    claim = lambda conv: conv[-1]["content"].split("\n")[0].removeprefix("Claim: ")
     seen: list[str] = []
-    fake = planted(dict.fromkeys(gold_of, "true"), by=claim)  # a skewed model: always 'true'
-    monkeypatch.setattr(preferences, "generate", lambda *a, **k: (seen.extend(map(claim, a[3])), fake(*a, **k))[1])
+
+    def always_true(model, tok, renderer, convs, options, merge_adapter, desc=""):  # a skewed model
+        seen.extend(c[-1]["content"] for c in convs)
+        return [Generated("true", 1) for _ in convs], GenerationStats()
+
+    monkeypatch.setattr(preferences, "generate", always_true)
     pairs, audit = failures(cfg, Choice(max_records=None, worst_share=0.5, validation_share=0.25, seed=0, label_balance=balance))
     kept = [p for split in ("train", "validation") for p in pairs[split]]
-    golds = [gold_of[c] for c in seen]
-    rejected = [p["rejected"] for p in kept]
-    assert len(seen) == audit["training records answered"] > 0 and set(golds) == {"true", "false", "not_enough_info"}
+    chosen, rejected = Counter(p["chosen"] for p in kept), Counter(p["rejected"] for p in kept)
+    assert len(seen) == audit["training records answered"] > 0
     assert all(p["rejected"] != p["chosen"] for p in kept)
     if balance:
         assert len(kept) == len(seen), "every answered record is a pair"
-        assert {lab: rejected.count(lab) for lab in set(golds)} == {lab: golds.count(lab) for lab in set(golds)}
-        assert audit["rejected = the model's own answer"] == golds.count("true")
+        assert set(chosen) == {"true", "false", "not_enough_info"} and rejected == chosen, "each label as often both ways"
+        assert audit["rejected = the model's own answer"] == chosen["true"], "its wrong 'true' fill all of 'true''s quota"
     else:
-        assert set(rejected) == {"true"} and len(kept) == len(seen) - golds.count("true")
-        assert audit["skipped"]["right label"] == golds.count("true")
+        assert set(rejected) == {"true"} and "true" not in chosen, "only its wrong answers, all 'true'"
+        assert len(kept) + audit["skipped"]["right label"] == len(seen)

@@ -132,7 +132,8 @@ def failures(cfg: DictConfig, choice: Choice) -> tuple[dict[str, list[dict[str, 
     candidates = (balanced if balance else own_failures)(task, records, texts, scores, skipped)
     candidates.sort(key=lambda c: c[0])
     keep = len(candidates) if task.labels or not candidates else max(1, round(choice.worst_share * len(candidates)))
-    skipped["above the worst share"] += len(candidates) - keep
+    if keep < len(candidates):
+        skipped["above the worst share"] += len(candidates) - keep
     pairs = [pair(task, rec, rejected, score) for score, rec, rejected, _ in candidates[:keep]]
     random.Random(choice.seed).shuffle(pairs)
     n_val = max(1, round(choice.validation_share * len(pairs))) if len(pairs) > 1 else 0
@@ -186,7 +187,8 @@ def balanced(task: Task, records: list[dict[str, Any]], texts: list[str], scores
     """Every answered record of a label task, its rejected label from `balanced_rejections`."""
     golds = [task.reference(r).strip() for r in records]
     rejected = balanced_rejections(golds, texts, list(task.labels))
-    skipped["no balanced assignment (one label is over half the records)"] += rejected.count(None)
+    if None in rejected:
+        skipped["no balanced assignment (one label is over half the records)"] += rejected.count(None)
     return [(s, rec, r, r == t) for s, rec, r, t in zip(scores, records, rejected, texts, strict=True) if r is not None]
 
 
