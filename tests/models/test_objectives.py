@@ -132,6 +132,22 @@ def test_pairs_are_audited(make_cfg, tokenizer, tmp_path: Path) -> None:
     assert dm.conversation(conversational)[-2] == {"role": "user", "content": "Conversational question?"}
 
 
+def test_label_pairs_report_their_chosen_labels(make_cfg, tokenizer, tmp_path: Path) -> None:
+    """Pairs over a label set (make_preferences on a fact-checking run) have no `label` field: the data report
+    counts their chosen labels, so DPO on such pairs starts (it raised KeyError 'label')."""
+    labels = ["true", "false", "not_enough_info"]
+    rows = [{"prompt": f"Claim {i}?", "chosen": labels[i % 3], "rejected": labels[(i + 1) % 3]} for i in range(9)]
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / f"{split}.jsonl", rows)
+    cfg = make_cfg(
+        "data=preferences", f"data.dir={tmp_path}", 'data.task.labels=["true","false","not_enough_info"]',
+        "data.preprocess.leakage=false", "data.preprocess.dedup.near=false",
+    )  # fmt: skip
+    dm = build(cfg.data, tokenizer=tokenizer, pairs=True)
+    dm.prepare()
+    assert dm.report()["labels"]["train"] == {"true": 3, "false": 3, "not_enough_info": 3}
+
+
 def test_a_preference_objective_refuses_data_without_pairs(make_cfg) -> None:
     with pytest.raises(DomainTuneError, match=r"objective=dpo trains on preference pairs.*task type qa") as err:
         check_config(make_cfg("objective=dpo", "data=healthcare"))

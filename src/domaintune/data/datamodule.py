@@ -357,9 +357,10 @@ class DomainDataModule(pl.LightningDataModule):
                 "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
                 "max": lengths[-1],
             }
-        # label counts per split of label tasks (fact checking): the refinement report flags imbalance
+        # label counts per split of label tasks (fact checking; preference pairs over a label set count their chosen
+        # label): the refinement report flags imbalance
         out["labels"] = {
-            split: dict(Counter(r["label"] for r in recs if self.task_of(r).labels))
+            split: dict(Counter(self.task_of(r).references(r)[0] for r in recs if self.task_of(r).labels))
             for split, recs in self.records.items()
             if any(self.task_of(r).labels for r in recs)
         }
