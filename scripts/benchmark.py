@@ -124,10 +124,6 @@ def passthrough() -> list[str]:
     ]
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def identical_batches(results: dict[str, list[dict[str, Any]]]) -> dict[str, bool]:
     """Per system: did every round train on the same batches, step by step, as the reference system's first
     round (the per-step digests of the real tokens and labels: scripts/devtools/bench.py)?"""
@@ -143,7 +139,7 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str, settin
     against every peer, whether its batches were the plan's (digests equal to the reference's)."""
     cols = ("answer_tok_s", "real_tok_s", "processed_tok_s", "padding_efficiency", "step_s", "peak_rss_gib")
     ok = {k: [r for r in v if "error" not in r] for k, v in results.items()}
-    mid = {k: {c: median([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
+    mid = {k: {c: statistics.median([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
     same = identical_batches(results)
     peers = [k for k in mid if not k.startswith(reference)]
     ratio_cols = [f"answer tok/s ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers]
@@ -154,7 +150,7 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str, settin
     ]
     for name, a in mid.items():
         runs = ok[name]
-        other = median([r["other_cpu_share"] for r in runs])
+        other = statistics.median([r["other_cpu_share"] for r in runs])
         spread = f"{min(r['answer_tok_s'] for r in runs):.1f}-{max(r['answer_tok_s'] for r in runs):.1f}"
         ratios = [f"{a['answer_tok_s'] / mid[p]['answer_tok_s']:.2f}" for p in peers]
         rss = [f"{a['peak_rss_gib'] / mid[p]['peak_rss_gib']:.2f}" for p in peers]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -337,6 +338,12 @@ class Evaluator:
             out.update({f"mc/{name}/{k}": v for k, v in evidence.items()})
         return out
 
+    @functools.cached_property
+    def memorisation_sample(self) -> memorisation.Sample:
+        """The training records the memorisation check continues, drawn once (tokenising every training answer):
+        the cache key and the base and tuned checks all use this draw."""
+        return memorisation.training_sample(self.dm, self.memorisation)
+
     # ------------------------------------------------------------------ all together
     def cache_path(self) -> Path | None:
         if self.cache_dir is None:
@@ -345,7 +352,7 @@ class Evaluator:
         for split in self.splits:
             for ex in self.dm.require(split):
                 ids.update(json.dumps(ex["input_ids"]).encode())
-        for rec, _, _ in memorisation.training_sample(self.dm, self.memorisation):  # the training answers it continues
+        for rec, _, _ in self.memorisation_sample:  # the training answers it continues
             ids.update(json.dumps(self.dm.conversation(rec)).encode())
         key = json.dumps(self.result_key, sort_keys=True, default=str)
         digest = hashlib.sha256(f"{CACHE_FORMAT}|{self.model_key}|{key}|{ids.hexdigest()}".encode()).hexdigest()[:20]
@@ -440,7 +447,7 @@ class Evaluator:
             result.add(self.benchmarks(fast))
             if splits:  # not for the forgetting check's benchmarks-only evaluations
                 found, result.memorised = memorisation.check(
-                    fast, self.dm, self.memorisation, self.generation_settings, merge_adapter=False
+                    fast, self.dm, self.memorisation_sample, self.memorisation, self.generation_settings, merge_adapter=False
                 )
                 result.add(found)
         model.to(original).train(was_training)

@@ -29,7 +29,10 @@ from domaintune.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-def training_sample(data: Any, settings: Memorisation) -> list[tuple[dict[str, Any], str, list[int]]]:
+Sample = list[tuple[dict[str, Any], str, list[int]]]  # training_sample's (record, answer, answer token ids)
+
+
+def training_sample(data: Any, settings: Memorisation) -> Sample:
     """(record, training answer, its token ids) for the records the check continues: `max_samples` drawn by `seed`
     among the training records whose answer has at least `min_tokens` tokens, in their split order (the same draw
     for every model and run of this data).
@@ -40,8 +43,9 @@ def training_sample(data: Any, settings: Memorisation) -> list[tuple[dict[str, A
     """
     if settings.max_samples == 0 or "train" not in data.records:
         return []
-    records = [r for r in data.records["train"] if data.task_of(r).type != "text"]
-    answers = [data.task_of(r).reference(r) for r in records]
+    tasks = [(r, data.task_of(r)) for r in data.records["train"]]
+    records = [r for r, task in tasks if task.type != "text"]
+    answers = [task.reference(r) for r, task in tasks if task.type != "text"]
     tokens = data.tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
     long = [k for k, ids in enumerate(tokens) if len(ids) >= settings.min_tokens]
     if len(long) < len(records):
@@ -68,10 +72,10 @@ def longest_verbatim(tokenizer: Any, generated: str, reference: str) -> int:
 
 
 def check(
-    model: nn.Module, data: Any, settings: Memorisation, generation: Generation, merge_adapter: bool
+    model: nn.Module, data: Any, eligible: Sample, settings: Memorisation, generation: Generation, merge_adapter: bool
 ) -> tuple[dict[str, Evidence], list[dict[str, Any]]]:
-    """(evidence, per-record rows: id, prompt, reference, output, longest) for the sampled training records."""
-    eligible = training_sample(data, settings)
+    """(evidence, per-record rows: id, prompt, reference, output, longest) for `eligible`, the records drawn by
+    `training_sample` (drawn once per evaluator: the base and the tuned model and the cache key share it)."""
     if not eligible:
         return {}, []
     convs = [data.conversation(r) for r, _, _ in eligible]
