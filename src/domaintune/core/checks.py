@@ -133,12 +133,28 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> Checked:
 
 
 def check_objective(cfg: DictConfig) -> Objective:
-    """The objective (its own checks run as it is built); a preference objective needs preference pairs."""
+    """The objective (its own checks run as it is built); a preference objective needs preference pairs, the
+    choice objective a label set."""
     objective: Objective = build(cfg.objective)
+    parts = cfg.data.get("components") or {}
+    tasks = [c.task for c in parts.values()] if parts else [cfg.data.task]
+    if objective.needs_choices:
+        label_sets = {tuple(t.get("labels") or ()) for t in tasks}
+        if () in label_sets or len(label_sets) != 1:
+            raise DomainTuneError(
+                f"objective=choice trains the choice among a task's labels, and data={cfg.data.name} "
+                + ("has a task without a label set." if () in label_sets else "mixes tasks with different label sets."),
+                "Use objective=choice with one label task (data.task.labels set, e.g. data=fact_checking), or objective=sft.",
+            )
+        if cfg.data.get("packing") is True:
+            raise DomainTuneError(
+                "data.packing=true with objective=choice: its rows are a prompt and every label's answer, not packed.",
+                "Use data.packing=auto or false.",
+            )
+        return objective
     if not objective.needs_pairs:
         return objective
-    parts = cfg.data.get("components") or {}
-    types = {str(c.task.type) for c in parts.values()} if parts else {str(cfg.data.task.type)}
+    types = {str(t.type) for t in tasks}
     if types != {"preference"}:
         raise DomainTuneError(
             f"objective={objective.name} trains on preference pairs, and data={cfg.data.name} has task type "

@@ -110,7 +110,11 @@ def prepare_training(
     model, tokenizer = load_model(cfg.model)
     clock.lap("model")
     dm: DomainDataModule = build(
-        cfg.data, tokenizer=tokenizer, packing_allowed=not (peft and peft.is_prompt_learning), pairs=objective.needs_pairs
+        cfg.data,
+        tokenizer=tokenizer,
+        packing_allowed=not (peft and peft.is_prompt_learning),
+        pairs=objective.needs_pairs,
+        choices=objective.needs_choices,
     )
     dm.prepare()
     data_report = dm.write_report(out) if is_zero else None

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 
 from domaintune.models.loss import IGNORE
+from domaintune.models.segments import segment_batch
+from domaintune.utils.errors import DomainTuneError
 
 
 def pad_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -49,4 +51,22 @@ def pair_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch
     out["pairs"] = torch.tensor(len(examples))
     if all("ref_logps" in e for e in examples):
         out["ref_logps"] = torch.tensor([e["ref_logps"][0] for e in examples] + [e["ref_logps"][1] for e in examples])
+    return out
+
+
+def choice_collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Label records as one shared row each (models/segments.py): the prompt once, then every label's answer in
+    its own segment, so the `choice` objective scores all labels for the price of about one forward pass.
+    Continuation k of row b is owner b * K + k; `gold` (B,) is the reference label's index, `choices` is K."""
+    counts = {len(e["choices"]) for e in examples}
+    if len(counts) != 1:
+        raise DomainTuneError(
+            f"One batch mixes records with {sorted(counts)} labels: the choice objective needs one label set.",
+            "Train objective=choice on data whose label tasks share a label set.",
+        )
+    rows = [(e["input_ids"][: e["choice_prefix"]], e["choices"]) for e in examples]
+    out = segment_batch(rows, pad_id)
+    out["n_real"] = out["lengths"]  # tokens processed per row (the throughput counts these)
+    out["gold"] = torch.tensor([e["gold"] for e in examples], dtype=torch.long)
+    out["choices"] = torch.tensor(counts.pop())
     return out

@@ -29,7 +29,7 @@ from domaintune import __version__
 from domaintune.data.audit_report import MAX_EXAMPLES, Audit, StepReport, plot_lengths, print_audit
 from domaintune.data.cache import read_prepared, write_prepared
 from domaintune.data.chat import ChatRenderer
-from domaintune.data.collate import pad_collate, pair_collate
+from domaintune.data.collate import choice_collate, pad_collate, pair_collate
 from domaintune.data.formats import Message, Task
 from domaintune.data.mixture import mix
 from domaintune.data.packing import EpochBatches, check_packing, group_by_length, pack, padding_efficiency
@@ -73,6 +73,7 @@ class DomainDataModule(pl.LightningDataModule):
         primary_metric: str,
         packing_allowed: bool = True,
         pairs: bool = False,
+        choices: bool = False,
         **recipe: Any,
     ):
         """Built by `hydra.utils.instantiate(cfg.data, tokenizer=...)`. The named arguments say how batches are
@@ -80,7 +81,8 @@ class DomainDataModule(pl.LightningDataModule):
         examples are (and so the cache key). `packing_allowed=False` for adapters that prepend virtual tokens
         (prompt/prefix tuning): packed rows restart positions, which they cannot hold, so `packing: auto` never
         packs and `packing: true` is refused. `pairs=True` (objective=dpo/orpo) serves training and validation
-        batches as preference pairs (`collate.pair_collate`); evaluation batches stay the chosen answers."""
+        batches as preference pairs (`collate.pair_collate`); evaluation batches stay the chosen answers.
+        `choices=True` (objective=choice) serves them as one shared row per label record (`collate.choice_collate`)."""
         super().__init__()
         # a component's serving keys are the mixture's: its batches are formed after mixing
         self.recipe = DataRecipe.from_keys(recipe, "data", ignore=SERVING_ARGUMENTS)
@@ -100,11 +102,12 @@ class DomainDataModule(pl.LightningDataModule):
         self.audit = Audit()
         self.from_cache: Path | None = None
         self.packing_allowed = packing_allowed
-        self.pairs = bool(pairs)
-        if self.pairs and packing is True:
+        self.pairs, self.choices = bool(pairs), bool(choices)
+        if (self.pairs or self.choices) and packing is True:
             raise DomainTuneError(
-                "data.packing=true with a preference objective: pairs are batched as chosen + rejected rows, not packed.",
-                "Use data.packing=auto or false with objective=dpo/orpo.",
+                f"data.packing=true with objective={'choice' if self.choices else 'dpo/orpo'}: its rows are "
+                f"{'a prompt and every label' if self.choices else 'chosen + rejected answers'}, not packed.",
+                "Use data.packing=auto or false with this objective.",
             )
         if packing not in PACKING:
             raise unknown_option("data.packing value", str(packing), map(str, PACKING), "Use data.packing=auto, true or false.")
@@ -123,6 +126,12 @@ class DomainDataModule(pl.LightningDataModule):
         """Build every split once (idempotent; Lightning's setup() calls it too), from the cache if possible."""
         if self.examples:
             return
+        self._prepare_examples()
+        if self.choices:
+            for split in ("train", "validation"):
+                self._attach_choices(split)
+
+    def _prepare_examples(self) -> None:
         cache = self._cache_file()
         if cache is None:
             self._build()
@@ -219,6 +228,43 @@ class DomainDataModule(pl.LightningDataModule):
         it reads every source file."""
         return self._fingerprint
 
+    def _attach_choices(self, split: str) -> None:
+        """For objective=choice: every label's answer after each record's prompt (`choices`, token ids from where
+        the answers start), the reference label's index (`gold`) and where the shared prompt ends (`choice_prefix`).
+        Rendered by the task's own templates, so the reference's answer is exactly the tokens SFT trains. Not part
+        of the prepared (cached) examples: the same preparation serves every objective."""
+        for rec, ex in zip(self.records.get(split, []), self.examples.get(split, []), strict=True):
+            task = self.task_of(rec)
+            if not task.labels or "label" not in rec:
+                raise DomainTuneError(
+                    f"objective=choice scores every label of a record, and {rec['_src']} has no label set (task type "
+                    f"'{task.type}').",
+                    "Use objective=choice with label tasks (data.task.labels set, e.g. data=fact_checking), or objective=sft.",
+                )
+            variants = self.renderer.encode_many(
+                [task.conversation({**rec, "label": label}) for label in task.labels], task.train_on
+            )
+            starts = [
+                next(i for i, t in enumerate(v.labels) if t != IGNORE) if v.n_trained else len(v.input_ids) for v in variants
+            ]
+            prefix = min(starts)
+            gold = task.labels.index(rec["label"])
+            prompts = {tuple(v.input_ids[:prefix]) for v in variants}
+            if (
+                any(v.truncated or v.n_trained == 0 for v in variants)
+                or len(prompts) != 1
+                or variants[gold].input_ids != list(ex["input_ids"])
+            ):
+                raise DomainTuneError(
+                    f"{rec['_src']}: its labels' answers do not all fit data.max_length={self.renderer.max_length} after "
+                    "the same prompt, so objective=choice cannot score them side by side.",
+                    "Raise data.max_length (the data report shows the longest examples) or shorten the prompt.",
+                )
+            # each answer up to its last trained token (the end-of-turn token; what follows it is not trained)
+            ends = [max(i for i, t in enumerate(v.labels) if t != IGNORE) + 1 for v in variants]
+            ex["choices"] = [v.input_ids[prefix:end] for v, end in zip(variants, ends, strict=True)]
+            ex["choice_prefix"], ex["gold"] = prefix, gold
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
@@ -242,8 +288,9 @@ class DomainDataModule(pl.LightningDataModule):
 
     @property
     def train_collate(self) -> Any:
-        """Training and validation batches: preference pairs when the objective needs them."""
-        return functools.partial(pair_collate if self.pairs else pad_collate, pad_id=self.tokenizer.pad_token_id)
+        """Training and validation batches: preference pairs or label rows when the objective needs them."""
+        collate = pair_collate if self.pairs else choice_collate if self.choices else pad_collate
+        return functools.partial(collate, pad_id=self.tokenizer.pad_token_id)
 
     def batching(self) -> dict[str, Any]:
         """How training batches are formed, decided once from the padding efficiency of each way.
@@ -257,8 +304,10 @@ class DomainDataModule(pl.LightningDataModule):
             eff = self.padding_efficiency()
             unpacked = eff["grouped" if self.group_by_length else "shuffled"]
             wanted = self.packing
-            if self.pairs:
+            if self.pairs or self.choices:
                 pack_it, why = False, "preference pairs are batched as chosen + rejected rows"
+                if self.choices:
+                    why = "objective=choice batches a prompt and every label's answer per row"
             elif wanted == "auto":
                 gain = eff["packed"] - unpacked
                 pack_it = self.packing_allowed and gain >= self.packing_min_gain
@@ -300,19 +349,24 @@ class DomainDataModule(pl.LightningDataModule):
             batches = EpochBatches(self.seed, rows=len(rows), batch_size=size, **place)
         return StatefulDataLoader(rows, batch_sampler=batches, collate_fn=self.train_collate, num_workers=self.num_workers)
 
-    def eval_dataloader(self, split: str, max_samples: int | None = None, pairs: bool = False) -> DataLoader:
+    def eval_dataloader(
+        self, split: str, max_samples: int | None = None, pairs: bool = False, choices: bool = False
+    ) -> DataLoader:
+        """A split's first `max_samples` examples in order: as preference pairs (`pairs`), as label rows
+        (`choices`, objective=choice's validation) or as plain examples."""
         items = self.require(split)
         items = items[:max_samples] if max_samples else items
+        collate = pair_collate if pairs else choice_collate if choices else pad_collate
         return DataLoader(
             items,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            collate_fn=self.train_collate if pairs else self.collate,
+            collate_fn=functools.partial(collate, pad_id=self.tokenizer.pad_token_id),
             num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("validation", self.val_max_samples, pairs=self.pairs)
+        return self.eval_dataloader("validation", self.val_max_samples, pairs=self.pairs, choices=self.choices)
 
     # ------------------------------------------------------------------ reporting
     def token_lengths(self, split: str) -> list[int]:

@@ -23,7 +23,7 @@ from domaintune.data.formats import compile_template
 from domaintune.data.sources import ReadStats, read_jsonl
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import model_device
-from domaintune.models.loss import logits_at
+from domaintune.models import segments
 from domaintune.utils.errors import DomainTuneError
 
 
@@ -127,7 +127,7 @@ def _rows(pairs: list[tuple[list[int], list[int]]], share_context: bool) -> list
 
 
 def _row_length(row: _Row, pairs: list[tuple[list[int], list[int]]]) -> int:
-    return len(row.ctx) + sum(len(pairs[i][1]) - 1 for i in row.members)
+    return segments.row_length((row.ctx, [pairs[i][1] for i in row.members]))
 
 
 @torch.inference_mode()
@@ -145,86 +145,26 @@ def loglikelihoods(
     Two switches make it fast without changing the numbers beyond float rounding (tests compare both
     ways and with lm-eval itself):
     - `share_context`: the choices of one question share its context, so one row holds the context once
-      and every continuation in its own segment (position ids restart after the context, and a 4-D mask
-      lets a segment see only the context and itself). lm-eval runs the context once per choice.
+      and every continuation in its own segment (models/segments.py). lm-eval runs the context once per choice.
     - `answer_only_logits`: the LM head runs only at the positions that predict a continuation token.
     Rows of similar length are batched together (fewer pad tokens).
     """
     device = model_device(model)
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
-    share_context = share_context and attn in ("sdpa", "eager")  # other kernels take no custom 4-D mask
+    share_context = share_context and segments.shares_context(model)
     rows = _rows(pairs, share_context)
     rows.sort(key=lambda r: -_row_length(r, pairs))
     out: list[float] = [0.0] * len(pairs)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
         batch = rows[start : start + batch_size]
-        width = max(_row_length(r, pairs) for r in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-        pos = torch.zeros((len(batch), width), dtype=torch.long)
-        allowed = torch.zeros((len(batch), width, width), dtype=torch.bool)
-        keep = torch.zeros((len(batch), width), dtype=torch.bool)
-        # (row, position) of the logit that predicts each continuation token, per pair
-        where: dict[int, list[tuple[int, int]]] = {}
-        for b, row in enumerate(batch):
-            c = len(row.ctx)
-            ids[b, :c] = torch.tensor(row.ctx)
-            pos[b, :c] = torch.arange(c)
-            allowed[b, :c, :c] = torch.ones(c, c, dtype=torch.bool).tril()
-            keep[b, c - 1] = True
-            at = c
-            for i in row.members:
-                seg = pairs[i][1][:-1]
-                n = len(seg)
-                ids[b, at : at + n] = torch.tensor(seg, dtype=torch.long)
-                pos[b, at : at + n] = torch.arange(c, c + n)
-                allowed[b, at : at + n, :c] = True
-                allowed[b, at : at + n, at : at + n] = torch.ones(n, n, dtype=torch.bool).tril()
-                keep[b, at : at + n] = True
-                where[i] = [(b, c - 1)] + [(b, at + k) for k in range(n)]
-                at += n
-            allowed[b, at:, at:] = torch.eye(width - at, dtype=torch.bool)  # padding sees itself only (no NaN rows)
-        inputs = {k: v.to(device) for k, v in _model_inputs(model, ids, pos, allowed, batch, pairs, share_context).items()}
-        if answer_only_logits:
-            logits = logits_at(model, inputs, keep.to(device))
-            index = torch.full(keep.shape, -1, dtype=torch.long)
-            index[keep] = torch.arange(int(keep.sum()))  # (row, position) -> row of the flattened logits
-        else:
-            logits = model(**inputs, use_cache=False).logits.flatten(0, 1)
-            index = torch.arange(keep.numel()).view(keep.shape)
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        members = [i for row in batch for i in row.members]
-        at = [index[b, p] for i in members for b, p in where[i]]
-        targets = [t for i in members for t in pairs[i][1]]
-        owner = [k for k, i in enumerate(members) for _ in pairs[i][1]]
-        picked = logprobs[torch.stack(at).to(device), torch.tensor(targets, device=device)]
-        sums = torch.zeros(len(members), dtype=picked.dtype, device=device)
-        sums.index_add_(0, torch.tensor(owner, device=device), picked)
-        for k, i in enumerate(members):
+        tensors = segments.segment_batch(
+            [(r.ctx, [pairs[i][1] for i in r.members]) for r in batch], tok.pad_token_id, share_context
+        )
+        sums = segments.continuation_logps(
+            model, {k: v.to(device) for k, v in tensors.items()}, answer_only_logits, share_context
+        )
+        for k, i in enumerate(i for row in batch for i in row.members):
             out[i] = float(sums[k])
     return out
-
-
-def _model_inputs(
-    model: nn.Module,
-    ids: torch.Tensor,
-    pos: torch.Tensor,
-    allowed: torch.Tensor,
-    batch: list[_Row],
-    pairs: list[tuple[list[int], list[int]]],
-    share_context: bool,
-) -> dict[str, torch.Tensor]:
-    """Plain rows get a padding mask (the model builds the causal mask); shared rows get the 4-D mask:
-    boolean for SDPA, additive in the model's dtype for eager attention."""
-    if not share_context:
-        lengths = torch.tensor([_row_length(r, pairs) for r in batch])
-        return {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()}
-    attn = model.config._attn_implementation
-    if attn == "sdpa":
-        mask = allowed[:, None]
-    else:
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask}
 
 
 def evaluate(

@@ -47,7 +47,7 @@ class CausalLMModule(pl.LightningModule):
                 "Lower optim.lr, keep trainer.gradient_clip_val set, or use fp32 (trainer.precision=32-true)."
             )
         # batch_size only weighs the epoch mean: the collated row count is a host int (no sync), unlike n_tokens
-        rows = int(batch["labels"].shape[0])
+        rows = int(batch["input_ids"].shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=rows)
         for name, value in metrics.items():  # preference objectives: rewards, margins, log-probabilities
             self.log(f"train/{name}", value, prog_bar=name == "rewards/accuracy", batch_size=rows)
@@ -67,7 +67,7 @@ class CausalLMModule(pl.LightningModule):
         if weight > 0:
             mean = self.val_sum.compute() / weight
             self.log("val/loss", mean, prog_bar=True, sync_dist=False)
-            if not self.objective.needs_pairs:  # a token NLL: its perplexity means something
+            if self.objective.token_nll:  # a token NLL: its perplexity means something
                 self.log("val/perplexity", torch.exp(mean), sync_dist=False)
         self.val_sum.reset()
         self.val_weight.reset()

@@ -1,5 +1,6 @@
 """What a run optimises (`objective` config group): supervised fine-tuning on references (`sft`, the default),
-or preference optimisation on {prompt, chosen, rejected} pairs (`dpo`, `orpo`).
+preference optimisation on {prompt, chosen, rejected} pairs (`dpo`, `orpo`), or, for label tasks, the choice
+among the labels by likelihood (`choice`).
 
 Each objective gives the training loss of a batch with the metrics to log, and the validation sums the
 LightningModule aggregates into `val/loss` (the number early stopping and the best weights are chosen by).
@@ -28,6 +29,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from domaintune.models.loss import LossOptions, example_nll, forward_loss
+from domaintune.models.segments import continuation_logps
 from domaintune.utils.errors import DomainTuneError, unknown_option
 
 Sums = dict[str, torch.Tensor]
@@ -50,6 +52,16 @@ class Objective:
     @property
     def needs_pairs(self) -> bool:
         return False
+
+    @property
+    def needs_choices(self) -> bool:
+        """Batches of label records, each with every label's answer (`collate.choice_collate`)."""
+        return False
+
+    @property
+    def token_nll(self) -> bool:
+        """Whether val/loss is a mean next-token loss (so its exponential, the perplexity, means something)."""
+        return not (self.needs_pairs or self.needs_choices)
 
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, Sums]:
         loss, _ = forward_loss(model, batch, opts)
@@ -199,3 +211,49 @@ class ORPO(PairObjective):
         losses = nll - self.beta * ratio
         extra = {"nll_loss": nll.detach().expand_as(ratio), "log_odds_ratio": ratio.detach()}
         return losses, {**self.rewards(chosen, rejected, chosen, rejected), **extra}
+
+
+@dataclass(frozen=True)
+class Choice(Objective):
+    """Classification by likelihood, trained as it is scored: for a label task, the cross-entropy of the reference
+    label among the labels' summed answer log-probabilities (the softmax over the labels of `choice/*`'s scores),
+    plus `sft_weight` x the SFT loss of the reference answer (so the model still writes the label and stops).
+
+    Why: SFT's next-token loss raises the reference label but never asks which label the prompt supports more;
+    on Check-COVID one epoch of SFT left the likeliest label at chance, and preference training against the other
+    labels after it lifted it (RESULTS.md, issue 22). This objective contrasts the labels from the first step, in
+    one run. Each record is one shared row (models/segments.py): the prompt once and each label's answer in its own
+    segment, so a step costs about what an SFT step on the same records costs."""
+
+    sft_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not float(self.sft_weight) >= 0:
+            raise DomainTuneError(
+                f"objective.sft_weight={self.sft_weight} must be zero or positive.", "Use e.g. objective.sft_weight=1.0."
+            )
+
+    @property
+    def needs_choices(self) -> bool:
+        return True
+
+    def per_record(self, model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, Sums]:
+        """Per record: the loss, and the metrics (its label cross-entropy, its answer's mean token NLL, whether the
+        likeliest label is the reference)."""
+        k = int(batch["choices"])
+        logps = continuation_logps(model, batch, opts.answer_only_logits)
+        scores = logps.view(-1, k)
+        gold = batch["gold"]
+        tokens = torch.bincount(batch["owner"], minlength=scores.numel()).view(-1, k).gather(1, gold[:, None]).squeeze(1)
+        nll = -scores.gather(1, gold[:, None]).squeeze(1) / tokens.clamp(min=1)
+        ce = F.cross_entropy(scores, gold, reduction="none")
+        metrics = {"choice_ce": ce.detach(), "sft_loss": nll.detach(), "choice_accuracy": (scores.argmax(1) == gold).float()}
+        return ce + self.sft_weight * nll, metrics
+
+    def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, Sums]:
+        losses, metrics = self.per_record(model, batch, opts)
+        return losses.mean(), {k: v.float().mean() for k, v in metrics.items()}
+
+    def validation(self, model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> Pair:
+        losses, _ = self.per_record(model, batch, opts)
+        return losses.float().sum(), torch.tensor(losses.numel(), device=losses.device)
