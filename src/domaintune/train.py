@@ -10,19 +10,26 @@ with `domaintune.core.pipeline` once a run starts, so `--help`, `--cfg job` and 
 from __future__ import annotations
 
 import sys
+import time
 
 import hydra
 from omegaconf import DictConfig
 
+import domaintune
 from domaintune.utils.config import CONFIG_DIR
 from domaintune.utils.hydra import run_task
 
+# the process's start, for the first run only: a multirun's later jobs start when they start
+_PROCESS_START = [domaintune.STARTED]
+
 
 def train(cfg: DictConfig) -> dict[str, float] | None:
-    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers (None off rank 0)."""
+    """One run; returns flat metrics such as `tuned/perplexity` and `change/loss` for sweepers (None off rank 0).
+    The run's start (for `trainer.budget`) is the process's for its first run: its imports are its setup too."""
+    started = _PROCESS_START.pop() if _PROCESS_START else time.time()
     from domaintune.core.pipeline import fit_and_evaluate
 
-    run = fit_and_evaluate(cfg)
+    run = fit_and_evaluate(cfg, started=started)
     return run.flat if run else None
 
 

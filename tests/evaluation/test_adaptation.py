@@ -194,6 +194,36 @@ def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
     assert budget.steps_for(6, 700.0, 20, 10) == 6, "over budget: no further step"
 
 
+def test_budget_counts_the_runs_setup_but_not_its_base_evaluation() -> None:
+    """The run's wall time before its first step (imports, model, data), less the base evaluation (cached after a
+    model/data/eval's first run), is spent budget: planned with it, and shown in the report's line."""
+    import time
+    from types import SimpleNamespace
+
+    budget = TimeBudget(600, 100, 2, 4, run_started=time.time() - 100, excluded_s=40)
+    budget.on_train_start(SimpleNamespace(max_steps=500), SimpleNamespace())
+    assert 59.5 <= budget.plan.setup_s <= 62, budget.plan.setup_s
+    seen: list[float] = []
+
+    def record(step: int, elapsed: float, *rest: object) -> int:
+        seen.append(elapsed)
+        budget.plan.step_s, budget.plan.validation_s = 2.0, 8.0
+        return step + 10
+
+    budget.steps_for = record  # type: ignore[method-assign]
+    trainer = SimpleNamespace(
+        val_check_interval=20,
+        num_val_batches=[10],
+        global_step=6,
+        lr_scheduler_configs=[],
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=500)),
+    )
+    budget._replan(trainer, SimpleNamespace())
+    assert seen and 59.5 <= seen[0] <= 63, "elapsed = training so far + the setup"
+    assert trainer.fit_loop.epoch_loop.max_steps == 16
+    assert "spent: setup 60 s" in budget.summary(90.0) or "spent: setup 61 s" in budget.summary(90.0)
+
+
 def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> None:
     """A budgeted tiny run stops at the step it planned, and its learning-rate schedule is the one a run with
     that max_steps would have (cosine decay to the planned end)."""
@@ -205,7 +235,10 @@ def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> 
     budget = next(c for c in run.trainer.callbacks if isinstance(c, TimeBudget))
     assert budget.plan.planned_steps == 9 and run.trainer.global_step == 9, "an hour is more than enough: the cap holds"
     report = (tmp_path / "report.md").read_text()
-    assert "time budget: `3600 s for training + tuned evaluation; planned: training to step 9" in report
+    assert (
+        "time budget: `3600 s for setup + training + tuned evaluation (the base evaluation not counted); planned: "
+        "training to step 9" in report
+    )
 
     scheduler = run.trainer.lr_scheduler_configs[0].scheduler
     TimeBudget._apply(run.trainer, run.module, 5)

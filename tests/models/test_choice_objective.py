@@ -37,7 +37,7 @@ def test_training_scores_equal_the_evaluations_label_scores(labelled, answer_onl
     """The numbers the objective trains on are the numbers choice/accuracy is scored from: the same records'
     label log-likelihoods from the evaluation's scorer (lm-eval's definition; its answers end with the
     end-of-turn token here, so each label's is the evaluation's plus that token's log-probability)."""
-    cfg, dm, model = labelled
+    _, dm, model = labelled
     task = dm.tasks[""]
     opts = LossOptions(answer_only_logits=answer_only, chunk_size=None)
     batch = next(iter(dm.eval_dataloader("train", 6, choices=True)))

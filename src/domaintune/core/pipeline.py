@@ -5,6 +5,7 @@ Hydra entry point that calls `train()` here."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,12 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
     return instantiate(lightning, logger=loggers or False, callbacks=callbacks, precision=precision)
 
 
-def time_budget(cfg: DictConfig, base: EvalResult | None) -> TimeBudget | None:
+def time_budget(
+    cfg: DictConfig, base: EvalResult | None, started: float | None = None, base_evaluation_s: float = 0.0
+) -> TimeBudget | None:
     """The `trainer.budget` callback, planning the tuned evaluation from the base evaluation's measured time
-    (kept in the base-result cache, so a cached base still informs the plan)."""
+    (kept in the base-result cache, so a cached base still informs the plan). `base_evaluation_s`: the wall time
+    this run spent on the base evaluation (about 0 when cached), the one part of its setup the budget leaves out."""
     seconds = parse_budget(cfg.trainer.budget)
     if seconds is None or base is None:
         return None
@@ -77,7 +81,14 @@ def time_budget(cfg: DictConfig, base: EvalResult | None) -> TimeBudget | None:
     base_s = base.seconds or 0.0
     worst = base_s - base.timing.get("generation_s", 0.0) + base.timing.get("generation_worst_s", 0.0)
     estimate = float(cfg.trainer.budget_eval_factor) * max(worst, base_s)
-    return TimeBudget(seconds, estimate, int(cfg.trainer.budget_warmup_steps), int(cfg.trainer.budget_measure_steps))
+    return TimeBudget(
+        seconds,
+        estimate,
+        int(cfg.trainer.budget_warmup_steps),
+        int(cfg.trainer.budget_measure_steps),
+        run_started=started,
+        excluded_s=base_evaluation_s,
+    )
 
 
 @dataclass
@@ -92,13 +103,15 @@ class Run:
 
 
 def prepare_training(
-    cfg: DictConfig, callbacks: list[pl.Callback] | None = None, base_eval: bool = True
+    cfg: DictConfig, callbacks: list[pl.Callback] | None = None, base_eval: bool = True, started: float | None = None
 ) -> tuple[pl.Trainer, CausalLMModule, DomainDataModule, Evaluator, EvalResult | None]:
     """Everything before `trainer.fit`: model, data (+ audit), base evaluation, adapter, module, trainer.
 
     scripts/benchmark.py times training through this same function (with `base_eval=False`), so the
-    benchmark measures the code a run executes, not a copy of it.
+    benchmark measures the code a run executes, not a copy of it. `started` (a `time.time()`): when the run
+    began, for `trainer.budget` (default: now).
     """
+    started = time.time() if started is None else started
     checked = check_config(cfg)  # impossible option combinations fail here, before anything loads
     peft, objective = checked.peft, checked.objective
     out = Path(cfg.paths.output_dir)
@@ -153,7 +166,7 @@ def prepare_training(
     module: CausalLMModule = build(cfg.module, model=model, loss=loss, identity=identity, objective=objective)
     every = evaluator.generation_settings.every_n_epochs
     during: list[pl.Callback] = [GenerationMetrics(evaluator, int(every))] if every else []
-    budget = time_budget(cfg, base)
+    budget = time_budget(cfg, base, started, clock.laps.get("base evaluation", 0.0) + clock.laps.get("start evaluation", 0.0))
     during += [budget] if budget else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
     for lg in trainer.loggers:  # W&B / CSV config: no token or key values; the data fingerprint ties results to data
@@ -167,13 +180,16 @@ def prepare_training(
     return trainer, module, dm, evaluator, base
 
 
-def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> Run | None:
-    """Base evaluation, fit, tuned evaluation (best or last weights), report. None on non-zero DDP ranks."""
+def fit_and_evaluate(cfg: DictConfig, callbacks: list[pl.Callback] | None = None, started: float | None = None) -> Run | None:
+    """Base evaluation, fit, tuned evaluation (best or last weights), report. None on non-zero DDP ranks.
+    `started`: when the run began (`prepare_training`)."""
     out = Path(cfg.paths.output_dir)
     best = BestWeights(cfg.eval.selection.monitor, cfg.eval.selection.mode)
     curves = LearningCurves(out / "curves.json", cfg.eval.selection.monitor)
     interrupt = SaveOnInterrupt(out / "checkpoints" / "last.ckpt")
-    trainer, module, dm, evaluator, base = prepare_training(cfg, [best, curves, RandomState(), interrupt, *(callbacks or [])])
+    trainer, module, dm, evaluator, base = prepare_training(
+        cfg, [best, curves, RandomState(), interrupt, *(callbacks or [])], started=started
+    )
     history = lineage(cfg.adapter.init_from, cfg.data, out)
     forgetting = start = None
     if cfg.adapter.init_from and rank_zero_only.rank == 0:
