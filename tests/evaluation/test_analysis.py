@@ -59,7 +59,7 @@ def test_label_confusion_and_unparseable_answers() -> None:
         for i, r in enumerate(rows)
     ]  # fmt: skip
     _, found = label_analysis(per_example, {})
-    assert topics(found) == {"weak label"} and "'not_enough_info' has F1 18.2" in found[0].text
+    assert topics(found) == {"weak label"} and "'not_enough_info' (generated label) has F1 18.2" in found[0].text
 
 
 def test_generation_findings_repetition_and_length() -> None:

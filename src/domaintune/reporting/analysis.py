@@ -90,6 +90,8 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
             f1s[gold] = 200 * tp / max(2 * tp + fp + fn, 1)
             lines.append(f"| {gold} | " + " | ".join(str(counts[(g, o)]) for o in range(len(names))) + f" | {f1s[gold]:.1f} |")
         lines.append("")
+        # which scorer a finding is about: the likeliest label (choice/) or the generated one (gen/)
+        scorer = "likeliest label" if metric.startswith("choice/") else "generated label"
         n = len(mine)
         accuracy = sum(x["row"][0] == x["row"][1] for x in mine) / n
         margin = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / n)  # normal approximation, binomial
@@ -98,7 +100,7 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
             findings.append(
                 Finding(
                     "near chance",
-                    f"The tuned model's label accuracy, {100 * accuracy:.1f}% (±{100 * margin:.1f} over n={n}), cannot "
+                    f"The tuned model's {scorer} accuracy, {100 * accuracy:.1f}% (±{100 * margin:.1f} over n={n}), cannot "
                     f"be told from guessing among {len(labels)} labels ({100 * chance:.1f}%): it has not learnt to read "
                     "the evidence.",
                     "experiment=more_steps, or a larger base model (model=hf model.path=...)",
@@ -108,12 +110,14 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
         weak = min(f1s, key=f1s.get)
         if max(f1s.values()) - f1s[weak] >= 25:
             answered = sum(counts[(o, labels.index(weak))] for o in range(len(labels)))
+            gold_cases = sum(counts[(labels.index(weak), o)] for o in range(len(names)))
             findings.append(
                 Finding(
                     "weak label",
-                    f"'{weak}' has F1 {f1s[weak]:.1f} against {max(f1s.values()):.1f} for the best label; it was answered "
-                    f"{answered} times for {sum(counts[(labels.index(weak), o)] for o in range(len(names)))} gold cases.",
-                    f"add or upweight training records labelled '{weak}' (no class re-weighting yet), then experiment=more_steps",
+                    f"'{weak}' ({scorer}) has F1 {f1s[weak]:.1f} against {max(f1s.values()):.1f} for the best label; it "
+                    f"was answered {answered} times for {gold_cases} gold cases.",
+                    f"add or upweight training records labelled '{weak}', train the choice among the labels itself "
+                    "(objective=choice), then experiment=more_steps",
                 )
             )
         bad = [x["id"] for x in mine if x["row"][1] == len(labels)]
