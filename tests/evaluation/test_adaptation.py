@@ -192,6 +192,8 @@ def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
     budget._val_times = [30.0]  # a measured check: 2 + 30 / 20 = 3.5 s a step; (440 - 30) / 3.5 -> 117 more
     assert budget.steps_for(6, 60.0, 20, 10) == 123
     assert budget.steps_for(6, 700.0, 20, 10) == 6, "over budget: no further step"
+    budget.margin_s = 35.0  # kept free at the end: (440 - 30 - 35) / 3.5 -> 107 more
+    assert budget.steps_for(6, 60.0, 20, 10) == 113
 
 
 def test_budget_counts_the_runs_setup_but_not_its_base_evaluation() -> None:

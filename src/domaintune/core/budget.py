@@ -90,11 +90,14 @@ class TimeBudget(pl.Callback):
         measure_steps: int = 4,
         run_started: float | None = None,
         excluded_s: float = 0.0,
+        margin_s: float = 0.0,
     ):
         """`run_started` (a `time.time()`): when the run began, so its setup until the first step counts
-        against the budget; `excluded_s`: time before training that does not count (the base evaluation)."""
+        against the budget; `excluded_s`: time before training that does not count (the base evaluation);
+        `margin_s`: kept free at the end (the report written after the tuned evaluation, the scatter of step
+        times after the last plan)."""
         self.plan = Plan(budget_s, eval_estimate_s)
-        self.run_started, self.excluded_s = run_started, excluded_s
+        self.run_started, self.excluded_s, self.margin_s = run_started, excluded_s, margin_s
         self.warmup_steps, self.measure_steps = warmup_steps, measure_steps
         self._step_times: list[float] = []
         self._batch_started: float | None = None
@@ -154,7 +157,7 @@ class TimeBudget(pl.Callback):
         # a validation batch is a forward pass: about a third of a training step's work; measured once one ran
         val_s = sum(self._val_times) / len(self._val_times) if self._val_times else 0.4 * step_s * val_batches
         per_step = step_s + (val_s / val_interval if val_interval else 0.0)
-        left = self.plan.budget_s - elapsed_s - self.plan.eval_estimate_s - (val_s if val_interval else 0.0)
+        left = self.plan.budget_s - self.margin_s - elapsed_s - self.plan.eval_estimate_s - (val_s if val_interval else 0.0)
         self.plan.step_s, self.plan.validation_s = step_s, val_s
         return now_step + max(0, math.floor(left / per_step))
 
@@ -169,8 +172,11 @@ class TimeBudget(pl.Callback):
         if planned == self.plan.planned_steps:
             return
         self.plan.planned_steps = planned
+        # what training will have spent at its end: the steps left and the validation check at the last step
+        # (comparable with the spent training time the report puts beside it)
+        last_check = (self.plan.validation_s or 0.0) if interval else 0.0
         self.plan.planned_train_s = (
-            time.time() - self.plan.train_started + (planned - trainer.global_step) * (self.plan.step_s or 0.0)
+            time.time() - self.plan.train_started + (planned - trainer.global_step) * (self.plan.step_s or 0.0) + last_check
         )
         self.plan.history.append(planned)
         log.info(

@@ -55,7 +55,7 @@ log = get_logger(__name__)
 
 
 # trainer keys that DomainTune reads (the time budget) and Lightning's Trainer does not take
-BUDGET_KEYS = ("budget", "budget_warmup_steps", "budget_measure_steps", "budget_eval_factor")
+BUDGET_KEYS = ("budget", "budget_warmup_steps", "budget_measure_steps", "budget_eval_factor", "budget_margin_s")
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
@@ -88,6 +88,7 @@ def time_budget(
         int(cfg.trainer.budget_measure_steps),
         run_started=started,
         excluded_s=base_evaluation_s,
+        margin_s=float(cfg.trainer.budget_margin_s),
     )
 
 
