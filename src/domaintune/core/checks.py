@@ -146,26 +146,20 @@ def check_objective(cfg: DictConfig) -> Objective:
                 + ("has a task without a label set." if () in label_sets else "mixes tasks with different label sets."),
                 "Use objective=choice with one label task (data.task.labels set, e.g. data=fact_checking), or objective=sft.",
             )
-        if cfg.data.get("packing") is True:
+    elif objective.needs_pairs:
+        types = {str(t.type) for t in tasks}
+        if types != {"preference"}:
             raise DomainTuneError(
-                "data.packing=true with objective=choice: its rows are a prompt and every label's answer, not packed.",
-                "Use data.packing=auto or false.",
+                f"objective={objective.name} trains on preference pairs, and data={cfg.data.name} has task type "
+                f"{', '.join(sorted(types))}.",
+                "Train on pairs: data=preferences (illustrative), pairs made from a run's own failures (python "
+                "scripts/make_preferences.py run_dir=<an SFT run>, then data=custom data.dir=<its pairs folder> "
+                "data.task.type=preference), or your own {prompt, chosen, rejected} files.",
             )
-        return objective
-    if not objective.needs_pairs:
-        return objective
-    types = {str(t.type) for t in tasks}
-    if types != {"preference"}:
+    if (objective.needs_pairs or objective.needs_choices) and cfg.data.get("packing") is True:
+        rows = "a prompt and every label's answer" if objective.needs_choices else "chosen + rejected answers"
         raise DomainTuneError(
-            f"objective={objective.name} trains on preference pairs, and data={cfg.data.name} has task type "
-            f"{', '.join(sorted(types))}.",
-            "Train on pairs: data=preferences (illustrative), pairs made from a run's own failures (python "
-            "scripts/make_preferences.py run_dir=<an SFT run>, then data=custom data.dir=<its pairs folder> "
-            "data.task.type=preference), or your own {prompt, chosen, rejected} files.",
-        )
-    if cfg.data.get("packing") is True:
-        raise DomainTuneError(
-            f"data.packing=true with objective={objective.name}: pairs are batched as chosen + rejected rows, not packed.",
+            f"data.packing=true with objective={objective.name}: its rows are {rows}, not packed.",
             "Use data.packing=auto or false.",
         )
     return objective

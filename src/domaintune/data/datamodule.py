@@ -244,14 +244,13 @@ class DomainDataModule(pl.LightningDataModule):
             variants = self.renderer.encode_many(
                 [task.conversation({**rec, "label": label}) for label in task.labels], task.train_on
             )
-            starts = [
-                next(i for i, t in enumerate(v.labels) if t != IGNORE) if v.n_trained else len(v.input_ids) for v in variants
-            ]
-            prefix = min(starts)
+            # each label's trained positions: its answer, ending with the end-of-turn token (what follows is untrained)
+            trained = [[i for i, t in enumerate(v.labels) if t != IGNORE] for v in variants]
+            prefix = min((pos[0] for pos in trained if pos), default=0)
             gold = task.labels.index(rec["label"])
             prompts = {tuple(v.input_ids[:prefix]) for v in variants}
             if (
-                any(v.truncated or v.n_trained == 0 for v in variants)
+                any(v.truncated or not pos for v, pos in zip(variants, trained, strict=True))
                 or len(prompts) != 1
                 or variants[gold].input_ids != list(ex["input_ids"])
             ):
@@ -260,9 +259,7 @@ class DomainDataModule(pl.LightningDataModule):
                     "the same prompt, so objective=choice cannot score them side by side.",
                     "Raise data.max_length (the data report shows the longest examples) or shorten the prompt.",
                 )
-            # each answer up to its last trained token (the end-of-turn token; what follows it is not trained)
-            ends = [max(i for i, t in enumerate(v.labels) if t != IGNORE) + 1 for v in variants]
-            ex["choices"] = [v.input_ids[prefix:end] for v, end in zip(variants, ends, strict=True)]
+            ex["choices"] = [v.input_ids[prefix : pos[-1] + 1] for v, pos in zip(variants, trained, strict=True)]
             ex["choice_prefix"], ex["gold"] = prefix, gold
 
     def setup(self, stage: str | None = None) -> None:
@@ -289,7 +286,11 @@ class DomainDataModule(pl.LightningDataModule):
     @property
     def train_collate(self) -> Any:
         """Training and validation batches: preference pairs or label rows when the objective needs them."""
-        collate = pair_collate if self.pairs else choice_collate if self.choices else pad_collate
+        return self._collate(self.pairs, self.choices)
+
+    def _collate(self, pairs: bool, choices: bool) -> Any:
+        """Preference pairs, label rows or plain examples, padded with the tokenizer's pad id."""
+        collate = pair_collate if pairs else choice_collate if choices else pad_collate
         return functools.partial(collate, pad_id=self.tokenizer.pad_token_id)
 
     def batching(self) -> dict[str, Any]:
@@ -305,9 +306,12 @@ class DomainDataModule(pl.LightningDataModule):
             unpacked = eff["grouped" if self.group_by_length else "shuffled"]
             wanted = self.packing
             if self.pairs or self.choices:
-                pack_it, why = False, "preference pairs are batched as chosen + rejected rows"
-                if self.choices:
-                    why = "objective=choice batches a prompt and every label's answer per row"
+                pack_it = False
+                why = (
+                    "objective=choice batches a prompt and every label's answer per row"
+                    if self.choices
+                    else "preference pairs are batched as chosen + rejected rows"
+                )
             elif wanted == "auto":
                 gain = eff["packed"] - unpacked
                 pack_it = self.packing_allowed and gain >= self.packing_min_gain
@@ -356,12 +360,11 @@ class DomainDataModule(pl.LightningDataModule):
         (`choices`, objective=choice's validation) or as plain examples."""
         items = self.require(split)
         items = items[:max_samples] if max_samples else items
-        collate = pair_collate if pairs else choice_collate if choices else pad_collate
         return DataLoader(
             items,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            collate_fn=functools.partial(collate, pad_id=self.tokenizer.pad_token_id),
+            collate_fn=self._collate(pairs, choices),
             num_workers=self.num_workers,
         )
 
