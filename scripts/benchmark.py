@@ -45,15 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, budget_s: float = 5.0) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    started, runs = time.perf_counter(), 0
-    while runs < 3 and time.perf_counter() - started < budget_s:
-        a @ b
-        runs += 1
-    return 2 * n**3 * runs / (time.perf_counter() - started) / 1e9
-
-
 def busy_cpu_seconds() -> float:
     """CPU seconds all processes of the machine have used (user + nice + system + irq), from /proc/stat."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -134,10 +125,13 @@ def identical_batches(results: dict[str, list[dict[str, Any]]]) -> dict[str, boo
     return {k: all(r["digests"] == reference for r in v if "error" not in r) for k, v in results.items()}
 
 
-def train_table(results: dict[str, list[dict[str, Any]]], reference: str, settings: dict[str, str]) -> list[str]:
-    """One row per system: medians over the rounds (the spread of answer tok/s beside them), ratios of medians
-    against every peer, whether its batches were the plan's (digests equal to the reference's)."""
-    cols = ("answer_tok_s", "real_tok_s", "processed_tok_s", "padding_efficiency", "step_s", "peak_rss_gib")
+def train_table(
+    results: dict[str, list[dict[str, Any]]], reference: str, settings: dict[str, str], peak_gflops: float | None = None
+) -> list[str]:
+    """One row per system: medians over the rounds (the spread of answer tok/s beside them), the needed FLOPs
+    per second (scripts/devtools/flops.py) and their share of the measured matmul peak, ratios of medians against
+    every peer, whether its batches were the plan's (digests equal to the reference's)."""
+    cols = ("answer_tok_s", "real_tok_s", "processed_tok_s", "padding_efficiency", "step_s", "peak_rss_gib", "model_gflops")
     ok = {k: [r for r in v if "error" not in r] for k, v in results.items()}
     mid = {k: {c: statistics.median([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
     same = identical_batches(results)
@@ -145,8 +139,9 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str, settin
     ratio_cols = [f"answer tok/s ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers]
     lines = [
         "| system | settings | batches | same batches as the first | rounds | answer tok/s (median; min-max) | real tok/s | "
-        "processed tok/s | padding eff. | s/step | peak RSS GiB | other CPU |" + "".join(f" {c} |" for c in ratio_cols),
-        "|---|---|---|---|---:|" + "---:|" * (7 + len(ratio_cols)),
+        "processed tok/s | padding eff. | s/step | peak RSS GiB | GFLOP/s needed | share of matmul peak | other CPU |"
+        + "".join(f" {c} |" for c in ratio_cols),
+        "|---|---|---|---|---:|" + "---:|" * (9 + len(ratio_cols)),
     ]
     for name, a in mid.items():
         runs = ok[name]
@@ -154,17 +149,32 @@ def train_table(results: dict[str, list[dict[str, Any]]], reference: str, settin
         spread = f"{min(r['answer_tok_s'] for r in runs):.1f}-{max(r['answer_tok_s'] for r in runs):.1f}"
         ratios = [f"{a['answer_tok_s'] / mid[p]['answer_tok_s']:.2f}" for p in peers]
         rss = [f"{a['peak_rss_gib'] / mid[p]['peak_rss_gib']:.2f}" for p in peers]
+        share = f"{100 * a['model_gflops'] / peak_gflops:.0f}%" if peak_gflops else ""
         lines.append(
             f"| {name} | {settings.get(name, '')} | {runs[0].get('batches', '')} | {'yes' if same.get(name) else 'no'} | "
             f"{len(runs)} | {a['answer_tok_s']:.1f} ({spread}) | {a['real_tok_s']:.1f} | {a['processed_tok_s']:.1f} | "
-            f"{a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | {100 * other:.0f}% |"
-            + "".join(f" {r} |" for r in [*ratios, *rss])
+            f"{a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | {a['model_gflops']:.1f} | "
+            f"{share} | {100 * other:.0f}% |" + "".join(f" {r} |" for r in [*ratios, *rss])
         )
     for name, runs in results.items():
         for r in runs:
             if "error" in r:
                 lines.append(f"\n{name} failed: {r['error']}\n```\n{r['tail']}\n```")
     return lines
+
+
+def matmul_peak(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The matmul GFLOP/s of this machine at the model's largest matmul shape (from the first measured system),
+    in the dtype the systems computed in: what a step's needed FLOP/s is set against. Measured here, in the parent,
+    after the workers, so that it runs alone."""
+    from devtools.flops import matmul_gflops
+
+    ok = [r for runs in results.values() for r in runs if "error" not in r and r.get("matmul_shape")]
+    if not ok:
+        return None
+    shape, precision = ok[0]["matmul_shape"], str(ok[0].get("precision", "32"))
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    return {"gflops": matmul_gflops(dtype, *shape), "dtype": str(dtype).removeprefix("torch."), "shape": shape}
 
 
 def benchmark(cfg: DictConfig) -> dict[str, Any]:
@@ -182,7 +192,11 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     md = [f"Machine: {report['machine']}", f"Command: `{report['command']}`", ""]
     console = Console()
     if "hardware" in cfg.bench.parts:
-        report["matmul_gflops"] = {name: matmul_gflops(dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        from devtools.flops import matmul_gflops
+
+        report["matmul_gflops"] = {
+            name: matmul_gflops(dt, 1024, 1024, 1024) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+        }
         md += ["matmul GFLOP/s (1024²): " + ", ".join(f"{k} {v:.1f}" for k, v in report["matmul_gflops"].items()), ""]
     if "train" in cfg.bench.parts:
         unknown = set(cfg.bench.only or []) - set(cfg.bench.systems)
@@ -210,13 +224,24 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         report["train"] = results
         report["identical_batches"] = identical_batches(results)
         settings = {name: str(cfg.bench.systems[name].get("settings") or "") for name in results}
+        report["matmul_peak"] = peak = matmul_peak(results)
         md += [
             f"Training: {cfg.bench.steps} measured steps after {cfg.bench.warmup} warm-up, batch {cfg.data.batch_size}, "
             f"max_length {cfg.data.max_length}, adapter {cfg.adapter.name}, {cfg.bench.rounds} round(s), batches: "
             + ("DomainTune's batch plan, replayed by every system (batch_plan.json)" if plan else "each system's own"),
             "",
-            *train_table(results, "domaintune", settings),
+            *train_table(results, "domaintune", settings, peak["gflops"] if peak else None),
             "",
+            *(
+                [
+                    f"Matmul peak the share is read against: {peak['gflops']:.1f} GFLOP/s, {peak['dtype']} "
+                    f"({peak['shape'][0]} x {peak['shape'][1]}) @ ({peak['shape'][1]} x {peak['shape'][2]}), the model's "
+                    "largest matmul at a step's mean real tokens; needed FLOPs as in scripts/devtools/flops.py",
+                    "",
+                ]
+                if peak
+                else []
+            ),
         ]
     for part in ("mc", "generation"):
         if part in cfg.bench.parts:

@@ -29,6 +29,8 @@ from domaintune.utils.config import settings
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import build
 
+from .flops import ModelShape, step_flops
+
 
 # ---------------------------------------------------------------------------------------------- identical work
 class PlanSampler(torch.utils.data.Sampler[list[int]]):
@@ -68,28 +70,51 @@ def batch_digest(batch: dict[str, torch.Tensor]) -> str:
     return hashlib.sha1(json.dumps(sorted(rows)).encode()).hexdigest()[:12]
 
 
-def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Tokens that enter the loss, real (non-padding) tokens, and tokens the model processes."""
-    labels = batch["labels"]
+def sequence_lengths(batch: dict[str, torch.Tensor]) -> list[int]:
+    """The real length of every sequence the step attends over: a row's real tokens, or in a packed row each
+    example's (its positions restart at 0), what the attention term of the FLOP count needs."""
+    ids = batch["input_ids"]
+    if "position_ids" in batch:
+        lengths = []
+        for i, positions in enumerate(batch["position_ids"]):
+            real = int(batch["n_real"][i]) if "n_real" in batch else ids.shape[1]
+            starts = [int(j) for j in torch.nonzero(positions[:real] == 0).flatten()] + [real]
+            lengths += [b - a for a, b in itertools.pairwise(starts) if b > a]
+        return lengths
     if "n_real" in batch:
-        real = int(batch["n_real"].sum())
-    elif batch.get("attention_mask") is not None:
-        real = int(batch["attention_mask"].sum())
-    else:
-        real = labels.numel()
+        return [int(n) for n in batch["n_real"]]
+    if batch.get("attention_mask") is not None:
+        return [int(n) for n in batch["attention_mask"].sum(dim=1)]
+    return [ids.shape[1]] * ids.shape[0]
+
+
+def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Tokens that enter the loss, real (non-padding) tokens, tokens the model processes, and each sequence's
+    real length (for the FLOP count)."""
+    labels = batch["labels"]
+    rows = sequence_lengths(batch)
     return {
         "answer": int((labels[:, 1:] != IGNORE).sum()),
-        "real": real,
+        "real": sum(rows),
         "processed": labels.numel(),
+        "rows": rows,
         "digest": batch_digest(batch) if "position_ids" not in batch else "packed",
     }
 
 
-def summarise(times: list[float], stats: list[dict[str, int]]) -> dict[str, float]:
-    """Throughput over the measured steps (after warm-up): totals / total time, not a mean of ratios."""
+def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.Module) -> dict[str, Any]:
+    """Throughput over the measured steps (after warm-up): totals / total time, not a mean of ratios. The
+    needed FLOPs of those steps (scripts/devtools/flops.py) over the same time give the achieved GFLOP/s."""
     total = sum(times)
     sums = {k: sum(s[k] for s in stats) for k in ("answer", "real", "processed")}
+    shape = ModelShape.of(model)
+    parts = [step_flops(shape, s["rows"], s["answer"]) for s in stats]
+    flops = {k: sum(p[k] for p in parts) for k in parts[0]} if parts else {}
     return {
+        "model_gflops": sum(flops.values()) / total / 1e9 if parts else 0.0,
+        "flops_by_part": flops,
+        # the peak is measured at this matmul shape: a step's real tokens x hidden -> intermediate
+        "matmul_shape": [round(sums["real"] / max(len(stats), 1)), shape.hidden, shape.intermediate],
         "steps": len(times),
         "step_s": total / len(times),
         "answer_tok_s": sums["answer"] / total,
@@ -142,7 +167,7 @@ def domaintune_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[i
         dm.train_dataloader = replay
         batches = "plan"
     trainer.fit(module, datamodule=dm)
-    return {**summarise(timer.times, timer.stats), "batching": dm.batching()["mode"], "batches": batches}
+    return {**summarise(timer.times, timer.stats, module.model), "batching": dm.batching()["mode"], "batches": batches}
 
 
 # ---------------------------------------------------------------------------------------------- peers
@@ -187,8 +212,8 @@ def _peer_args(cfg: DictConfig, dm: Any, steps: int, warmup: int, bf16: bool, ou
 class _Recorder:
     """A collator wrapper that keeps each batch's token counts, and a callback that times each step."""
 
-    def __init__(self, collate: Any, warmup: int) -> None:
-        self.collate, self.warmup = collate, warmup
+    def __init__(self, collate: Any, warmup: int, model: torch.nn.Module) -> None:
+        self.collate, self.warmup, self.model = collate, warmup, model
         self.batches: list[dict[str, int]] = []
         self.ends: list[float] = []
 
@@ -211,7 +236,8 @@ class _Recorder:
     def result(self) -> dict[str, Any]:
         # step k (1-based) ran on the k-th collated batch and took ends[k-1] - ends[k-2]; measured: k > warmup
         steps = range(self.warmup + 1, len(self.ends) + 1)
-        return summarise([self.ends[k - 1] - self.ends[k - 2] for k in steps], [self.batches[k - 1] for k in steps])
+        times = [self.ends[k - 1] - self.ends[k - 2] for k in steps]
+        return summarise(times, [self.batches[k - 1] for k in steps], self.model)
 
 
 def replaying(trainer_class: type, plan: list[list[int]] | None) -> type:
@@ -242,7 +268,7 @@ def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[i
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     model, tok, dm, bf16 = _peer_setup(cfg)
-    recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup)
+    recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup, model)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(**_peer_args(cfg, dm, steps, warmup, bf16, out), remove_unused_columns=False, **options)
         replaying(Trainer, plan)(
@@ -260,7 +286,7 @@ def trl_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | 
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(**_peer_args(cfg, dm, steps, warmup, bf16, out), max_length=dm.recipe.max_length, **options)
         trainer = replaying(SFTTrainer, plan)(model=model, args=args, train_dataset=_peer_data(dm), processing_class=tok)
-        recorder = _Recorder(trainer.data_collator, warmup)
+        recorder = _Recorder(trainer.data_collator, warmup, trainer.model)
         trainer.data_collator = recorder
         trainer.add_callback(recorder.callback())
         trainer.train()
