@@ -163,6 +163,31 @@ def train_table(
     return lines
 
 
+def profile_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Where each system's step time goes: the costliest operators of one profiled step (the last warm-up step of
+    each system's first round, on the same batch when the systems replay a plan), self CPU ms side by side. The
+    profiler's own overhead is in these figures; they say where, the tok/s table says how fast."""
+    profiles = {k: next((r["profile"] for r in v if r.get("profile")), None) for k, v in results.items()}
+    profiles = {k: {row["op"]: row for row in v} for k, v in profiles.items() if v}
+    if not profiles:
+        return []
+    ops = list(dict.fromkeys(op for table in profiles.values() for op in table))
+    ops.sort(key=lambda op: -max(t.get(op, {}).get("self_ms", 0.0) for t in profiles.values()))
+    lines = [
+        "One profiled step per system (torch.profiler, self CPU ms, calls in brackets): the union of each system's "
+        "costliest operators, ordered by the largest figure in the row; '-' = not among that system's costliest:",
+        "",
+        "| operator |" + "".join(f" {k} |" for k in profiles),
+        "|---|" + "---:|" * len(profiles),
+    ]
+    for op in ops:
+        cells = [f"{t[op]['self_ms']:.1f} ({t[op]['calls']})" if op in t else "-" for t in profiles.values()]
+        lines.append(f"| `{op}` |" + "".join(f" {c} |" for c in cells))
+    totals = [f"{sum(r['self_ms'] for r in t.values()):.1f}" for t in profiles.values()]
+    lines += ["| listed ops, total |" + "".join(f" {c} |" for c in totals), ""]
+    return lines
+
+
 def matmul_peak(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
     """The matmul GFLOP/s of this machine at the model's largest matmul shape (from the first measured system),
     in the dtype the systems computed in: what a step's needed FLOP/s is set against. Measured here, in the parent,
@@ -242,6 +267,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
                 if peak
                 else []
             ),
+            *profile_table(results),
         ]
     for part in ("mc", "generation"):
         if part in cfg.bench.parts:

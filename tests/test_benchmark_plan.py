@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from scripts.benchmark import identical_batches, train_table
+from scripts.benchmark import identical_batches, profile_table, train_table
 from scripts.devtools.bench import IGNORE, batch_digest
 
 
@@ -31,7 +31,8 @@ def test_a_batch_digest_ignores_padding_but_not_content() -> None:
 
 def test_a_system_on_other_batches_is_flagged() -> None:
     run = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
-           "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a", "b"], "model_gflops": 20.0}  # fmt: skip
+           "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a", "b"],
+           "model_gflops": 20.0}  # fmt: skip
     results = {
         "domaintune": [run, run],
         "hf_trainer": [run, {**run, "answer_tok_s": 5.0}],
@@ -44,3 +45,20 @@ def test_a_system_on_other_batches_is_flagged() -> None:
     assert "| domaintune |  | plan | yes | 2 | 10.0 (10.0-10.0) |" in table and "| 1.33 | 1.00 |" in table
     assert "| 1.00 | 20.0 | 25% | 0% |" in table, "needed GFLOP/s and their share of the matmul peak"
     assert "| 1.00 | 20.0 |  | 0% |" in "\n".join(train_table(results, "domaintune", {})), "no peak measured: no share"
+
+
+def test_the_profile_table_sets_each_systems_costliest_operators_side_by_side() -> None:
+    mm, add, copy = "aten::mm", "aten::add", "aten::copy_"
+    results = {
+        "domaintune": [{"profile": [{"op": mm, "self_ms": 10.0, "calls": 5}, {"op": add, "self_ms": 1.0, "calls": 2}]}],
+        # a failed round has no profile: the next round's is used
+        "hf_trainer": [{"error": "exit 1"},
+                       {"profile": [{"op": mm, "self_ms": 12.0, "calls": 5}, {"op": copy, "self_ms": 3.0, "calls": 9}]}],
+        "trl": [{"profile": []}],  # profiling off: no column
+    }  # fmt: skip
+    table = profile_table(results)
+    assert "| operator | domaintune | hf_trainer |" in table
+    rows = [line for line in table if line.startswith("| `")]
+    assert rows == ["| `aten::mm` | 10.0 (5) | 12.0 (5) |", "| `aten::copy_` | - | 3.0 (9) |", "| `aten::add` | 1.0 (2) | - |"]
+    assert "| listed ops, total | 11.0 | 15.0 |" in table
+    assert profile_table({"domaintune": [{"profile": []}]}) == [], "no profile measured: no table"

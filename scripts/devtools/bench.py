@@ -129,16 +129,46 @@ def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.M
 
 
 # ---------------------------------------------------------------------------------------------- DomainTune
+class StepProfile:
+    """torch.profiler over one step, the last warm-up step (untimed, so the profiler's overhead never enters a
+    measured step): its `ops` costliest operators by self CPU time, for the table that says where a system's
+    step time goes (scripts/benchmark.py). ops=0: no profile."""
+
+    def __init__(self, step: int, ops: int) -> None:
+        self.step, self.ops = step, ops
+        self._profiler: Any = None
+        self.table: list[dict[str, Any]] = []
+
+    def begin(self, step: int) -> None:
+        """Called at the start of every step (1-based)."""
+        if self.ops and step == self.step:
+            self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self._profiler.__enter__()
+
+    def end(self) -> None:
+        """Called at the end of every step, before its time is read."""
+        if self._profiler is None:
+            return
+        self._profiler.__exit__(None, None, None)
+        events = sorted(self._profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        self.table = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in events[: self.ops]]
+        self._profiler = None
+
+
 class StepTimer(pl.Callback):
     """Wall time between consecutive batch ends (data, forward, backward, optimizer: the whole step)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
+    def __init__(self, warmup: int, profile: StepProfile) -> None:
+        self.warmup, self.profile = warmup, profile
         self.times: list[float] = []
-        self.stats: list[dict[str, int]] = []
+        self.stats: list[dict[str, Any]] = []
         self._last: float | None = None
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, i: int) -> None:
+        self.profile.begin(trainer.global_step + 1)
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int) -> None:
+        self.profile.end()
         now = time.perf_counter()
         if self._last is not None and trainer.global_step > self.warmup:
             self.times.append(now - self._last)
@@ -146,7 +176,9 @@ class StepTimer(pl.Callback):
         self._last = now
 
 
-def domaintune_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None) -> dict[str, Any]:
+def domaintune_train(
+    cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, profile: StepProfile
+) -> dict[str, Any]:
     """DomainTune's own training path: `train.prepare_training` (the code `train.py` runs) and Lightning's fit.
     With a plan, its batch sampler is swapped for the plan (rows and collation stay DomainTune's); a variant that
     packs rows cannot replay example batches and trains on its own (the result says which)."""
@@ -154,7 +186,7 @@ def domaintune_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[i
 
     from domaintune.core.pipeline import prepare_training
 
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, profile)
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps
     trainer, module, dm, *_ = prepare_training(cfg, callbacks=[timer], base_eval=False)
@@ -212,8 +244,8 @@ def _peer_args(cfg: DictConfig, dm: Any, steps: int, warmup: int, bf16: bool, ou
 class _Recorder:
     """A collator wrapper that keeps each batch's token counts, and a callback that times each step."""
 
-    def __init__(self, collate: Any, warmup: int, model: torch.nn.Module) -> None:
-        self.collate, self.warmup, self.model = collate, warmup, model
+    def __init__(self, collate: Any, warmup: int, model: torch.nn.Module, profile: StepProfile) -> None:
+        self.collate, self.warmup, self.model, self.profile = collate, warmup, model, profile
         self.batches: list[dict[str, int]] = []
         self.ends: list[float] = []
 
@@ -228,7 +260,11 @@ class _Recorder:
         recorder = self
 
         class Times(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                recorder.profile.begin(state.global_step + 1)
+
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                recorder.profile.end()
                 recorder.ends.append(time.perf_counter())
 
         return Times()
@@ -262,13 +298,15 @@ def _peer_data(dm: Any) -> Any:
     return Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in dm.examples["train"]])
 
 
-def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, **options: Any) -> dict[str, Any]:
+def hf_trainer_train(
+    cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, profile: StepProfile, **options: Any
+) -> dict[str, Any]:
     """A plain transformers `Trainer` + PEFT on the same examples (padded per batch, labels -100); `options` are
     TrainingArguments as the system's config sets them (e.g. train_sampling_strategy: group_by_length)."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     model, tok, dm, bf16 = _peer_setup(cfg)
-    recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup, model)
+    recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup, model, profile)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(**_peer_args(cfg, dm, steps, warmup, bf16, out), remove_unused_columns=False, **options)
         replaying(Trainer, plan)(
@@ -277,7 +315,9 @@ def hf_trainer_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[i
     return {**recorder.result(), "batches": "plan" if plan is not None else "own"}
 
 
-def trl_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, **options: Any) -> dict[str, Any]:
+def trl_train(
+    cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | None, profile: StepProfile, **options: Any
+) -> dict[str, Any]:
     """TRL's `SFTTrainer` given the same pre-tokenised examples (input_ids + labels); `options` are SFTConfig
     settings as the system's config sets them (e.g. gradient_checkpointing: false)."""
     from trl import SFTConfig, SFTTrainer
@@ -286,7 +326,7 @@ def trl_train(cfg: DictConfig, steps: int, warmup: int, plan: list[list[int]] | 
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(**_peer_args(cfg, dm, steps, warmup, bf16, out), max_length=dm.recipe.max_length, **options)
         trainer = replaying(SFTTrainer, plan)(model=model, args=args, train_dataset=_peer_data(dm), processing_class=tok)
-        recorder = _Recorder(trainer.data_collator, warmup, trainer.model)
+        recorder = _Recorder(trainer.data_collator, warmup, trainer.model, profile)
         trainer.data_collator = recorder
         trainer.add_callback(recorder.callback())
         trainer.train()
@@ -442,7 +482,11 @@ def run_worker(cfg: DictConfig, bench: DictConfig, system: str, result: str, pla
         options = dict(spec.get("options") or {})
         if options and spec.kind == "domaintune":
             raise ValueError(f"bench.systems.{system}: DomainTune variants take config overrides, not options")
-        data = TRAINERS[str(spec.kind)](cfg, int(bench.steps), int(bench.warmup), plan, **options)
+        if int(bench.profile) and int(bench.warmup) < 2:
+            raise ValueError("bench.profile profiles the last warm-up step, after a first one: set bench.warmup >= 2")
+        profile = StepProfile(int(bench.warmup), int(bench.profile))
+        data = TRAINERS[str(spec.kind)](cfg, int(bench.steps), int(bench.warmup), plan, profile, **options)
+        data["profile"] = profile.table
         data["precision"] = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     data["wall_s"] = time.perf_counter() - started
     Path(result).write_text(json.dumps(data, indent=2))

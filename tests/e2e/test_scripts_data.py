@@ -60,7 +60,8 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
         "model=tiny",
         "data.max_samples=40",
         "bench.steps=2",
-        "bench.warmup=1",
+        "bench.warmup=2",
+        "bench.profile=5",
         "bench.rounds=1",
         "bench.only=[domaintune,domaintune_unoptimised,hf_trainer]",
         "bench.mc_max_items=6",
@@ -83,9 +84,10 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
         assert "error" not in r, (name, r)
         assert r["steps"] == 2 and r["answer_tok_s"] > 0 and r["peak_rss_gib"] > 0 and r["other_cpu_s"] >= 0
         assert r["answer_tok_s"] <= r["real_tok_s"] <= r["processed_tok_s"]
+        assert r["model_gflops"] > 0 and len(r["profile"]) == 5, "needed FLOP/s, and the profile of a warm-up step"
     assert train["domaintune"]["batching"] == "grouped by length"
-    # identical work: every system replayed the plan (3 batches: 1 warm-up + 2 measured), digests equal step by step
-    assert len(data["batch_plan"]) == 3 and all(r["batches"] == "plan" for r in train.values())
+    # identical work: every system replayed the plan (4 batches: 2 warm-up + 2 measured), digests equal step by step
+    assert len(data["batch_plan"]) == 4 and all(r["batches"] == "plan" for r in train.values())
     assert data["identical_batches"] == dict.fromkeys(train, True)
     assert len({tuple(r["digests"]) for r in train.values()}) == 1 and len(train["hf_trainer"]["digests"]) == 2
     assert train["domaintune"]["padding_efficiency"] == train["domaintune_unoptimised"]["padding_efficiency"]
@@ -94,6 +96,7 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
     table = (result.parent / "benchmark.md").read_text()
     assert "answer tok/s ÷ hf_trainer" in table and "| lm-evaluation-harness | 4 |" in table
     assert "DomainTune's batch plan, replayed by every system" in table
+    assert data["matmul_peak"]["gflops"] > 0 and "share of matmul peak" in table and "| operator | domaintune |" in table
 
 
 def test_convert_tatqa_writes_records_that_data_finance_reads(tmp_path: Path, make_cfg, tokenizer) -> None:
