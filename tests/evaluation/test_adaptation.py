@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from domaintune.core.budget import TimeBudget, parse_budget
+from domaintune.core.budget import TimeBudget, parse_budget, upcoming_batch_tokens
 from domaintune.data.formats import Task
 from domaintune.evaluation import metrics, multiple_choice
 from domaintune.evaluation.choice import choice_scores, label_items, trivial_baseline
@@ -194,6 +194,13 @@ def test_budget_sizes_the_steps_from_the_measured_rate() -> None:
     assert budget.steps_for(6, 700.0, 20, 10) == 6, "over budget: no further step"
     budget.margin_s = 35.0  # kept free at the end: (440 - 30 - 35) / 3.5 -> 107 more
     assert budget.steps_for(6, 60.0, 20, 10) == 113
+    # the process slowed: the latest check took 1.2x the first (the same batches), so the tuned evaluation, run
+    # after training, is planned at 120 s; the check is 33 s: 600 - 60 - 120 - 33 - 35 = 352 s at 2 + 33/20 s
+    budget._val_times = [30.0, 36.0]
+    assert budget.eval_estimate_now() == pytest.approx(120.0)
+    assert budget.steps_for(6, 60.0, 20, 10) == 6 + int(352 / 3.65)
+    budget._val_times = [30.0, 27.0]
+    assert budget.eval_estimate_now() == 100.0, "a faster check never shrinks the estimate"
 
 
 def test_budget_counts_the_runs_setup_but_not_its_base_evaluation() -> None:
@@ -236,6 +243,8 @@ def test_budget_replans_max_steps_and_the_schedule(make_cfg, tmp_path: Path) -> 
     assert run is not None
     budget = next(c for c in run.trainer.callbacks if isinstance(c, TimeBudget))
     assert budget.plan.planned_steps == 9 and run.trainer.global_step == 9, "an hour is more than enough: the cap holds"
+    # DomainTune's loader lists its batches ahead: the plan costed each step by its batch's tokens, measured alike
+    assert budget._by_tokens and len(budget._step_tokens) == 9 and all(budget._step_tokens)
     report = (tmp_path / "report.md").read_text()
     assert (
         "time budget: `3600 s for setup + training + tuned evaluation (the base evaluation not counted); planned: "
@@ -364,3 +373,38 @@ def test_budget_plans_the_tuned_evaluation_with_generation_at_its_worst_case(mak
     assert budget is not None and budget.plan.budget_s == 900
     assert budget.plan.eval_estimate_s == pytest.approx(1.1 * (300 - 200 + 260))
     assert time_budget(make_cfg(), base) is None, "no budget set: no callback"
+
+
+def test_budget_costs_each_step_ahead_by_its_batchs_tokens() -> None:
+    """Length-grouped batches differ in cost: a plan from the mean step overshoots when longer batches come
+    later (a real marketing run: 8 s steps first, 11 s last). Known batches ahead are costed by their tokens."""
+    budget = TimeBudget(budget_s=600, eval_estimate_s=100, warmup_steps=2, measure_steps=4)
+    budget._step_times = [9.0, 7.0, 2.0, 2.0, 2.0, 2.0]
+    budget._step_tokens = [1000] * 6  # 2 s per 1000 tokens
+    budget._upcoming = lambda step, n: [2000] * n  # every batch ahead twice as large: 4 s
+    # 600 - 60 elapsed - 100 evaluation - 8 for the last check = 432 s; 4 s + 8/20 s of checks a step -> 98 steps
+    assert budget.steps_for(6, 60.0, 20, 10) == 6 + 98
+    assert budget._planned_cost_s == pytest.approx(98 * 4.4)
+    budget._upcoming = lambda step, n: [1000 if (step + i) % 2 else 3000 for i in range(n)]  # 6 s, 2 s, 6 s...
+    assert budget.steps_for(6, 60.0, 20, 10) == 6 + 98, "alternating 6 s and 2 s steps: 4.4 s a step on average"
+    budget._cap = 50
+    assert budget.steps_for(6, 60.0, 20, 10) == 50, "max_steps stays the upper bound"
+    budget._cap, budget._upcoming = None, None
+    assert budget.steps_for(6, 60.0, 20, 10) == 186, "batches ahead unknown: the mean step (the test above)"
+
+
+def test_budget_looks_ahead_at_the_batches_the_loader_then_yields(make_cfg, tokenizer) -> None:
+    dm = build(make_cfg("data.max_samples=30", "data.batch_size=4", "data.packing=false").data, tokenizer=tokenizer)
+    dm.prepare()
+    loader = dm.train_dataloader()
+    ahead = upcoming_batch_tokens(SimpleNamespace(train_dataloader=loader, accumulate_grad_batches=1))
+    assert ahead is not None
+    seen = []
+    for epoch in range(2):  # across an epoch boundary: the next epoch's own order
+        loader.batch_sampler.set_epoch(epoch)
+        seen += [len(b) * max(len(dm.train_rows()[i]["input_ids"]) for i in b) for b in loader.batch_sampler]
+    per_epoch = len(loader.batch_sampler)
+    assert ahead(0, 2 * per_epoch) == seen
+    assert ahead(per_epoch - 1, 2) == seen[per_epoch - 1 : per_epoch + 1]
+    assert len(set(seen)) > 1, "batches of different sizes, or the test proves nothing"
+    assert upcoming_batch_tokens(SimpleNamespace(train_dataloader=loader, accumulate_grad_batches=2)) is None

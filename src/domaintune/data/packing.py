@@ -105,8 +105,10 @@ class EpochBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def batches_of(self, epoch: int | None = None) -> list[list[int]]:
+        """The batches of `epoch` (default: the current one), in order: a pure function of (seed, epoch), which
+        is also what lets `trainer.budget` look ahead at the sizes of the batches still to come."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + (self.epoch if epoch is None else epoch))
         if self.buckets is not None:
             batches = [self.buckets[k] for k in torch.randperm(len(self.buckets), generator=g).tolist()]
         else:
@@ -124,7 +126,7 @@ class EpochBatches:
     def __iter__(self) -> Iterator[list[int]]:
         start, self._start = self._start, 0
         self._done = start
-        for batch in self._batches()[start:]:
+        for batch in self.batches_of()[start:]:
             self._done += 1
             yield batch
 
