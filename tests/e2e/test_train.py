@@ -22,7 +22,7 @@ from domaintune.models.loading import load_model
 from domaintune.models.loss import LossOptions
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
-from tests.conftest import TINY, script, wandb_blob
+from tests.conftest import TINY, compose_train, script, wandb_blob
 
 # what each adapter trains, by parameter name (freeze: the top block of the tiny model's two, its norm and head)
 TRAINS = {
@@ -356,3 +356,16 @@ def test_resume_from_a_checkpoint_at_a_validation_step_keeps_that_check(make_cfg
         assert torch.allclose(tensor, w_resumed[name], atol=1e-6, rtol=0), name
     metrics = [json.loads((tmp_path / r / "metrics.json").read_text())["weights"] for r in ("whole", "resumed")]
     assert metrics[0] == metrics[1]
+
+
+def test_lora_upper_trains_only_the_upper_blocks(make_cfg) -> None:
+    """adapter=lora_upper: LoRA on the listed upper blocks only (the shipped list is SmolLM2-135M's upper half,
+    15-29 of 30; the tiny model has 2 blocks, so the test names its upper one)."""
+    cfg = make_cfg("adapter=lora_upper", "adapter.peft.layers_to_transform=[1]", "trainer=debug", "logger=none")
+    run = fit_and_evaluate(cfg)
+    assert run is not None
+    trained = [n for n, p in run.module.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n and ".layers.1." in n for n in trained), trained[:4]
+    assert {n.split(".layers.1.")[1].split(".")[1] for n in trained} == set(cfg.adapter.peft.target_modules)
+    shipped = compose_train(["adapter=lora_upper"], Path(cfg.paths.output_dir))
+    assert list(shipped.adapter.peft.layers_to_transform) == list(range(15, 30))
