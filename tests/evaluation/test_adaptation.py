@@ -408,3 +408,18 @@ def test_budget_looks_ahead_at_the_batches_the_loader_then_yields(make_cfg, toke
     assert ahead(per_epoch - 1, 2) == seen[per_epoch - 1 : per_epoch + 1]
     assert len(set(seen)) > 1, "batches of different sizes, or the test proves nothing"
     assert upcoming_batch_tokens(SimpleNamespace(train_dataloader=loader, accumulate_grad_batches=2)) is None
+
+
+def test_budget_plans_for_a_process_that_slows_as_it_trains() -> None:
+    """Seconds per token grew 1.5x since the first measured steps (a real healthcare run's checks: 19.7 -> 25.3 s):
+    the steps ahead are costed at the latest rate and the tuned evaluation, run after training, 1.5x its estimate."""
+    budget = TimeBudget(budget_s=600, eval_estimate_s=100, warmup_steps=2, measure_steps=4)
+    budget._step_times = [9.0, 7.0, *[2.0] * 4, *[3.0] * 8]  # the same 1000-token batches, slower later
+    budget._step_tokens = [1000] * 14
+    budget._upcoming = lambda step, n: [1000] * n
+    assert budget._steps_slower() == pytest.approx(1.5)
+    assert budget.eval_estimate_now() == pytest.approx(150.0)
+    # 600 - 100 elapsed - 150 evaluation = 350 s at 3 s a step (not the run's mean, 2.67 s) -> 116 more steps
+    assert budget.steps_for(14, 100.0, None, 10) == 14 + 116
+    budget._step_times = [9.0, 7.0, *[2.0] * 12]  # no slowdown: the estimate stands
+    assert budget.eval_estimate_now() == 100.0 and budget.steps_for(14, 100.0, None, 10) == 14 + 200

@@ -193,12 +193,32 @@ class TimeBudget(pl.Callback):
 
     def eval_estimate_now(self) -> float:
         """The tuned evaluation's expected time: the estimate from the base evaluation, scaled by how much slower
-        this process has become since its first validation check (the same validation batches each time). The
-        tuned evaluation runs after training, and on real runs the process slowed as it trained: healthcare's
-        checks took 19.7 s, later 25.3 s, and its tuned evaluation 434 s against the 354 s planned from the base
-        evaluation, timed at the process's start."""
-        slower = self._val_times[-1] / self._val_times[0] if len(self._val_times) > 1 and self._val_times[0] > 0 else 1.0
-        return self.plan.eval_estimate_s * max(1.0, slower)
+        this process has become since training began: its steps' seconds per token now against its first
+        measured steps', or its latest validation check against its first (the same batches each time), the
+        larger. The tuned evaluation runs after training, and on real runs the process slowed as it trained:
+        healthcare's checks took 19.7 s, later 25.3 s, and its tuned evaluation 434 s against the 354 s planned
+        from the base evaluation, timed at the process's start."""
+        checks = self._val_times[-1] / self._val_times[0] if len(self._val_times) > 1 and self._val_times[0] > 0 else 1.0
+        return self.plan.eval_estimate_s * max(1.0, checks, self._steps_slower())
+
+    def _per_token(self, steps: slice) -> float | None:
+        """Seconds per token over the timed steps in `steps` (None without their tokens)."""
+        times, tokens = self._step_times[steps], self._step_tokens[steps]
+        if not times or len(tokens) != len(times) or not all(tokens):
+            return None
+        return sum(times) / sum(tokens)
+
+    def _recent_per_token(self) -> float | None:
+        """Seconds per token of the latest 2 x `measure_steps` steps, once they no longer overlap the first."""
+        if len(self._step_times) < self.warmup_steps + 3 * self.measure_steps:
+            return None
+        return self._per_token(slice(-2 * self.measure_steps, None))
+
+    def _steps_slower(self) -> float:
+        """Seconds per token of the latest steps over those of the first measured ones (1.0 until both known)."""
+        first = self._per_token(slice(self.warmup_steps, self.warmup_steps + self.measure_steps))
+        recent = self._recent_per_token()
+        return recent / first if first and recent else 1.0
 
     def _step_costs(self, now_step: int, measured: list[float]) -> Iterator[float] | None:
         """Seconds of each step after `now_step` (its batch's tokens x the measured seconds per token), or None
@@ -206,7 +226,8 @@ class TimeBudget(pl.Callback):
         tokens = self._step_tokens[len(self._step_tokens) - len(measured) :]
         if self._upcoming is None or len(tokens) != len(measured) or not all(tokens):
             return None
-        per_token = sum(measured) / sum(tokens)
+        # the rate of the process as it is now: the whole run's, or its latest steps' when those are slower
+        per_token = max(sum(measured) / sum(tokens), self._recent_per_token() or 0.0)
         upcoming = self._upcoming
 
         def costs() -> Iterator[float]:
