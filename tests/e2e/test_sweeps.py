@@ -198,3 +198,19 @@ def test_sweep_report_also_reads_a_folder_of_single_runs(tmp_path: Path) -> None
     assert "2 ok, 0 failed" in md and md.count("[-0.6, -0.4] better") == 2
     with paths["csv"].open() as f:
         assert [r["data"] for r in csv.DictReader(f)] == ["education", "healthcare"], "runs in name (time) order"
+
+
+def test_sweep_report_names_an_evaluate_job_by_the_run_it_scored(tmp_path: Path) -> None:
+    """A folder of `scripts/evaluate.py` jobs (e.g. the bias benchmarks of several domains' runs): each job's own
+    config holds the defaults, so its data and adapter names come from the run whose adapter it scored."""
+    from domaintune.reporting.sweep_report import collect
+
+    run = tmp_path / "runs" / "10-00-00_marketing_ia3"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("data: {name: marketing}\nadapter: {name: ia3}\n")
+    job = tmp_path / "evals" / "11-00-00_marketing_ia3"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("data: {name: healthcare}\nadapter: {name: lora}\n")
+    (job / "metrics.json").write_text(json.dumps({"adapter": str(run / "adapter"), "base": {}, "tuned": {}}))
+    [found] = collect(tmp_path / "evals")
+    assert (found.data, found.adapter) == ("marketing", "ia3")

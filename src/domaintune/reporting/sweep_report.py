@@ -64,8 +64,14 @@ def _overrides(folder: Path) -> dict[str, str]:
 
 
 def _names(folder: Path) -> tuple[str, str]:
-    """data and adapter names from the job's saved config (their values are plain strings there)."""
-    cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+    """data and adapter names from the job's saved config (their values are plain strings there). A
+    `scripts/evaluate.py` job scored a saved run: its own config is the defaults, so the names come from the run it
+    scored (the adapter folder named in its metrics.json, inside that run's folder)."""
+    metrics = folder / "metrics.json"
+    scored = json.loads(metrics.read_text()).get("adapter") if metrics.exists() else None
+    run = Path(str(scored)).parent if scored and "/" in str(scored) else None
+    source = run if run is not None and (run / ".hydra" / "config.yaml").exists() else folder
+    cfg = yaml.safe_load((source / ".hydra" / "config.yaml").read_text()) or {}
     return str((cfg.get("data") or {}).get("name", "?")), str((cfg.get("adapter") or {}).get("name", "?"))
 
 
