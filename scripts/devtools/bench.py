@@ -143,13 +143,13 @@ class StepProfile:
         """Called at the start of every step (1-based)."""
         if self.ops and step == self.step:
             self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-            self._profiler.__enter__()
+            self._profiler.start()
 
     def end(self) -> None:
         """Called at the end of every step, before its time is read."""
         if self._profiler is None:
             return
-        self._profiler.__exit__(None, None, None)
+        self._profiler.stop()
         events = sorted(self._profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         self.table = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in events[: self.ops]]
         self._profiler = None

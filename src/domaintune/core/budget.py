@@ -171,14 +171,15 @@ class TimeBudget(pl.Callback):
         budget is lost to rounding down to the previous check). Each step to come costs its batch's tokens at
         the measured seconds per token when the batches ahead are known, else the mean measured step time.
         Pure arithmetic on measured times (tests check it with planted values)."""
-        measured = self._step_times[self.warmup_steps :] or self._step_times
+        window = slice(self.warmup_steps, None) if len(self._step_times) > self.warmup_steps else slice(None)
+        measured = self._step_times[window]
         step_s = sum(measured) / len(measured)
         # a validation batch is a forward pass: about a third of a training step's work; measured once one ran
         val_s = sum(self._val_times) / len(self._val_times) if self._val_times else 0.4 * step_s * val_batches
         val_share = val_s / val_interval if val_interval else 0.0
         left = self.plan.budget_s - self.margin_s - elapsed_s - self.eval_estimate_now() - (val_s if val_interval else 0.0)
         self.plan.step_s, self.plan.validation_s = step_s, val_s
-        costs = self._step_costs(now_step, measured)
+        costs = self._step_costs(now_step, window)
         self._by_tokens = costs is not None
         if costs is None:
             return now_step + max(0, math.floor(left / (step_s + val_share)))
@@ -220,25 +221,23 @@ class TimeBudget(pl.Callback):
         recent = self._recent_per_token()
         return recent / first if first and recent else 1.0
 
-    def _step_costs(self, now_step: int, measured: list[float]) -> Iterator[float] | None:
-        """Seconds of each step after `now_step` (its batch's tokens x the measured seconds per token), or None
-        when the batches ahead or the measured steps' tokens are not known."""
-        tokens = self._step_tokens[len(self._step_tokens) - len(measured) :]
-        if self._upcoming is None or len(tokens) != len(measured) or not all(tokens):
+    def _step_costs(self, now_step: int, window: slice) -> Iterator[float] | None:
+        """Seconds of each step after `now_step` (its batch's tokens x the seconds per token of the measured steps
+        in `window`, or of the latest steps when those are slower), or None when the batches ahead or the measured
+        steps' tokens are not known."""
+        whole = self._per_token(window)
+        if self._upcoming is None or whole is None:
             return None
-        # the rate of the process as it is now: the whole run's, or its latest steps' when those are slower
-        per_token = max(sum(measured) / sum(tokens), self._recent_per_token() or 0.0)
+        per_token = max(whole, self._recent_per_token() or 0.0)
         upcoming = self._upcoming
 
         def costs() -> Iterator[float]:
+            # endless (epochs repeat); steps_for stops at the time left or max_steps
             step = now_step
             while True:
-                ahead = upcoming(step, 256)
-                if not ahead:
-                    return
-                for t in ahead:
+                for t in upcoming(step, 256):
                     yield t * per_token
-                step += len(ahead)
+                step += 256
 
         return costs()
 
@@ -247,7 +246,7 @@ class TimeBudget(pl.Callback):
         interval = trainer.val_check_interval if isinstance(trainer.val_check_interval, int) else None
         val_batches = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
         elapsed = time.time() - self.plan.train_started + self.plan.setup_s
-        self._planned_cost_s: float | None = None
+        self._planned_cost_s = None
         planned = self.steps_for(trainer.global_step, elapsed, interval, val_batches)
         if self._cap is not None and planned > self._cap:
             planned, self._planned_cost_s = self._cap, None
@@ -318,7 +317,7 @@ def upcoming_batch_tokens(trainer: pl.Trainer) -> Callable[[int, int], list[int]
     if not hasattr(sampler, "batches_of") or not isinstance(rows, list) or getattr(trainer, "accumulate_grad_batches", 1) != 1:
         return None
     per_epoch = len(sampler)
-    if not per_epoch or not all(isinstance(r, dict) and "input_ids" in r for r in rows[:1]):
+    if not per_epoch or not (isinstance(rows[0], dict) and "input_ids" in rows[0]):
         return None
     lengths = [len(r["input_ids"]) for r in rows]
     epochs: dict[int, list[int]] = {}

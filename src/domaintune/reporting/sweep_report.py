@@ -63,12 +63,10 @@ def _overrides(folder: Path) -> dict[str, str]:
     return dict(o.lstrip("+~").split("=", 1) for o in items or [] if "=" in o)
 
 
-def _names(folder: Path) -> tuple[str, str]:
+def _names(folder: Path, scored: Any = None) -> tuple[str, str]:
     """data and adapter names from the job's saved config (their values are plain strings there). A
     `scripts/evaluate.py` job scored a saved run: its own config is the defaults, so the names come from the run it
-    scored (the adapter folder named in its metrics.json, inside that run's folder)."""
-    metrics = folder / "metrics.json"
-    scored = json.loads(metrics.read_text()).get("adapter") if metrics.exists() else None
+    scored (`scored`: the adapter folder named in its metrics.json, inside that run's folder)."""
     run = Path(str(scored)).parent if scored and "/" in str(scored) else None
     source = run if run is not None and (run / ".hydra" / "config.yaml").exists() else folder
     cfg = yaml.safe_load((source / ".hydra" / "config.yaml").read_text()) or {}
@@ -100,12 +98,12 @@ def collect(sweep: Path) -> list[Job]:
     folders = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=_job_order)
     for k, folder in enumerate(folders):
         num = int(folder.name.split("_")[0]) if folder.name.split("_")[0].isdigit() else k
-        data, adapter = _names(folder)
+        payload = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else None
+        data, adapter = _names(folder, (payload or {}).get("adapter"))
         job = Job(folder, num, _overrides(folder), data, adapter, "incomplete", curve=_curve(folder))
         if (folder / "failure.json").exists():
             job.status, job.error = "failed", json.loads((folder / "failure.json").read_text())["error"]
-        elif (folder / "metrics.json").exists():
-            payload = json.loads((folder / "metrics.json").read_text())
+        elif payload is not None:
             job.status, job.metrics = "ok", {k: payload.get(k, {}) for k in (*VALUES, *EVIDENCE)}
             job.primary = payload.get("primary")
         jobs.append(job)
