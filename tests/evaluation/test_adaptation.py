@@ -14,9 +14,17 @@ from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from domaintune.core.budget import TimeBudget, parse_budget, upcoming_batch_tokens
+from domaintune.core.checks import check_evaluation
 from domaintune.data.formats import Task
 from domaintune.evaluation import metrics, multiple_choice
-from domaintune.evaluation.choice import choice_scores, label_items, trivial_baseline
+from domaintune.evaluation.choice import (
+    choice_evidence,
+    cross_fitted,
+    fit_offsets,
+    label_items,
+    label_loglikelihoods,
+    trivial_baseline,
+)
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import answer_limit
 from domaintune.evaluation.settings import Bootstrap, Generation
@@ -127,7 +135,8 @@ def test_label_scores_equal_the_multiple_choice_scorer_and_a_plain_forward_pass(
     task, records = dm.tasks[""], dm.records["test"][:9]
     items = label_items(dm, task, records)
     assert items[0].choices == task.labels and items[0].question.endswith("<|im_start|>assistant\n")
-    found = choice_scores(model, dm, task, records, 4, True, LOSS)
+    scored, lls = label_loglikelihoods(model, dm, task, records, 4, True, LOSS)
+    found = choice_evidence(scored, lls, task.labels)
     # the scorer's own (lm-eval) path: one row per (context, choice), full logits
     plain = multiple_choice.item_loglikelihoods(model, tokenizer, items, "", 4, False, False)
     assert found["accuracy"].value() == multiple_choice.score(items, plain)["acc"].value()
@@ -165,6 +174,72 @@ def test_report_says_whether_a_classifier_beats_its_trivial_baseline(make_cfg, t
     assert above_baselines(evaluator, result(len(records)))["choice/accuracy"]["above"]
     at_baseline = above_baselines(evaluator, result(round(best / 100 * len(records))))["choice/accuracy"]
     assert not at_baseline["above"] and "NOT above" in at_baseline["text"]
+
+
+def test_label_offsets_recover_a_planted_prior_shift() -> None:
+    """Scores = the log-probabilities the labels were drawn from + a shift per label: the fitted offsets undo the
+    shift (up to the fixed first label), and the calibrated argmax recovers the unshifted one's accuracy."""
+    g = torch.Generator().manual_seed(0)
+    logits = 2.0 * torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    gold = torch.multinomial(logits.softmax(1), 1, generator=g).squeeze(1)
+    shift = torch.tensor([0.0, 1.5, -0.7], dtype=torch.float64)
+    offsets = fit_offsets(logits + shift, gold)
+    assert offsets.tolist() == pytest.approx((-shift).tolist(), abs=0.06)
+    calibrated = ((logits + shift + offsets).argmax(1) == gold).double().mean()
+    shifted = ((logits + shift).argmax(1) == gold).double().mean()
+    unshifted = float((logits.argmax(1) == gold).double().mean())
+    assert calibrated == pytest.approx(unshifted, abs=0.01) and calibrated > shifted + 0.03
+
+
+def test_cross_fitting_never_scores_a_record_with_offsets_fitted_on_its_own_label() -> None:
+    g = torch.Generator().manual_seed(1)
+    lls = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    gold = torch.randint(0, 3, (40,), generator=g)
+    out = cross_fitted(lls, gold, 4)
+    held = torch.arange(40) % 4 == 1
+    assert torch.allclose(out[held], lls[held] + fit_offsets(lls[~held], gold[~held]))
+    flipped = gold.clone()
+    flipped[held] = (flipped[held] + 1) % 3  # other labels for fold 1 only: its own scores must not move
+    again = cross_fitted(lls, flipped, 4)
+    assert torch.equal(again[held], out[held]) and not torch.allclose(again[~held], out[~held])
+
+
+def test_calibrated_choice_metrics_use_offsets_fitted_on_the_calibration_split(make_cfg, tokenizer) -> None:
+    cfg = make_cfg("data=fact_checking", "eval.calibration.split=validation", "eval.split=[test,validation]")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    model = load_model(cfg.model)[0].eval()
+    evaluator = build(cfg.eval, data=dm, loss=LOSS)
+    memo: dict = {}
+    found = evaluator.choice(model, "test", memo)
+    task = dm.tasks[""]
+    items, lls = label_loglikelihoods(model, dm, task, dm.records["test"], cfg.eval.choices.batch_size, True, LOSS)
+    fit_items, fit_lls = label_loglikelihoods(model, dm, task, dm.records["validation"], cfg.eval.choices.batch_size, True, LOSS)
+    offsets = fit_offsets(fit_lls, torch.tensor([i.answer for i in fit_items]))
+    guesses = (lls + offsets).argmax(1).tolist()
+    assert [row[1] for row in found["choice/calibrated/macro_f1"].rows] == guesses
+    assert found["choice/accuracy"].value() == choice_evidence(items, lls, task.labels)["accuracy"].value()
+    # the validation split itself is scored cross-fitted, from the memo's scores (not scored again)
+    own = evaluator.choice(model, "validation", memo)
+    answers = torch.tensor([i.answer for i in fit_items])
+    expected = cross_fitted(fit_lls, answers, cfg.eval.calibration.folds).argmax(1).tolist()
+    assert [row[1] for row in own["choice/calibrated/macro_f1"].rows] == expected
+    assert "choice/calibrated/accuracy" in evaluator.trivial_baselines()
+    # off: no calibrated metrics, and the base-result cache key is the one it was before calibration existed
+    plain = build(make_cfg("data=fact_checking").eval, data=dm, loss=LOSS)
+    assert not any("calibrated" in k for k in plain.choice(model, "test", {})) and "calibration" not in plain.result_key
+
+
+def test_calibration_on_a_split_without_the_task_is_refused(make_cfg, tokenizer) -> None:
+    with pytest.raises(DomainTuneError, match=r"eval\.calibration\.folds"):
+        check_evaluation(make_cfg("data=fact_checking", "eval.calibration.folds=1").eval)
+    cfg = make_cfg("data=fact_checking", "eval.calibration.split=train")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    evaluator = build(cfg.eval, data=dm, loss=LOSS)
+    dm.records["train"] = []
+    with pytest.raises(DomainTuneError, match=r"eval\.calibration\.split=train has no records"):
+        evaluator.choice(load_model(cfg.model)[0].eval(), "test", {})
 
 
 # ------------------------------------------------------------------------------------------ time budget

@@ -20,7 +20,7 @@ from domaintune.core.budget import parse_budget
 from domaintune.data.packing import check_packing
 from domaintune.data.recipe import DataRecipe
 from domaintune.data.settings import Dedup, Pii
-from domaintune.evaluation.settings import Bootstrap, Generation, Selection
+from domaintune.evaluation.settings import Bootstrap, Calibration, Generation, Selection
 from domaintune.models.adapters import peft_config
 from domaintune.models.continual import check_init_from
 from domaintune.models.objectives import Objective
@@ -203,6 +203,7 @@ def check_evaluation(e: DictConfig) -> None:
     settings(Selection, e.selection, "eval.selection")
     settings(Bootstrap, e.bootstrap, "eval.bootstrap")
     settings(Generation, e.generation, "eval.generation")
+    settings(Calibration, e.calibration, "eval.calibration")
     splits = [e.split] if isinstance(e.split, str) else list(e.split)
     if not splits or len(set(splits)) != len(splits):
         raise DomainTuneError(

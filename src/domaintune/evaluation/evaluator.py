@@ -24,10 +24,10 @@ from domaintune.data.chat import ChatRenderer
 from domaintune.data.formats import Message, Task
 from domaintune.evaluation import bias, memorisation, multiple_choice
 from domaintune.evaluation import metrics as gen_metrics
-from domaintune.evaluation.choice import choice_scores, trivial_baseline
+from domaintune.evaluation.choice import choice_evidence, cross_fitted, fit_offsets, label_loglikelihoods, trivial_baseline
 from domaintune.evaluation.evidence import Evidence
 from domaintune.evaluation.generation import GenerationStats, generate, merged_adapter, model_device, with_answer_limit
-from domaintune.evaluation.settings import Bootstrap, Generation, Memorisation, Selection
+from domaintune.evaluation.settings import Bootstrap, Calibration, Generation, Memorisation, Selection
 from domaintune.models.loss import LossOptions, example_nll
 from domaintune.models.objectives import answer_logps
 from domaintune.utils.config import settings, to_dict
@@ -115,6 +115,7 @@ class Evaluator:
         metrics: str | list[str],
         generation: dict[str, Any] | Generation,
         choices: dict[str, Any],
+        calibration: dict[str, Any] | Calibration,
         share_context: bool,
         general: str | list[str] | None,
         benchmarks: dict[str, dict[str, Any]],
@@ -141,6 +142,7 @@ class Evaluator:
         self.metrics, self.share_context = metrics, bool(share_context)
         wanted = settings(Generation, generation, "eval.generation")
         self.choices = to_dict(choices)
+        self.calibration = settings(Calibration, calibration, "eval.calibration")
         # `max_new_tokens: auto` becomes a number here, from the training references (the report states it and
         # how it was found); the resolved number is part of the base-result cache key below
         self.generation_settings, self.answer_limit = with_answer_limit(self.dm, wanted)
@@ -178,6 +180,8 @@ class Evaluator:
             "tasks": {name: [t.type, t.labels] for name, t in self.dm.tasks.items()},
             "generation": self.generation_settings.options(),
             "choices": self.choices,
+            # only when on: results without calibration are the same whatever its unused settings say
+            **({"calibration": dataclasses.asdict(self.calibration)} if self.calibration.split else {}),
             "share_context": self.share_context,
             "general": self.general,
             "benchmarks": self.benchmark_specs,
@@ -288,26 +292,65 @@ class Evaluator:
         }
 
     # ------------------------------------------------------------------ labels by likelihood
-    def choice(self, model: nn.Module, split: str) -> dict[str, Evidence]:
+    def choice(self, model: nn.Module, split: str, memo: dict[tuple[str, str], Any]) -> dict[str, Evidence]:
         """For tasks with a label set: each label's log-likelihood as the answer to the record's prompt, the most
         likely one taken as the model's answer (the multiple-choice scorer, lm-eval's definition): accuracy and
-        macro-F1 that no answer wording or parsing can blur."""
+        macro-F1 that no answer wording or parsing can blur. With `eval.calibration.split` set, also the same
+        scores moved by per-label offsets fitted on that split (choice/calibrated/*); `memo` keeps one
+        evaluation's label log-likelihoods per (task, split), so the fitted split is scored once."""
         if not self.choices["enabled"]:
             return {}
         out: dict[str, Evidence] = {}
-        self.dm.require(split)
         for name, task in self.dm.tasks.items():
-            records = [r for r in self.dm.records[split] if r.get("_task", "") == name]
             # labels by likelihood need the task's response template; preference pairs have none (their labels,
             # when given, still score generated answers: gen/accuracy, gen/macro_f1)
-            if not task.labels or not records or task.type == "preference":
+            if not task.labels or task.type == "preference" or not self._task_records(name, split):
                 continue
-            found = choice_scores(
-                model, self.dm, task, records, int(self.choices["batch_size"]), self.share_context, self.loss_options
-            )
+            items, lls = self._label_lls(model, name, split, memo)
             prefix = f"choice/{name}/" if name else "choice/"
-            out.update({prefix + k: v for k, v in found.items()})
+            out.update({prefix + k: v for k, v in choice_evidence(items, lls, task.labels).items()})
+            if self.calibration.split:
+                calibrated = self._calibrated(model, name, split, lls, items, memo)
+                out.update({f"{prefix}calibrated/{k}": v for k, v in choice_evidence(items, calibrated, task.labels).items()})
         return out
+
+    def _task_records(self, name: str, split: str) -> list[dict[str, Any]]:
+        self.dm.require(split)
+        return [r for r in self.dm.records[split] if r.get("_task", "") == name]
+
+    def _label_lls(self, model: nn.Module, name: str, split: str, memo: dict[tuple[str, str], Any]) -> Any:
+        if (name, split) not in memo:
+            memo[name, split] = label_loglikelihoods(
+                model,
+                self.dm,
+                self.dm.tasks[name],
+                self._task_records(name, split),
+                int(self.choices["batch_size"]),
+                self.share_context,
+                self.loss_options,
+            )
+        return memo[name, split]
+
+    def _calibrated(
+        self, model: nn.Module, name: str, split: str, lls: torch.Tensor, items: list[Any], memo: dict[tuple[str, str], Any]
+    ) -> torch.Tensor:
+        """The split's label scores plus offsets fitted on the calibration split (cross-fitted when they are the same)."""
+        fit_split, labels = str(self.calibration.split), self.dm.tasks[name].labels or []
+        if not self._task_records(name, fit_split):
+            raise DomainTuneError(
+                f"eval.calibration.split={fit_split} has no records of the label task{f' {name}' if name else ''}, "
+                "so no label offsets can be fitted on it.",
+                "Point eval.calibration.split at a labelled split of the same task (e.g. validation), or set it to null.",
+            )
+        if fit_split == split:
+            return cross_fitted(lls, torch.tensor([i.answer for i in items]), self.calibration.folds)
+        fit_items, fit_lls = self._label_lls(model, name, fit_split, memo)
+        offsets = fit_offsets(fit_lls, torch.tensor([i.answer for i in fit_items]))
+        log.info(
+            f"Label calibration on {fit_split} ({len(fit_items)} records): offsets "
+            + ", ".join(f"{label} {float(o):+.3f}" for label, o in zip(labels, offsets, strict=True))
+        )
+        return lls + offsets
 
     # ------------------------------------------------------------------ benchmarks
     def benchmarks(self, model: nn.Module) -> dict[str, Evidence]:
@@ -408,6 +451,8 @@ class Evaluator:
                 mine = [r for r in records if r.get("_task", "") == name]
                 if mine:
                     out[f"{kind}/{prefix}accuracy"] = trivial_baseline(mine, task.labels)
+                    if kind == "choice" and self.calibration.split:
+                        out[f"choice/{prefix}calibrated/accuracy"] = out[f"{kind}/{prefix}accuracy"]
         return out
 
     def generated_records(self, split: str) -> list[dict[str, Any]]:
@@ -430,6 +475,7 @@ class Evaluator:
         what = f"the {' and '.join(splits)} split{'s' if len(splits) > 1 else ''}" if splits else ", ".join(self.general)
         log.info(f"Evaluating the {label} model on {what}")
         result = EvalResult({})
+        memo: dict[tuple[str, str], Any] = {}  # label log-likelihoods per (task, split), shared by the splits
         # A LoRA-family adapter is folded into the weights for the whole evaluation (restored bit for bit
         # afterwards): the tuned model is then scored as fast as the base model.
         with merged_adapter(model, self.merge_adapter) as fast, self._autocast(model_device(model)):
@@ -437,7 +483,7 @@ class Evaluator:
                 prefix = "" if split == self.split else f"{split}/"
                 speed, evidence = self.loss(fast, label, split)
                 gen_speed, gen_evidence, samples, stats = self.generation(fast, split, merge_adapter=False)
-                result.add({**evidence, **self.choice(fast, split), **self.preference(fast, split), **gen_evidence}, prefix)
+                result.add({**evidence, **self.choice(fast, split, memo), **self.preference(fast, split), **gen_evidence}, prefix)
                 result.metrics.update({prefix + k: v for k, v in {**speed, **gen_speed}.items()})
                 worst = stats.answers * int(self.generation_settings.max_new_tokens) / max(stats.positions_per_s, 1e-9)
                 result.timing["generation_s"] = result.timing.get("generation_s", 0.0) + stats.seconds

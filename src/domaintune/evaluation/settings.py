@@ -1,5 +1,5 @@
 """The evaluation's nested config blocks as typed dataclasses (`eval.bootstrap`, `eval.selection`,
-`eval.generation`), each checking its own values in `__post_init__`.
+`eval.generation`, `eval.calibration`, `eval.memorisation`), each checking its own values in `__post_init__`.
 
 Why not plain dicts: a dict lets a misspelt key through and scatters the checks of its values over the code
 that reads them; here a block is built once (by `domaintune.utils.config.settings`, which refuses unknown
@@ -67,6 +67,29 @@ class Selection:
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
             raise DomainTuneError(f"eval.selection.mode={self.mode!r} is not an option.", "Use min or max.")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """`eval.calibration`: label tasks' likelihood scores recalibrated by one offset per label, fitted on a
+    labelled split (evaluation/choice.py `fit_offsets`); reported as choice/calibrated/* beside choice/*."""
+
+    # the split the offsets are fitted on (null: no calibration)
+    split: str | None
+    # where the scored split is the fitted one: each fold is scored with offsets fitted on the others
+    folds: int
+
+    def __post_init__(self) -> None:
+        if self.split is not None and not isinstance(self.split, str):
+            raise DomainTuneError(
+                f"eval.calibration.split={self.split!r} is not one split's name.",
+                "Use eval.calibration.split=validation, or null for no calibration.",
+            )
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise DomainTuneError(
+                f"eval.calibration.folds={self.folds!r} must be a whole number of at least 2.",
+                "Use e.g. eval.calibration.folds=5.",
+            )
 
 
 @dataclass(frozen=True)
