@@ -62,6 +62,29 @@ def test_label_confusion_and_unparseable_answers() -> None:
     assert topics(found) == {"weak label"} and "'not_enough_info' (generated label) has F1 18.2" in found[0].text
 
 
+def test_a_lopsided_label_prior_that_calibration_fixes_is_named_as_such() -> None:
+    """Raw likeliest labels at chance (everything answered 'true'), calibrated ones well above it: the finding is
+    the label prior, not "train more"; the calibrated matrix names its scorer."""
+    labels = ["true", "false", "not_enough_info"]
+    raw = [[g, 0] for g in (0, 1, 2) for _ in range(30)]
+    calibrated = [[g, g if i < 24 else (g + 1) % 3] for g in (0, 1, 2) for i in range(30)]
+
+    def rows(metric: str, pairs: list[list[int]]) -> list[dict]:
+        return [
+            {"stage": "tuned", "metric": metric, "kind": "macro_f1", "id": f"r{i}", "value": None, "row": r,
+             "params": {"classes": 3, "labels": labels}}
+            for i, r in enumerate(pairs)
+        ]  # fmt: skip
+
+    lines, found = label_analysis(rows("choice/macro_f1", raw) + rows("choice/calibrated/macro_f1", calibrated), {})
+    prior = [f for f in found if f.topic == "label prior"]
+    assert len(prior) == 1 and "80.0%" in prior[0].text and "choice/calibrated/macro_f1" in prior[0].change
+    assert "near chance" not in topics(found) and not prior[0].overrides
+    assert "### choice/calibrated/labels" in "\n".join(lines)
+    # without the calibrated scores the same raw answers are "near chance"
+    assert "near chance" in topics(label_analysis(rows("choice/macro_f1", raw), {})[1])
+
+
 def test_generation_findings_repetition_and_length() -> None:
     loop = "take the pill " * 12
     gens = [{"id": f"g{i}", "reference": "rest and drink water", "tuned": loop, "base": ""} for i in range(5)]

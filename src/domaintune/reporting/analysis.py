@@ -70,11 +70,24 @@ def largest_changes(per_example: list[dict[str, Any]], prompts: dict[str, str], 
 
 
 # ------------------------------------------------------------------------------------------ labels
+def _accuracy(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """Accuracy of (gold, answer) rows and its 95% margin (normal approximation to the binomial)."""
+    accuracy = sum(x["row"][0] == x["row"][1] for x in rows) / len(rows)
+    return accuracy, 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / len(rows))
+
+
 def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -> tuple[list[str], list[Finding]]:
     """Confusion matrix, per-label F1 and unparseable answers of the tuned model (fact checking)."""
     lines: list[str] = []
     findings: list[Finding] = []
     rows = [x for x in per_example if x["kind"] == "macro_f1" and x["stage"] == "tuned"]
+    # calibrated label scores whose accuracy is beyond chance (choice/calibrated/*), read before their raw ones
+    beyond_chance = {}
+    for metric in {x["metric"] for x in rows if "/calibrated/" in x["metric"]}:
+        mine = [x for x in rows if x["metric"] == metric]
+        accuracy, margin = _accuracy(mine)
+        if accuracy - margin > 1 / len(mine[0]["params"]["labels"]):
+            beyond_chance[metric] = accuracy
     for metric in dict.fromkeys(x["metric"] for x in rows):
         mine = [x for x in rows if x["metric"] == metric]
         labels = list(mine[0]["params"]["labels"])
@@ -90,13 +103,27 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
             f1s[gold] = 200 * tp / max(2 * tp + fp + fn, 1)
             lines.append(f"| {gold} | " + " | ".join(str(counts[(g, o)]) for o in range(len(names))) + f" | {f1s[gold]:.1f} |")
         lines.append("")
-        # which scorer a finding is about: the likeliest label (choice/) or the generated one (gen/)
-        scorer = "likeliest label" if metric.startswith("choice/") else "generated label"
+        # which scorer a finding is about: the likeliest label (choice/), after calibration, or the generated one
+        scorer = "generated label" if not metric.startswith("choice/") else "likeliest label"
+        scorer += " after calibration" if "/calibrated/" in metric else ""
         n = len(mine)
-        accuracy = sum(x["row"][0] == x["row"][1] for x in mine) / n
-        margin = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / n)  # normal approximation, binomial
+        accuracy, margin = _accuracy(mine)
         chance = 1 / len(labels)
-        if accuracy - margin <= chance:
+        near = accuracy - margin <= chance
+        calibrated = metric.replace("macro_f1", "calibrated/macro_f1")
+        if near and calibrated in beyond_chance:
+            # the scores rank the records; the model's prior over the labels is what fails: say that, not "train more"
+            findings.append(
+                Finding(
+                    "label prior",
+                    f"The tuned model's {scorer} accuracy, {100 * accuracy:.1f}% (±{100 * margin:.1f} over n={n}), cannot "
+                    f"be told from guessing among {len(labels)} labels, but after one offset per label fitted on "
+                    f"held-out records it is {100 * beyond_chance[calibrated]:.1f}%: the model favours one label as a "
+                    "whole while its scores still rank the records.",
+                    f"read {calibrated} (eval.calibration.split=validation), or balance the training labels",
+                )
+            )
+        elif near:
             findings.append(
                 Finding(
                     "near chance",
