@@ -175,14 +175,18 @@ def test_a_mixture_saved_before_targets_existed_still_builds(make_cfg, tokenizer
 
 
 def test_a_run_saved_before_new_task_and_benchmark_keys_still_loads(make_cfg, tokenizer, tmp_path: Path) -> None:
-    """A run folder of an older version lacks data.task.span_separator, eval.memorisation, the benchmarks' `kind`
-    and today's bias benchmarks: loading it (evaluate, serve, export) fills them in, with the task's default from
+    """A run folder of an older version lacks data.task.span_separator, eval.memorisation, eval.calibration, keys
+    added since to eval blocks it has (generation.auto_cap), the benchmarks' `kind` and today's bias benchmarks:
+    loading it (evaluate, serve, export) fills them in, with the task's default from
     _base.yaml even when today's composed data is another domain, and builds its DataModule and Evaluator."""
     from domaintune.core.inference import with_run_config
 
     saved = to_dict(make_cfg())
     saved["data"]["task"].pop("span_separator")
     saved["eval"].pop("memorisation")
+    saved["eval"].pop("calibration")
+    saved["eval"]["generation"].pop("auto_cap")  # a block it has, lacking a key added since
+    saved["eval"]["generation"]["max_samples"] = 7  # a value it has is kept
     saved["eval"]["benchmarks"] = {"piqa": {k: v for k, v in saved["eval"]["benchmarks"]["piqa"].items() if k != "kind"}}
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -192,5 +196,7 @@ def test_a_run_saved_before_new_task_and_benchmark_keys_still_loads(make_cfg, to
     assert cfg.data.name == "healthcare" and cfg.data.task.span_separator is None, "the default, not finance's '; '"
     assert cfg.eval.benchmarks.piqa.kind == "multiple_choice" and {"crows_pairs", "bbq"} <= set(cfg.eval.benchmarks)
     assert cfg.eval.memorisation.max_samples == today.eval.memorisation.max_samples
+    assert cfg.eval.generation.auto_cap == today.eval.generation.auto_cap and cfg.eval.generation.max_samples == 7
+    assert cfg.eval.calibration.split is None
     dm = build(cfg.data, tokenizer=tokenizer)
     build(cfg.eval, data=dm, loss=LossOptions(True, None))

@@ -104,10 +104,16 @@ def fill_data(node: DictConfig, today: DictConfig) -> DictConfig:
 
 
 def fill_eval(node: DictConfig, today: DictConfig) -> DictConfig:
-    """`fill_missing` for an eval config saved by an older version: besides today's new blocks, each benchmark it
-    names gets the keys benchmarks have gained since (e.g. `kind`) from today's benchmark of the same name, and
-    today's benchmarks it does not name are added (available to eval.general)."""
+    """`fill_missing` for an eval config saved by an older version: besides today's new blocks, each settings block
+    it has (generation, memorisation, choices...) gets the keys that block has gained since (e.g.
+    memorisation.min_tokens: eval's blocks are the evaluation's own settings, not per-domain content, so today's
+    defaults are right for them); each benchmark it names gets the keys benchmarks have gained since (e.g. `kind`)
+    from today's benchmark of the same name, and today's benchmarks it does not name are added (available to
+    eval.general)."""
     fill_missing(node, today)
+    for key, block in today.items():
+        if key != "benchmarks" and isinstance(block, DictConfig) and isinstance(node.get(key), DictConfig):
+            fill_missing(node[key], block)
     saved, current = node.get("benchmarks"), today.get("benchmarks")
     if saved is not None and current is not None:
         with open_dict(saved):
