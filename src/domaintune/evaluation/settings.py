@@ -17,6 +17,11 @@ from domaintune.evaluation.evidence import Evidence, Interval, interval_of, pair
 from domaintune.utils.errors import DomainTuneError
 
 
+def _count_below(value: Any, least: int) -> bool:
+    """True unless `value` is a whole number (not a bool, which Python counts as one) of at least `least`."""
+    return isinstance(value, bool) or not isinstance(value, int) or value < least
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """`eval.bootstrap`: the paired bootstrap behind every interval (evaluation/evidence.py)."""
@@ -85,7 +90,7 @@ class Calibration:
                 f"eval.calibration.split={self.split!r} is not one split's name.",
                 "Use eval.calibration.split=validation, or null for no calibration.",
             )
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+        if _count_below(self.folds, 2):
             raise DomainTuneError(
                 f"eval.calibration.folds={self.folds!r} must be a whole number of at least 2.",
                 "Use e.g. eval.calibration.folds=5.",
@@ -112,7 +117,7 @@ class Generation:
 
     def __post_init__(self) -> None:
         limit = self.max_new_tokens
-        if limit != "auto" and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if limit != "auto" and _count_below(limit, 1):
             raise DomainTuneError(
                 f"eval.generation.max_new_tokens={limit!r} is neither `auto` nor a positive number of tokens.",
                 "Use eval.generation.max_new_tokens=auto (from the training answers' lengths) or e.g. 256.",
@@ -158,12 +163,12 @@ class Memorisation:
     seed: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 0:
+        if _count_below(self.max_samples, 0):
             raise DomainTuneError(
                 f"eval.memorisation.max_samples={self.max_samples!r} is not a count of training examples.",
                 "Use 0 to switch the check off, or e.g. 32.",
             )
-        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 1:
+        if _count_below(self.min_tokens, 1):
             raise DomainTuneError(
                 f"eval.memorisation.min_tokens={self.min_tokens!r} is not a positive number of tokens.",
                 "E.g. 32: an answer reproducing 32 consecutive tokens of its training answer counts as memorised.",

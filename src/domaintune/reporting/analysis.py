@@ -80,16 +80,17 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
     """Confusion matrix, per-label F1 and unparseable answers of the tuned model (fact checking)."""
     lines: list[str] = []
     findings: list[Finding] = []
-    rows = [x for x in per_example if x["kind"] == "macro_f1" and x["stage"] == "tuned"]
+    by_metric: dict[str, list[dict[str, Any]]] = defaultdict(list)  # in the order the metrics come
+    for x in per_example:
+        if x["kind"] == "macro_f1" and x["stage"] == "tuned":
+            by_metric[x["metric"]].append(x)
     # calibrated label scores whose accuracy is beyond chance (choice/calibrated/*), read before their raw ones
     beyond_chance = {}
-    for metric in {x["metric"] for x in rows if "/calibrated/" in x["metric"]}:
-        mine = [x for x in rows if x["metric"] == metric]
+    for metric, mine in by_metric.items():
         accuracy, margin = _accuracy(mine)
-        if accuracy - margin > 1 / len(mine[0]["params"]["labels"]):
+        if "/calibrated/" in metric and accuracy - margin > 1 / len(mine[0]["params"]["labels"]):
             beyond_chance[metric] = accuracy
-    for metric in dict.fromkeys(x["metric"] for x in rows):
-        mine = [x for x in rows if x["metric"] == metric]
+    for metric, mine in by_metric.items():
         labels = list(mine[0]["params"]["labels"])
         names = [*labels, "(unparseable)"]
         counts = Counter((x["row"][0], x["row"][1]) for x in mine)
@@ -104,7 +105,7 @@ def label_analysis(per_example: list[dict[str, Any]], outputs: dict[str, str]) -
             lines.append(f"| {gold} | " + " | ".join(str(counts[(g, o)]) for o in range(len(names))) + f" | {f1s[gold]:.1f} |")
         lines.append("")
         # which scorer a finding is about: the likeliest label (choice/), after calibration, or the generated one
-        scorer = "generated label" if not metric.startswith("choice/") else "likeliest label"
+        scorer = "likeliest label" if metric.startswith("choice/") else "generated label"
         scorer += " after calibration" if "/calibrated/" in metric else ""
         n = len(mine)
         accuracy, margin = _accuracy(mine)
