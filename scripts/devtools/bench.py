@@ -21,7 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from domaintune.models.loss import IGNORE
 from domaintune.models.optim import Optimization
@@ -204,7 +204,8 @@ def domaintune_train(
 
 # ---------------------------------------------------------------------------------------------- peers
 def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
-    """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not."""
+    """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not. The peers get
+    LoRA as PEFT builds it (its own `nn.Dropout`): `adapter.fast_dropout` is DomainTune's, not theirs."""
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
@@ -212,7 +213,8 @@ def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     model, tok = load_model(cfg.model)
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
-    model = apply_adapter(model, cfg.adapter, peft_config(cfg.adapter)).train()
+    adapter = OmegaConf.merge(cfg.adapter, {"fast_dropout": False}) if "fast_dropout" in cfg.adapter else cfg.adapter
+    model = apply_adapter(model, adapter, peft_config(adapter)).train()
     bf16 = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).startswith("bf16")
     return model, tok, dm, bf16
 

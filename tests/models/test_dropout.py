@@ -1,0 +1,82 @@
+"""adapter.fast_dropout: LoRA's dropout with numpy's generator is nn.Dropout's distribution, seeded by torch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from domaintune.models.adapters import apply_adapter, peft_config
+from domaintune.models.dropout import FastDropout
+from domaintune.models.loading import load_model
+from domaintune.utils.errors import DomainTuneError
+
+
+def _dropped(p: float, seed: int, shape: tuple[int, ...] = (1000, 1000)) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    x = torch.rand(shape) + 1.0  # never zero, so a zero in the output is a dropped element
+    return x, FastDropout(p).train()(x)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_masks_have_the_configured_rate_and_scale(p: float) -> None:
+    """Each element is dropped with probability p (the share of a million lies within 5 standard errors) and a
+    kept one is scaled by 1 / (1 - p), as nn.Dropout does."""
+    x, y = _dropped(p, seed=0)
+    dropped = y == 0
+    share = dropped.float().mean().item()
+    assert abs(share - p) < 5 * math.sqrt(p * (1 - p) / x.numel()), share
+    torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
+    # rows and columns are independent draws: no row or column is all kept or all dropped in a pattern
+    assert dropped.float().mean(1).std() > 0 and dropped.float().mean(0).std() > 0
+
+
+def test_masks_are_seeded_by_torch() -> None:
+    """torch's seed decides the mask (seed_everything and an exact resume keep working); another seed draws
+    another mask, and two calls in a row draw two."""
+    _, first = _dropped(0.05, seed=3)
+    _, again = _dropped(0.05, seed=3)
+    _, other = _dropped(0.05, seed=4)
+    assert torch.equal(first == 0, again == 0)
+    assert not torch.equal(first == 0, other == 0)
+    torch.manual_seed(5)
+    layer, x = FastDropout(0.05).train(), torch.ones(200, 200)
+    assert not torch.equal(layer(x) == 0, layer(x) == 0)
+
+
+def test_gradient_is_the_same_mask_and_scale() -> None:
+    x = torch.rand(300, 40, requires_grad=True)
+    weight = torch.randn(300, 40)
+    torch.manual_seed(0)
+    y = FastDropout(0.2).train()(x)
+    (y * weight).sum().backward()
+    keep = (y != 0).float()
+    torch.testing.assert_close(x.grad, weight * keep / 0.8)
+
+
+def test_evaluation_mode_and_zero_rate_are_the_identity() -> None:
+    x = torch.rand(50, 50)
+    assert FastDropout(0.5).eval()(x) is x
+    assert FastDropout(0.0).train()(x) is x
+
+
+def test_lora_layers_get_it_from_the_adapter_config(make_cfg) -> None:
+    """adapter=lora (fast_dropout: true) puts FastDropout in every LoRA layer; false keeps PEFT's nn.Dropout;
+    lora_dropout 0 keeps PEFT's Identity; an adapter without LoRA layers refuses the key instead of ignoring it."""
+
+    def dropouts(*overrides: str) -> list[nn.Module]:
+        cfg = make_cfg(*overrides)
+        model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
+        return [d for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)
+                for d in m.lora_dropout.values()]
+
+    fast = dropouts("adapter=lora")
+    assert fast and all(type(d) is FastDropout and d.p == 0.05 for d in fast)
+    peft = dropouts("adapter=lora", "adapter.fast_dropout=false")
+    assert len(peft) == len(fast) and all(type(d) is nn.Dropout for d in peft)
+    assert all(type(d) is nn.Identity for d in dropouts("adapter=lora", "adapter.peft.lora_dropout=0.0"))
+    assert all(type(d) is FastDropout for d in dropouts("adapter=dora"))
+    with pytest.raises(DomainTuneError, match="adapter=ia3 has no LoRA layers"):
+        dropouts("adapter=ia3", "+adapter.fast_dropout=true")
