@@ -69,8 +69,12 @@ def test_lora_layers_get_it_from_the_adapter_config(make_cfg) -> None:
     def dropouts(*overrides: str) -> list[nn.Module]:
         cfg = make_cfg(*overrides)
         model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
-        return [d for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)
-                for d in m.lora_dropout.values()]
+        return [
+            d
+            for m in model.modules()
+            if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)
+            for d in m.lora_dropout.values()
+        ]
 
     fast = dropouts("adapter=lora")
     assert fast and all(type(d) is FastDropout and d.p == 0.05 for d in fast)
@@ -80,3 +84,29 @@ def test_lora_layers_get_it_from_the_adapter_config(make_cfg) -> None:
     assert all(type(d) is FastDropout for d in dropouts("adapter=dora"))
     with pytest.raises(DomainTuneError, match="adapter=ia3 has no LoRA layers"):
         dropouts("adapter=ia3", "+adapter.fast_dropout=true")
+
+
+def test_gradient_checkpointing_recomputes_the_same_masks(make_cfg, tokenizer) -> None:
+    """The backward of a checkpointed block runs its forward again; the masks must come out the same there (the
+    seed is drawn from torch's generator, whose state the checkpoint restores), or the gradients would be wrong."""
+    from domaintune.models.loss import LossOptions, forward_loss
+    from domaintune.utils.hydra import build
+
+    cfg = make_cfg("adapter=lora")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter), checkpointing).train()
+        for p in model.parameters():  # LoRA B starts at zero: perturb so every LoRA path carries gradient
+            if p.requires_grad:
+                p.data.normal_(0, 0.02)
+        torch.manual_seed(1)
+        loss, _ = forward_loss(model, batch, LossOptions(True, None))
+        loss.backward()
+        grads.append({k: p.grad for k, p in model.named_parameters() if p.requires_grad})
+    assert any(type(m) is FastDropout for m in model.modules())
+    for k, g in grads[0].items():
+        torch.testing.assert_close(grads[1][k], g, atol=1e-6, rtol=1e-5, msg=k)

@@ -12,8 +12,9 @@ a 32-bit draw is compared with round(p * 2^32)) and the kept ones are scaled by 
 the same mask and scale; evaluation mode is the identity. What differs: the masks themselves (another random
 stream), so a run's exact numbers differ from PEFT's dropout while its recipe does not. Each call takes its
 seed from torch's default generator, so `seed_everything` still decides every mask and an exact resume (which
-restores torch's generator) draws the same masks again. On a GPU torch's own dropout (Philox) is fast, and
-`FastDropout` hands over to it.
+restores torch's generator) draws the same masks again, as does the recomputing forward of gradient
+checkpointing, which restores it too. On a GPU torch's own dropout (Philox) is fast, and under torch.compile
+the generated kernel draws its own: `FastDropout` hands over to nn.Dropout in both.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class FastDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or self.inplace or self.p >= 1.0:
+        # a GPU's dropout and torch.compile's generated one are fast already (and numpy would break the graph)
+        if x.device.type != "cpu" or torch.compiler.is_compiling() or self.inplace or self.p >= 1.0:
             return super().forward(x)
         seed = int(torch.randint(0, _SEED_HIGH, (1,)))
         count = x.numel()
