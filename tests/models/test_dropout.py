@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from domaintune.models.adapters import apply_adapter, peft_config
+from domaintune.models.adapters import apply_adapter, base_model, peft_config
+from domaintune.models.checkpointing import Checkpointing, apply_checkpointing
 from domaintune.models.dropout import FastDropout
 from domaintune.models.loading import load_model
 from domaintune.utils.errors import DomainTuneError
@@ -99,7 +100,8 @@ def test_gradient_checkpointing_recomputes_the_same_masks(make_cfg, tokenizer) -
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter), checkpointing).train()
+        model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
+        apply_checkpointing(base_model(model), Checkpointing(checkpointing, 0))
         for p in model.parameters():  # LoRA B starts at zero: perturb so every LoRA path carries gradient
             if p.requires_grad:
                 p.data.normal_(0, 0.02)

@@ -22,6 +22,7 @@ from domaintune.data.recipe import DataRecipe
 from domaintune.data.settings import Dedup, Pii
 from domaintune.evaluation.settings import Bootstrap, Calibration, Generation, Selection
 from domaintune.models.adapters import peft_config
+from domaintune.models.checkpointing import Checkpointing
 from domaintune.models.continual import check_init_from
 from domaintune.models.objectives import Objective
 from domaintune.utils.config import settings, to_dict
@@ -125,6 +126,7 @@ def check_config(cfg: DictConfig, hw: Hardware | None = None) -> Checked:
             f"(strategy {strategy}) the processes could plan different step counts.",
             "Use trainer.max_steps for multi-device runs (a budgeted single-device run's report gives its step count).",
         )
+    Checkpointing.from_config(cfg.model)
     peft = peft_config(cfg.adapter)
     check_packing(cfg.data.get("packing"), bool(peft and peft.is_prompt_learning))
     check_init_from(cfg.adapter, peft)

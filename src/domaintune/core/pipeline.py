@@ -36,7 +36,8 @@ from domaintune.data.recipe import DataRecipe
 from domaintune.evaluation.evaluator import EvalResult, Evaluator
 from domaintune.evaluation.forgetting import Forgetting, write_forgetting
 from domaintune.evaluation.generation import model_device
-from domaintune.models.adapters import apply_adapter, compile_blocks, parameter_counts, save_adapter
+from domaintune.models.adapters import apply_adapter, base_model, compile_blocks, parameter_counts, save_adapter
+from domaintune.models.checkpointing import Checkpointing, apply_checkpointing
 from domaintune.models.continual import latest_per_domain, lineage
 from domaintune.models.loading import base_model_id, load_model, model_identity, trained_weights
 from domaintune.models.loss import LossOptions
@@ -147,7 +148,8 @@ def prepare_training(
     # Re-seed: the adapter's random init (and everything after) must not depend on whether the base
     # evaluation came from the cache or consumed random numbers (found by the kill-and-resume test).
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = apply_adapter(model, cfg.adapter, peft, gradient_checkpointing=bool(cfg.model.gradient_checkpointing))
+    model = apply_adapter(model, cfg.adapter, peft)
+    long_batches = apply_checkpointing(base_model(model), Checkpointing.from_config(cfg.model))
     if from_start and is_zero and base_eval:
         base = evaluator.check_primary(evaluator.run(model, "start"))
         clock.lap("start evaluation")
@@ -169,6 +171,7 @@ def prepare_training(
     during: list[pl.Callback] = [GenerationMetrics(evaluator, int(every))] if every else []
     budget = time_budget(cfg, base, started, clock.laps.get("base evaluation", 0.0) + clock.laps.get("start evaluation", 0.0))
     during += [budget] if budget else []
+    during += [long_batches] if long_batches else []
     trainer = build_trainer(cfg, extra_callbacks=[*during, FirstStepTime(clock), *(callbacks or [])])
     for lg in trainer.loggers:  # W&B / CSV config: no token or key values; the data fingerprint ties results to data
         lg.log_hyperparams({**redact(to_dict(cfg)), "data_fingerprint": dm.fingerprint()})

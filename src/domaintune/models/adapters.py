@@ -59,9 +59,7 @@ def _freeze_all_but_top(model: PreTrainedModel, top_n: int, train_head: bool, tr
         norm.requires_grad_(True)
 
 
-def apply_adapter(
-    model: PreTrainedModel, cfg: DictConfig, peft: PeftConfig | None, gradient_checkpointing: bool = False
-) -> nn.Module:
+def apply_adapter(model: PreTrainedModel, cfg: DictConfig, peft: PeftConfig | None) -> nn.Module:
     """Return the model to train, with exactly the configured parameters trainable. `peft` is the PEFT config
     `peft_config(cfg)` built (once, by `checks.check_config` in a run) for `kind: peft`."""
     kind = cfg.get("kind")
@@ -83,10 +81,6 @@ def apply_adapter(
         model.requires_grad_(True)
     if cfg.get("fast_dropout"):
         _fast_dropout(model, str(cfg.get("name")))
-    if gradient_checkpointing:
-        base = base_model(model)
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
     trainable, total = parameter_counts(model)
     log.info(f"adapter={cfg.name}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     return model
