@@ -30,13 +30,36 @@ def test_the_check_draws_among_answers_long_enough_to_leak(tokenizer) -> None:
     long = "word " * 40
     records = [{"_src": f"train:{i}", "answer": long if i % 4 == 0 else "42"} for i in range(100)]
     task = SimpleNamespace(type="qa", reference=lambda r: r["answer"])
-    data = SimpleNamespace(records={"train": records}, task_of=lambda r: task, tokenizer=tokenizer)
+    data = SimpleNamespace(records={"train": records}, task_of=lambda r: task, tokenizer=tokenizer, conversation=_conversation)
     sample = training_sample(data, Memorisation(max_samples=8, min_tokens=32, seed=3))
     assert len(sample) == 8 and all(int(r["_src"].split(":")[1]) % 4 == 0 for r, _, _ in sample)
     assert all(len(ids) >= 32 and text == long for _, text, ids in sample)
     assert [r["_src"] for r, _, _ in sample] == [r["_src"] for r, _, _ in training_sample(data, Memorisation(8, 32, 3))]
     assert len(training_sample(data, Memorisation(max_samples=64, min_tokens=32, seed=3))) == 25, "all 25 long ones"
     assert training_sample(data, Memorisation(max_samples=8, min_tokens=500, seed=3)) == []
+
+
+def _conversation(record: dict) -> list[dict]:
+    return [
+        {"role": "user", "content": record.get("context", "") + " What does the report say?"},
+        {"role": "assistant", "content": record["answer"]},
+    ]
+
+
+def test_answers_quoted_from_their_own_prompt_are_not_drawn(tokenizer) -> None:
+    """A context-QA answer that is a span of its context would be "reproduced" by any model that copies from its
+    prompt: such records are left out of the draw (a 32-token quote), while a long answer that the context does
+    not contain, or contains only in shorter pieces, is drawn."""
+    answer = " ".join(f"item{i}" for i in range(40))
+    quoted = {"_src": "train:0", "context": "The report: " + answer + ". End.", "answer": answer}
+    unseen = {"_src": "train:1", "context": "Nothing of it here.", "answer": answer}
+    half = {"_src": "train:2", "context": " ".join(f"item{i}" for i in range(12)), "answer": answer}
+    task = SimpleNamespace(type="context_qa", reference=lambda r: r["answer"])
+    data = SimpleNamespace(
+        records={"train": [quoted, unseen, half]}, task_of=lambda r: task, tokenizer=tokenizer, conversation=_conversation
+    )
+    sample = training_sample(data, Memorisation(max_samples=8, min_tokens=32, seed=0))
+    assert [r["_src"] for r, _, _ in sample] == ["train:1", "train:2"]
 
 
 def test_a_planted_canary_is_caught(tmp_path: Path) -> None:

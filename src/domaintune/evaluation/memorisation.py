@@ -39,7 +39,9 @@ def training_sample(data: Any, settings: Memorisation) -> Sample:
 
     Why draw among the long answers only: a shorter answer cannot hold a leaked stretch of `min_tokens`, so drawing
     from all records left short-answer domains with almost nothing checked (TAT-QA: 1 of 32 drawn answers was
-    long enough). The log says how many training answers could be checked at all.
+    long enough). Nor are answers that quote `min_tokens` tokens of their own prompt (the context a TAT-QA answer is
+    a span of): a model that copies from its prompt would "reproduce" them without having memorised anything (the
+    finance check counted such copies, by the base model too, before this). The log says how many were left.
     """
     if settings.max_samples == 0 or "train" not in data.records:
         return []
@@ -48,14 +50,25 @@ def training_sample(data: Any, settings: Memorisation) -> Sample:
     answers = [task.reference(r) for r, task in tasks if task.type != "text"]
     tokens = data.tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
     long = [k for k, ids in enumerate(tokens) if len(ids) >= settings.min_tokens]
-    if len(long) < len(records):
+    # an answer quoted from its own prompt (a span of the context, as in TAT-QA) would be "reproduced" by any
+    # model that can copy: repeating it says nothing about memorisation, so such records are not drawn
+    prompts = {k: _ids(data.tokenizer, _prompt_text(data.conversation(records[k]))) for k in long}
+    quoted = {k for k in long if _longest_run(prompts[k], tokens[k]) >= settings.min_tokens}
+    eligible = [k for k in long if k not in quoted]
+    if len(eligible) < len(records):
         log.info(
             f"Memorisation check: {len(long)} of {len(records)} training answers have at least "
-            f"eval.memorisation.min_tokens={settings.min_tokens} tokens (a shorter one cannot leak such a stretch); "
-            f"the check draws {min(settings.max_samples, len(long))} of them"
+            f"eval.memorisation.min_tokens={settings.min_tokens} tokens (a shorter one cannot leak such a stretch), "
+            f"{len(quoted)} of them quote that many tokens from their own prompt (not a leak if repeated); the check "
+            f"draws {min(settings.max_samples, len(eligible))} of the other {len(eligible)}"
         )
-    chosen = sorted(random.Random(settings.seed).sample(long, min(settings.max_samples, len(long))))
+    chosen = sorted(random.Random(settings.seed).sample(eligible, min(settings.max_samples, len(eligible))))
     return [(records[k], answers[k], tokens[k]) for k in chosen]
+
+
+def _prompt_text(conversation: list[dict[str, Any]]) -> str:
+    """Everything the model is shown before the answer: every message but the final (assistant) one."""
+    return "\n".join(str(m["content"]) for m in conversation[:-1])
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
