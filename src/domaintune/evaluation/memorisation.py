@@ -52,8 +52,9 @@ def training_sample(data: Any, settings: Memorisation) -> Sample:
     long = [k for k, ids in enumerate(tokens) if len(ids) >= settings.min_tokens]
     # an answer quoted from its own prompt (a span of the context, as in TAT-QA) would be "reproduced" by any
     # model that can copy: repeating it says nothing about memorisation, so such records are not drawn
-    prompts = {k: _ids(data.tokenizer, _prompt_text(data.conversation(records[k]))) for k in long}
-    quoted = {k for k in long if _longest_run(prompts[k], tokens[k]) >= settings.min_tokens}
+    prompts = [_prompt_text(data.conversation(records[k])) for k in long]
+    prompt_ids = data.tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    quoted = {k for k, ids in zip(long, prompt_ids, strict=True) if _longest_run(ids, tokens[k]) >= settings.min_tokens}
     eligible = [k for k in long if k not in quoted]
     if len(eligible) < len(records):
         log.info(

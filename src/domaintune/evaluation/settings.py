@@ -14,12 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from domaintune.evaluation.evidence import Evidence, Interval, interval_of, paired_intervals
+from domaintune.utils.config import count_below
 from domaintune.utils.errors import DomainTuneError
-
-
-def _count_below(value: Any, least: int) -> bool:
-    """True unless `value` is a whole number (not a bool, which Python counts as one) of at least `least`."""
-    return isinstance(value, bool) or not isinstance(value, int) or value < least
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ class Calibration:
                 f"eval.calibration.split={self.split!r} is not one split's name.",
                 "Use eval.calibration.split=validation, or null for no calibration.",
             )
-        if _count_below(self.folds, 2):
+        if count_below(self.folds, 2):
             raise DomainTuneError(
                 f"eval.calibration.folds={self.folds!r} must be a whole number of at least 2.",
                 "Use e.g. eval.calibration.folds=5.",
@@ -117,7 +113,7 @@ class Generation:
 
     def __post_init__(self) -> None:
         limit = self.max_new_tokens
-        if limit != "auto" and _count_below(limit, 1):
+        if limit != "auto" and count_below(limit, 1):
             raise DomainTuneError(
                 f"eval.generation.max_new_tokens={limit!r} is neither `auto` nor a positive number of tokens.",
                 "Use eval.generation.max_new_tokens=auto (from the training answers' lengths) or e.g. 256.",
@@ -163,12 +159,12 @@ class Memorisation:
     seed: int
 
     def __post_init__(self) -> None:
-        if _count_below(self.max_samples, 0):
+        if count_below(self.max_samples, 0):
             raise DomainTuneError(
                 f"eval.memorisation.max_samples={self.max_samples!r} is not a count of training examples.",
                 "Use 0 to switch the check off, or e.g. 32.",
             )
-        if _count_below(self.min_tokens, 1):
+        if count_below(self.min_tokens, 1):
             raise DomainTuneError(
                 f"eval.memorisation.min_tokens={self.min_tokens!r} is not a positive number of tokens.",
                 "E.g. 32: an answer reproducing 32 consecutive tokens of its training answer counts as memorised.",

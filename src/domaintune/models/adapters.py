@@ -89,12 +89,12 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, peft: PeftConfig | No
 def _fast_dropout(model: nn.Module, name: str) -> None:
     """`adapter.fast_dropout`: LoRA's dropout masks drawn by `models/dropout.py` (same distribution, faster on the
     CPU). Set on an adapter without LoRA layers it would do nothing, which is refused rather than ignored."""
-    if not any(isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict) for m in model.modules()):
+    found, replaced = use_fast_dropout(model)
+    if not found:
         raise DomainTuneError(
             f"adapter.fast_dropout=true, but adapter={name} has no LoRA layers, whose dropout it replaces.",
             "Remove adapter.fast_dropout (it applies to adapter=lora, dora, lora_upper and configs built on them).",
         )
-    replaced = use_fast_dropout(model)
     log.info(f"adapter.fast_dropout: {replaced} LoRA dropout layers draw their masks with numpy's SFC64")
 
 

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from domaintune.utils.config import count_below
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.logging import get_logger
 
@@ -50,7 +51,7 @@ class Checkpointing:
                 "Use auto (checkpoint the batches above model.checkpoint_above_tokens positions), true (every "
                 "batch: least memory) or false (none: fastest).",
             )
-        if mode == "auto" and (isinstance(above, bool) or not isinstance(above, int) or above < 1):
+        if mode == "auto" and count_below(above, 1):
             raise DomainTuneError(
                 f"model.gradient_checkpointing=auto needs model.checkpoint_above_tokens, a whole number of positions "
                 f"(rows x padded length) of at least 1; it is {above!r}.",

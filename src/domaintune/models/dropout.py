@@ -49,17 +49,18 @@ class FastDropout(nn.Dropout):
         return x.masked_fill(drop, 0.0).mul_(1.0 / (1.0 - self.p))
 
 
-def use_fast_dropout(model: nn.Module) -> int:
+def use_fast_dropout(model: nn.Module) -> tuple[int, int]:
     """Replace every PEFT LoRA dropout (`lora_dropout[<adapter>]`, an `nn.Dropout`) by a `FastDropout` of the same
-    probability, in place. Returns how many were replaced (LoRA layers with `lora_dropout: 0` hold
-    `nn.Identity` and are left alone)."""
-    replaced = 0
+    probability, in place. Returns (LoRA layers found, dropouts replaced): LoRA layers with `lora_dropout: 0` hold
+    `nn.Identity` and are left alone."""
+    found = replaced = 0
     for module in model.modules():
         layers = getattr(module, "lora_dropout", None)
         if not isinstance(layers, nn.ModuleDict):
             continue
+        found += 1
         for name, layer in layers.items():
             if type(layer) is nn.Dropout:
                 layers[name] = FastDropout(p=layer.p)
                 replaced += 1
-    return replaced
+    return found, replaced

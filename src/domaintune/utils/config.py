@@ -138,6 +138,12 @@ def to_dict(cfg: DictConfig | dict | None) -> dict[str, Any]:
 T = TypeVar("T")
 
 
+def count_below(value: Any, least: int) -> bool:
+    """True unless `value` is a whole number (not a bool, which Python counts as one) of at least `least`: the
+    check behind every typed settings block's counts (eval.calibration.folds, model.checkpoint_above_tokens...)."""
+    return isinstance(value, bool) or not isinstance(value, int) or value < least
+
+
 def settings(cls: type[T], values: Mapping[str, Any] | T, where: str) -> T:
     """A config block (a plain dict or DictConfig, e.g. `eval.bootstrap`) as its typed dataclass `cls`, whose
     `__post_init__` validates the values next to the fields they concern. A key the class lacks or a missing
