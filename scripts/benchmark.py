@@ -55,6 +55,9 @@ def busy_cpu_seconds() -> float:
 # the CPU features a speed figure depends on (bf16 and AMX matmuls, vector width), listed in every result
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
 # the libraries of every system compared, recorded with their versions (peers pinned in constraints.txt)
+# environment variables that cap the instruction set torch's kernels use (ATen, oneDNN, MKL): set, they let an
+# AVX-512/AMX machine run as an AVX2-only one (native bf16 then reads False and precision=auto picks fp32)
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 LIBRARIES = ("torch", "transformers", "peft", "pytorch_lightning", "trl", "lm_eval", "accelerate")
 
 
@@ -78,6 +81,9 @@ def machine() -> dict[str, Any]:
         "cpu_flags": sorted(f for f in CPU_FLAGS if f in flags),
         "cores": os.cpu_count(),
         "native_bf16": cpu_has_fast_bf16(),
+        # what torch's kernels dispatch to, and any cap set on it (the flags above are the CPU's, not the cap's)
+        "kernel_isa": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "versions": versions,
         "commit": commit + ("+uncommitted changes" if dirty else "") if commit else None,

@@ -141,3 +141,32 @@ def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapt
             model, {k: v[:, : int(one["attention_mask"].sum())] if v.dim() == 2 else v for k, v in one.items()}, opts
         )
     assert float(alone[0]) == pytest.approx(float(nll[0]), abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_cross_entropy_equals_the_upcast_one(dtype: torch.dtype) -> None:
+    """`mean_cross_entropy` (the training loss's fused form) gives F.cross_entropy(logits.float())'s loss and
+    gradient, over several row blocks with a ragged last one, and leaves the logits as they were (an fp32
+    `.float()` is the same tensor: an in-place step on it would corrupt the logits)."""
+    from torch.nn import functional as F
+
+    from domaintune.models.loss import CE_ROWS, mean_cross_entropy
+
+    torch.manual_seed(0)
+    rows = 2 * CE_ROWS + 5
+    start = (torch.randn(rows, 301) * 3).to(dtype)
+    targets = torch.randint(0, 301, (rows,))
+    results = []
+    for fn in (lambda z: F.cross_entropy(z.float(), targets), lambda z: mean_cross_entropy(z, targets)):
+        logits = start.clone().requires_grad_(True)
+        loss = fn(logits)
+        loss.backward()
+        assert torch.equal(logits.detach(), start)
+        results.append((loss.detach(), logits.grad))
+    (ref_loss, ref_grad), (loss, grad) = results
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=0)
+    # fp32: to rounding; bf16: the same gradient rounded once to bf16 (one unit in the last place at most)
+    tol = 1e-7 if dtype == torch.float32 else 2**-8 * ref_grad.float().abs().max().item()
+    assert (grad.float() - ref_grad.float()).abs().max().item() <= tol
+    assert torch.isnan(mean_cross_entropy(start[:0], targets[:0]))

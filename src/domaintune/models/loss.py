@@ -100,7 +100,57 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
             hidden = logits_at(model, inputs, keep)
         return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
     logits = logits_at(model, inputs, keep)
-    return F.cross_entropy(logits.float(), targets, reduction="mean"), n_tokens
+    return mean_cross_entropy(logits, targets), n_tokens
+
+
+# Rows of logits the fused cross-entropy upcasts at a time: 32 x 49,152 fp32 = 6 MiB stays in cache. Measured on
+# a 2-core Xeon (AMX): 8 to 128 rows equally fast, 512 twice as slow (RESULTS.md, issue 23).
+CE_ROWS = 32
+
+
+class _MeanCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (rows, vocabulary) logits against targets, without a full-size fp32 copy.
+
+    Why by hand: `F.cross_entropy(logits.float(), t)` writes the upcast logits, their log-softmax, a zeroed
+    gradient the size of the logits and the log-softmax gradient, each rows x vocabulary fp32 (373 MB at 1,900
+    answer tokens of a 49,152-token vocabulary) and each a full pass through memory; on a CPU that was a tenth
+    of a LoRA step (issue 23's profile). Here the forward keeps only each row's log-sum-exp (fp32, computed over
+    a cache-sized block of rows at a time) and the backward writes the gradient once, block by block, as
+    softmax - one-hot, in the logits' own dtype: the same values as the upcast path to fp32 rounding
+    (tests/models/test_models.py). torch.compile would fuse this too, but not in eager mode, the default.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+            for start in range(0, logits.shape[0], CE_ROWS):
+                torch.logsumexp(logits[start : start + CE_ROWS].float(), dim=-1, out=lse[start : start + CE_ROWS])
+            picked = logits.gather(1, targets[:, None]).squeeze(1).float()
+        ctx.save_for_backward(logits, targets, lse)
+        return (lse - picked).mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, lse = ctx.saved_tensors
+        scale = grad / logits.shape[0]
+        out = torch.empty_like(logits)
+        with torch.autocast(logits.device.type, enabled=False):
+            for start in range(0, logits.shape[0], CE_ROWS):
+                end = min(start + CE_ROWS, logits.shape[0])
+                # a new fp32 block (`.float()` alone would alias fp32 logits, and the in-place ops would change them)
+                block = logits[start:end].to(torch.float32, copy=True).sub_(lse[start:end, None]).exp_()
+                block[torch.arange(end - start, device=block.device), targets[start:end]] -= 1.0
+                out[start:end] = block.mul_(scale)
+        return out, None
+
+
+def mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean next-token NLL of `logits` (rows, vocabulary; any float dtype) at `targets` (no ignored rows),
+    in fp32: `F.cross_entropy(logits.float(), targets)` with less memory traffic (see `_MeanCrossEntropy`)."""
+    if targets.numel() == 0:
+        return F.cross_entropy(logits.float(), targets)  # nan, as the unfused loss gives for no answer tokens
+    return _MeanCrossEntropy.apply(logits, targets)
 
 
 # Config attributes of architectures that transform the head's output (softcapping, scaling): chunking
