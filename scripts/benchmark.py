@@ -3,6 +3,8 @@
     python scripts/benchmark.py paths.data_dir=../shared/data              # everything (about 45 min on 2 cores)
     python scripts/benchmark.py paths.data_dir=../shared/data bench.parts=[train] bench.rounds=2
     python scripts/benchmark.py bench.parts=[hardware]                      # matmul GFLOP/s per dtype only
+    # an AVX-512/AMX machine run as an AVX2-only one (fp32 everywhere: native bf16 then reads False)
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python scripts/benchmark.py ...
 
 Parts (bench.parts):
 - hardware: matmul GFLOP/s per dtype (what `precision: auto` decides from);

@@ -62,3 +62,30 @@ def test_the_profile_table_sets_each_systems_costliest_operators_side_by_side() 
     assert rows == ["| `aten::mm` | 10.0 (5) | 12.0 (5) |", "| `aten::copy_` | - | 3.0 (9) |", "| `aten::add` | 1.0 (2) | - |"]
     assert "| listed ops, total | 11.0 | 15.0 |" in table
     assert profile_table({"domaintune": [{"profile": []}]}) == [], "no profile measured: no table"
+
+
+def test_provenance_records_an_instruction_set_cap_and_the_cap_takes_effect(monkeypatch) -> None:
+    """The AVX2-only figures are measured on an AVX-512 machine with the kernels capped by environment
+    variables: `machine()` must say so (the CPU flags alone would claim AVX-512), and under the cap torch
+    must dispatch to AVX2 and see no native bf16, so `precision: auto` picks fp32 as on a real AVX2 CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from scripts.benchmark import ISA_CAPS, machine
+
+    caps = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    for key in ISA_CAPS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in caps.items():
+        monkeypatch.setenv(key, value)
+    info = machine()
+    assert info["isa_caps"] == caps
+    assert info["kernel_isa"] == torch.backends.cpu.get_cpu_capability()
+    probe = (
+        "import json, torch; from domaintune.utils.hardware import cpu_has_fast_bf16, resolve_precision; "
+        "print(json.dumps([torch.backends.cpu.get_cpu_capability(), cpu_has_fast_bf16(), resolve_precision('auto', 'cpu')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ), check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["AVX2", False, "32-true"]
