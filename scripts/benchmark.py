@@ -56,10 +56,10 @@ def busy_cpu_seconds() -> float:
 
 # the CPU features a speed figure depends on (bf16 and AMX matmuls, vector width), listed in every result
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-# the libraries of every system compared, recorded with their versions (peers pinned in constraints.txt)
 # environment variables that cap the instruction set torch's kernels use (ATen, oneDNN, MKL): set, they let an
 # AVX-512/AMX machine run as an AVX2-only one (native bf16 then reads False and precision=auto picks fp32)
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+# the libraries of every system compared, recorded with their versions (peers pinned in constraints.txt)
 LIBRARIES = ("torch", "transformers", "peft", "pytorch_lightning", "trl", "lm_eval", "accelerate")
 
 

@@ -103,8 +103,8 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     return mean_cross_entropy(logits, targets), n_tokens
 
 
-# Rows of logits the fused cross-entropy upcasts at a time: 32 x 49,152 fp32 = 6 MiB stays in cache. Measured on
-# a 2-core Xeon (AMX): 8 to 128 rows equally fast, 512 twice as slow (RESULTS.md, issue 23).
+# Rows of logits the fused cross-entropy upcasts at a time: 32 x 49,152 fp32 = 6 MiB stays in cache. A one-off
+# timing of the loss alone on a 2-core AMX Xeon (not a repo benchmark) found 8 to 128 rows equally fast, 512 slower.
 CE_ROWS = 32
 
 
