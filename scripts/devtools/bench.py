@@ -205,7 +205,8 @@ def domaintune_train(
 # ---------------------------------------------------------------------------------------------- peers
 def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not. The peers get
-    LoRA as PEFT builds it (its own `nn.Dropout`): `adapter.fast_dropout` is DomainTune's, not theirs."""
+    LoRA as PEFT builds and runs it (its own `nn.Dropout` and forward): `adapter.fast_dropout` and
+    `adapter.fold_scales` are DomainTune's, not theirs."""
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
@@ -213,7 +214,8 @@ def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     model, tok = load_model(cfg.model)
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
-    adapter = OmegaConf.merge(cfg.adapter, {"fast_dropout": False}) if "fast_dropout" in cfg.adapter else cfg.adapter
+    ours = {k: False for k in ("fast_dropout", "fold_scales") if k in cfg.adapter}
+    adapter = OmegaConf.merge(cfg.adapter, ours)
     model = apply_adapter(model, adapter, peft_config(adapter)).train()
     bf16 = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).startswith("bf16")
     return model, tok, dm, bf16

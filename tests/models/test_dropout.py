@@ -114,23 +114,26 @@ def test_gradient_checkpointing_recomputes_the_same_masks(make_cfg, tokenizer) -
         torch.testing.assert_close(grads[1][k], g, atol=1e-6, rtol=1e-5, msg=k)
 
 
+@pytest.mark.parametrize("scale", [1 / 0.7, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_scale_and_drop_equals_masked_fill_then_scale_bit_for_bit(dtype: torch.dtype) -> None:
-    """The two-pass form (`_ScaleAndDrop`) gives exactly the values and gradients of `masked_fill` then the
-    scale, in fp32 and bf16, infinities at dropped positions included."""
-    from domaintune.models.dropout import _ScaleAndDrop
+def test_mask_and_scale_is_nn_dropouts_formula_bit_for_bit(dtype: torch.dtype, scale: float) -> None:
+    """`apply_mask` gives exactly the values and gradients of nn.Dropout's CPU formula, `x.mul(mask).mul_(scale)`
+    with the mask in x's dtype, in fp32 and bf16 (an infinity at a dropped position becomes nan, as there), and
+    with scale 1 (the folded LoRA path) just the masked x."""
+    from domaintune.models.dropout import apply_mask
 
     torch.manual_seed(0)
     start = torch.randn(4, 7, 33).to(dtype)
     start[0, 0, :3] = float("inf")
-    drop = torch.rand(start.shape) < 0.3
-    drop[0, 0, :3] = True
+    keep = torch.rand(start.shape) >= 0.3
+    keep[0, 0, :2] = False
     upstream = torch.randn(start.shape).to(dtype)
     results = []
-    for fn in (lambda x: x.masked_fill(drop, 0.0).mul_(1 / 0.7), lambda x: _ScaleAndDrop.apply(x, drop, 1 / 0.7)):
+    for fn in (lambda x: x.mul(keep.to(dtype)).mul_(scale), lambda x: apply_mask(x, keep, scale)):
         x = start.clone().requires_grad_(True)
         y = fn(x)
         y.backward(upstream)
         results.append((y.detach(), x.grad))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    assert results[1][0].dtype == dtype and not results[1][0].isinf().any()
+    (ref, ref_grad), (out, grad) = results
+    assert out.dtype == dtype and torch.equal(out.isnan(), ref.isnan()) and bool(out[0, 0, :2].isnan().all())
+    assert torch.equal(out.nan_to_num(), ref.nan_to_num()) and torch.equal(grad, ref_grad)

@@ -143,30 +143,61 @@ def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapt
     assert float(alone[0]) == pytest.approx(float(nll[0]), abs=1e-4)
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_cross_entropy_equals_the_upcast_one(dtype: torch.dtype) -> None:
-    """`mean_cross_entropy` (the training loss's fused form) gives F.cross_entropy(logits.float())'s loss and
-    gradient, over several row blocks with a ragged last one, and leaves the logits as they were (an fp32
-    `.float()` is the same tensor: an in-place step on it would corrupt the logits)."""
+def test_fused_cross_entropy_equals_the_upcast_one(dtype: torch.dtype, overwrite: bool) -> None:
+    """`token_cross_entropy` / `mean_cross_entropy` (the fused forms training and evaluation use) give
+    F.cross_entropy(logits.float())'s per-row and mean losses and their gradients (a different incoming gradient
+    per row), over several row blocks with a ragged last one. Without `overwrite_logits` the logits stay as
+    they were (an fp32 `.float()` is the same tensor: an in-place step on it would corrupt them); with it, the
+    gradient lives in the logits' own memory (no new rows x vocabulary tensor)."""
     from torch.nn import functional as F
 
-    from domaintune.models.loss import CE_ROWS, mean_cross_entropy
+    from domaintune.models.loss import CE_ROWS, mean_cross_entropy, token_cross_entropy
 
     torch.manual_seed(0)
     rows = 2 * CE_ROWS + 5
     start = (torch.randn(rows, 301) * 3).to(dtype)
     targets = torch.randint(0, 301, (rows,))
-    results = []
-    for fn in (lambda z: F.cross_entropy(z.float(), targets), lambda z: mean_cross_entropy(z, targets)):
-        logits = start.clone().requires_grad_(True)
-        loss = fn(logits)
-        loss.backward()
-        assert torch.equal(logits.detach(), start)
-        results.append((loss.detach(), logits.grad))
-    (ref_loss, ref_grad), (loss, grad) = results
-    assert loss.dtype == torch.float32 and grad.dtype == dtype
-    assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=0)
-    # fp32: to rounding; bf16: the same gradient rounded once to bf16 (one unit in the last place at most)
-    tol = 1e-7 if dtype == torch.float32 else 2**-8 * ref_grad.float().abs().max().item()
-    assert (grad.float() - ref_grad.float()).abs().max().item() <= tol
+    weights = torch.rand(rows)
+    upcast = (
+        lambda z: F.cross_entropy(z.float(), targets, reduction="none"),
+        lambda z: F.cross_entropy(z.float(), targets),
+    )
+    fused = (
+        lambda z: token_cross_entropy(z, targets, overwrite_logits=overwrite),
+        lambda z: mean_cross_entropy(z, targets, overwrite_logits=overwrite),
+    )
+    for ref_fn, fn in zip(upcast, fused, strict=True):
+        results = []
+        for f, is_fused in ((ref_fn, False), (fn, True)):
+            leaf = start.clone().requires_grad_(True)
+            logits = leaf * 1  # an intermediate, as the LM head's output is (a leaf could not be overwritten)
+            seen = []  # the memory of the gradient that reaches the logits
+            logits.register_hook(lambda g, seen=seen: seen.append(g.data_ptr()))
+            loss = f(logits)
+            (loss * weights).sum().backward() if loss.dim() else loss.backward()
+            if is_fused and overwrite:
+                assert seen == [logits.data_ptr()]  # the gradient took the logits' memory
+            else:
+                assert torch.equal(logits.detach(), start)
+            results.append((loss.detach(), leaf.grad))
+        (ref_loss, ref_grad), (loss, grad) = results
+        assert loss.dtype == torch.float32 and loss.shape == ref_loss.shape and grad.dtype == dtype
+        assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=1e-6)
+        # fp32: to rounding; bf16: the same gradient rounded once to bf16 (one unit in the last place at most)
+        tol = (2**-20 if dtype == torch.float32 else 2**-8) * ref_grad.float().abs().max().item()
+        assert (grad.float() - ref_grad.float()).abs().max().item() <= tol
     assert torch.isnan(mean_cross_entropy(start[:0], targets[:0]))
+    assert token_cross_entropy(start[:0], targets[:0]).shape == (0,)
+
+
+def test_overwriting_logits_that_their_own_op_keeps_raises() -> None:
+    """Logits made by an op whose backward reads its own output (exp here) must not be overwritten: autograd's
+    version check raises rather than letting a wrong gradient through."""
+    from domaintune.models.loss import mean_cross_entropy
+
+    x = torch.randn(5, 11, requires_grad=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        mean_cross_entropy(x.exp(), torch.randint(0, 11, (5,)), overwrite_logits=True).backward()
+    mean_cross_entropy(x.exp(), torch.randint(0, 11, (5,))).backward()  # fine without overwriting

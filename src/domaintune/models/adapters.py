@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from domaintune.models.continual import adapter_dir, start_from
 from domaintune.models.dropout import use_fast_dropout
+from domaintune.models.lora_fold import fold_lora_scales
 from domaintune.utils.errors import DomainTuneError, unknown_option
 from domaintune.utils.logging import get_logger
 
@@ -81,6 +82,8 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, peft: PeftConfig | No
         model.requires_grad_(True)
     if cfg.get("fast_dropout"):
         _fast_dropout(model, str(cfg.get("name")))
+    if cfg.get("fold_scales"):
+        _fold_scales(model, str(cfg.get("name")))
     trainable, total = parameter_counts(model)
     log.info(f"adapter={cfg.name}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     return model
@@ -96,6 +99,19 @@ def _fast_dropout(model: nn.Module, name: str) -> None:
             "Remove adapter.fast_dropout (it applies to adapter=lora, dora, lora_upper and configs built on them).",
         )
     log.info(f"adapter.fast_dropout: {replaced} LoRA dropout layers draw their masks with numpy's SFC64")
+
+
+def _fold_scales(model: nn.Module, name: str) -> None:
+    """`adapter.fold_scales`: LoRA's scaling and dropout scale applied to the rank-r activations
+    (`models/lora_fold.py`). Set where no layer can take it, it would do nothing: refused rather than ignored."""
+    found, folded = fold_lora_scales(model)
+    if not folded:
+        what = "has no LoRA layers" if not found else "has no plain LoRA linears (another variant, e.g. DoRA, or lora_bias)"
+        raise DomainTuneError(
+            f"adapter.fold_scales=true, but adapter={name} {what}, so it would change nothing.",
+            "Remove adapter.fold_scales or set it to false (it applies to plain LoRA: adapter=lora, lora_upper).",
+        )
+    log.info(f"adapter.fold_scales: {folded} of {found} LoRA layers apply their scales to the rank-r activations")
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

@@ -99,8 +99,8 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
         with _head_removed(model) as head:
             hidden = logits_at(model, inputs, keep)
         return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
-    logits = logits_at(model, inputs, keep)
-    return mean_cross_entropy(logits, targets), n_tokens
+    logits = logits_at(model, inputs, keep)  # private to this function: its memory can take the gradient
+    return mean_cross_entropy(logits, targets, overwrite_logits=True), n_tokens
 
 
 # Rows of logits the fused cross-entropy upcasts at a time: 32 x 49,152 fp32 = 6 MiB stays in cache. A one-off
@@ -108,49 +108,68 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
 CE_ROWS = 32
 
 
-class _MeanCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of (rows, vocabulary) logits against targets, without a full-size fp32 copy.
+class _TokenCrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy (fp32) of (rows, vocabulary) logits against targets, without a full-size fp32 copy.
 
     Why by hand: `F.cross_entropy(logits.float(), t)` writes the upcast logits, their log-softmax, a zeroed
     gradient the size of the logits and the log-softmax gradient, each rows x vocabulary fp32 (373 MB at 1,900
     answer tokens of a 49,152-token vocabulary) and each a full pass through memory; on a CPU that was a tenth
     of a LoRA step (issue 23's profile). Here the forward keeps only each row's log-sum-exp (fp32, computed over
     a cache-sized block of rows at a time) and the backward writes the gradient once, block by block, as
-    softmax - one-hot, in the logits' own dtype: the same values as the upcast path to fp32 rounding
-    (tests/models/test_models.py). torch.compile would fuse this too, but not in eager mode, the default.
+    (softmax - one-hot) x the row's incoming gradient, in the logits' own dtype: the same values as the upcast
+    path to fp32 rounding (tests/models/test_models.py). torch.compile would fuse this too, but not in eager
+    mode, the default.
+
+    `overwrite_logits=True` writes that gradient into the logits' own memory, for a caller whose logits are its
+    private intermediate (the training loss): the LM head's backward needs its input and weight, not its
+    output, so the storage is free by then, and a fresh rows x vocabulary gradient (330 MB in fp32) would be
+    faulted in page by page every step; issue 23's fp32 profile put those copies at 0.6 s a step. Should an
+    architecture's last op keep its output for its own backward, autograd's version check raises instead of
+    computing a wrong gradient.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor, overwrite_logits: bool) -> torch.Tensor:
         with torch.autocast(logits.device.type, enabled=False):
             lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
             for start in range(0, logits.shape[0], CE_ROWS):
                 torch.logsumexp(logits[start : start + CE_ROWS].float(), dim=-1, out=lse[start : start + CE_ROWS])
             picked = logits.gather(1, targets[:, None]).squeeze(1).float()
         ctx.save_for_backward(logits, targets, lse)
-        return (lse - picked).mean()
+        ctx.overwrite_logits = overwrite_logits
+        return lse - picked
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, targets, lse = ctx.saved_tensors
-        scale = grad / logits.shape[0]
-        out = torch.empty_like(logits)
+        out = logits if ctx.overwrite_logits else torch.empty_like(logits)
+        in_place = out.dtype == torch.float32
         with torch.autocast(logits.device.type, enabled=False):
             for start in range(0, logits.shape[0], CE_ROWS):
                 end = min(start + CE_ROWS, logits.shape[0])
-                # a new fp32 block (`.float()` alone would alias fp32 logits, and the in-place ops would change them)
-                block = logits[start:end].to(torch.float32, copy=True).sub_(lse[start:end, None]).exp_()
+                # fp32: straight into the output block (no temporary); lower precision: an fp32 block (the
+                # subtraction promotes), rounded once when stored
+                dest = out[start:end] if in_place else None
+                block = torch.sub(logits[start:end], lse[start:end, None], out=dest).exp_()
                 block[torch.arange(end - start, device=block.device), targets[start:end]] -= 1.0
-                out[start:end] = block.mul_(scale)
-        return out, None
+                block.mul_(grad[start:end, None])
+                if not in_place:
+                    out[start:end] = block
+        return out, None, None
 
 
-def mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The mean next-token NLL of `logits` (rows, vocabulary; any float dtype) at `targets` (no ignored rows),
-    in fp32: `F.cross_entropy(logits.float(), targets)` with less memory traffic (see `_MeanCrossEntropy`)."""
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, overwrite_logits: bool = False) -> torch.Tensor:
+    """Per-row next-token NLL (fp32) of `logits` (rows, vocabulary; any float dtype) at `targets` (no ignored
+    rows): `F.cross_entropy(logits.float(), targets, reduction="none")` with less memory traffic (see
+    `_TokenCrossEntropy`; `overwrite_logits` only where the caller never reads the logits again)."""
     if targets.numel() == 0:
-        return F.cross_entropy(logits.float(), targets)  # nan, as the unfused loss gives for no answer tokens
-    return _MeanCrossEntropy.apply(logits, targets)
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+    return _TokenCrossEntropy.apply(logits, targets, overwrite_logits)
+
+
+def mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, overwrite_logits: bool = False) -> torch.Tensor:
+    """The mean of `token_cross_entropy`: nan for no rows, as `F.cross_entropy` gives."""
+    return token_cross_entropy(logits, targets, overwrite_logits).mean()
 
 
 # Config attributes of architectures that transform the head's output (softcapping, scaling): chunking
@@ -192,7 +211,7 @@ def example_nll(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpti
         full = model(**inputs, use_cache=False).logits
         full = full[:, full.shape[1] - labels.shape[1] :]  # prompt tuning prepends virtual-token positions
         logits = full[keep]
-    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    nll = token_cross_entropy(logits, targets, overwrite_logits=True)  # the logits are this function's own
     rows = keep.nonzero()[:, 0]
     per_row = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
     return per_row, keep.sum(dim=1)
