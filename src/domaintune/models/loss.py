@@ -122,8 +122,9 @@ class _TokenCrossEntropy(torch.autograd.Function):
 
     `overwrite_logits=True` writes that gradient into the logits' own memory, for a caller whose logits are its
     private intermediate (the training loss): the LM head's backward needs its input and weight, not its
-    output, so the storage is free by then, and a fresh rows x vocabulary gradient (330 MB in fp32) would be
-    faulted in page by page every step; issue 23's fp32 profile put those copies at 0.6 s a step. Should an
+    output, so the storage is free by then. Writing into a fresh rows x vocabulary gradient (330 MB in fp32)
+    through a temporary block, as before, made 0.6 s of copies in a profiled fp32 step (issue 23; 0.09 s
+    after, RESULTS.md, stop 35). Should an
     architecture's last op keep its output for its own backward, autograd's version check raises instead of
     computing a wrong gradient.
     """
