@@ -39,15 +39,15 @@ class FoldedScales(LoraVariant):
 
     @staticmethod
     def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+        return orig_weight + _delta(module, active_adapter, orig_weight)
 
     @staticmethod
     def merge_unsafe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> None:
-        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+        orig_weight.data += _delta(module, active_adapter, orig_weight)
 
     @staticmethod
     def unmerge(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+        return orig_weight - _delta(module, active_adapter, orig_weight)
 
     @staticmethod
     def forward(module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -59,6 +59,11 @@ class FoldedScales(LoraVariant):
         else:
             x = dropout(x)
         return result + module.lora_B[active_adapter](module.lora_A[active_adapter](x) * factor)
+
+
+def _delta(module: LoraLayer, adapter: str, weight: torch.Tensor) -> torch.Tensor:
+    """Vanilla LoRA's weight delta (B @ A x scaling, PEFT's own `get_delta_weight`) in the base weight's dtype."""
+    return module.get_delta_weight(adapter).to(weight.dtype)
 
 
 def fold_lora_scales(model: nn.Module) -> tuple[int, int]:
