@@ -184,7 +184,8 @@ def test_fused_cross_entropy_equals_the_upcast_one(dtype: torch.dtype, overwrite
             results.append((loss.detach(), leaf.grad))
         (ref_loss, ref_grad), (loss, grad) = results
         assert loss.dtype == torch.float32 and loss.shape == ref_loss.shape and grad.dtype == dtype
-        assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=1e-6)
+        # the mean keeps its old absolute bound; per-row losses (~10) get fp32's relative rounding as well
+        assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=1e-6 if loss.dim() else 0.0)
         # fp32: to rounding; bf16: the same gradient rounded once to bf16 (one unit in the last place at most)
         tol = (2**-20 if dtype == torch.float32 else 2**-8) * ref_grad.float().abs().max().item()
         assert (grad.float() - ref_grad.float()).abs().max().item() <= tol
