@@ -20,6 +20,7 @@ time other processes used meanwhile is recorded beside it. Writes benchmark.json
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -27,7 +28,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +95,20 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_job(name: str, overrides: list[str], folder: Path) -> dict[str, Any]:
-    """One measurement in a fresh process; returns its result plus the other processes' CPU use meanwhile."""
+def run_job(name: str, overrides: list[str], folder: Path, checkout: Path = ROOT) -> dict[str, Any]:
+    """One measurement in a fresh process; returns its result plus the other processes' CPU use meanwhile.
+    `checkout`: the copy of the repository whose code measures (another commit's worktree: its benchmark
+    script, its configs and its package, ahead of the installed one on the import path)."""
     result = folder / f"{name}-{time.time_ns()}.json"
-    cmd = [sys.executable, str(SCRIPT), f"+bench_worker={name}", f"+bench_result={result}", *overrides]
+    script = checkout / SCRIPT.relative_to(ROOT)
+    cmd = [sys.executable, str(script), f"+bench_worker={name}", f"+bench_result={result}", *overrides]
+    env = dict(os.environ)
+    if checkout != ROOT:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout / "src"), *filter(None, [env.get("PYTHONPATH")])])
     load_before = os.getloadavg()[0]
     busy, mine = busy_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     child_cpu = (after.ru_utime - mine.ru_utime) + (after.ru_stime - mine.ru_stime)
@@ -119,8 +128,54 @@ def passthrough() -> list[str]:
     return [
         o
         for o in HydraConfig.get().overrides.task
-        if not o.startswith(("bench.parts", "bench.rounds", "bench.only", "bench.plan"))
+        if not o.startswith(("bench.parts", "bench.rounds", "bench.only", "bench.plan", "bench.commits"))
     ]
+
+
+@contextlib.contextmanager
+def checkouts(revisions: list[str]) -> Iterator[dict[str, Path]]:
+    """Each git revision checked out in a temporary worktree of this repository, for as long as the benchmark
+    runs: {system name `domaintune@<short commit>`: the worktree}. Why: a change's speed is best read against the
+    code before it on the same machine in the same invocation (sessions' machines of one kind differ by more
+    than many changes: RESULTS.md, stop 35)."""
+    made: dict[str, Path] = {}
+    try:
+        for rev in revisions:
+            sha = subprocess.run(
+                ["git", "rev-parse", "--short", f"{rev}^{{commit}}"], capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip()
+            if not sha:
+                raise DomainTuneError(
+                    f"bench.commits names {rev!r}, which is not a commit of this repository ({ROOT}).",
+                    "Name commits as git does (a hash, a tag, HEAD~2); `git log --oneline` lists them.",
+                )
+            path = Path(tempfile.mkdtemp(prefix=f"bench-{sha}-"))
+            add = ["git", "worktree", "add", "--detach", "--force", str(path), sha]
+            subprocess.run(add, cwd=ROOT, check=True, capture_output=True)
+            made[f"domaintune@{sha}"] = path
+        yield made
+    finally:
+        for path in made.values():
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True)
+
+
+def train_rounds(
+    cfg: DictConfig, commits: dict[str, Path], plan: list[str], out: Path, console: Console
+) -> dict[str, list[dict[str, Any]]]:
+    """Every training system (and DomainTune at every commit of `commits`) once per round, each in its own
+    process, the order reversed every other round: {system: its rounds' results}."""
+    names = [*(cfg.bench.only or cfg.bench.systems), *commits]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for rnd in range(int(cfg.bench.rounds)):
+        for name in names if rnd % 2 == 0 else reversed(names):  # alternate the order across rounds
+            console.print(f"[bold]round {rnd + 1}: {name}[/bold]")
+            if name in commits:  # that commit's DomainTune at its own defaults
+                results[name].append(run_job("domaintune", [*passthrough(), *plan], out, commits[name]))
+            else:
+                extra = [str(o) for o in (cfg.bench.systems[name].get("overrides") or [])]
+                results[name].append(run_job(name, [*passthrough(), *extra, *plan], out))
+            console.print(json.dumps(results[name][-1])[:400])
+    return results
 
 
 def identical_batches(results: dict[str, list[dict[str, Any]]]) -> dict[str, bool]:
@@ -143,7 +198,7 @@ def train_table(
     ok = {k: [r for r in v if "error" not in r] for k, v in results.items()}
     mid = {k: {c: statistics.median([r[c] for r in v]) for c in cols} for k, v in ok.items() if v}
     same = identical_batches(results)
-    peers = [k for k in mid if not k.startswith(reference)]
+    peers = compared(mid, reference)
     ratio_cols = [f"answer tok/s ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers]
     lines = [
         "| system | settings | batches | same batches as the first | rounds | answer tok/s (median; min-max) | real tok/s | "
@@ -169,6 +224,29 @@ def train_table(
             if "error" in r:
                 lines.append(f"\n{name} failed: {r['error']}\n```\n{r['tail']}\n```")
     return lines
+
+
+def compared(systems: Any, reference: str) -> list[str]:
+    """The systems `reference` is divided by: the peers and DomainTune at other commits (`reference@<commit>`),
+    not DomainTune's own variants (their ratios to the peers are the table's columns)."""
+    return [k for k in systems if not k.startswith(reference) or k.startswith(f"{reference}@")]
+
+
+def round_ratios(results: dict[str, list[dict[str, Any]]], reference: str) -> list[str]:
+    """`reference`'s answer tokens/s over each compared system's, round by round: on a batch plan each round's
+    systems ran the same work one after the other, so a ratio within a round is the least disturbed by the
+    machine's drift, and their spread says how far one invocation's median ratio can be trusted."""
+    own = results.get(reference, [])
+    rows = []
+    for peer in compared(results, reference):
+        pairs = [(a, b) for a, b in zip(own, results[peer], strict=False) if "error" not in a and "error" not in b]
+        if pairs:
+            cells = " / ".join(f"{a['answer_tok_s'] / b['answer_tok_s']:.2f}" for a, b in pairs)
+            rows.append(f"| {reference} ÷ {peer} | {cells} |")
+    if not rows:
+        return []
+    title = f"Answer tokens/s of {reference} over each system's, within round 1, 2, ...:"
+    return [title, "", "| ratio | rounds |", "|---|---|", *rows, ""]
 
 
 def profile_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -240,23 +318,18 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         if cfg.bench.plan == "domaintune":
             from devtools.bench import batch_plan
 
-            steps = batch_plan(cfg, int(cfg.bench.warmup) + int(cfg.bench.steps))
+            steps = batch_plan(cfg, int(cfg.bench.warmup) + int(cfg.bench.steps), str(cfg.bench.plan_pick))
             (out / "batch_plan.json").write_text(json.dumps(steps))
             plan = [f"+bench_plan={out / 'batch_plan.json'}"]
             report["batch_plan"] = steps
         elif cfg.bench.plan is not None:
             raise DomainTuneError(f"bench.plan={cfg.bench.plan!r} is not a batch plan.", "Use domaintune or null.")
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in cfg.bench.only or cfg.bench.systems}
-        for rnd in range(int(cfg.bench.rounds)):
-            names = list(cfg.bench.only or cfg.bench.systems)
-            for name in names if rnd % 2 == 0 else reversed(names):  # alternate the order across rounds
-                console.print(f"[bold]round {rnd + 1}: {name}[/bold]")
-                extra = [str(o) for o in (cfg.bench.systems[name].get("overrides") or [])]
-                results[name].append(run_job(name, [*passthrough(), *extra, *plan], out))
-                console.print(json.dumps(results[name][-1])[:400])
+        with checkouts([str(c) for c in cfg.bench.commits or []]) as commits:
+            results = train_rounds(cfg, commits, plan, out, console)
         report["train"] = results
         report["identical_batches"] = identical_batches(results)
-        settings = {name: str(cfg.bench.systems[name].get("settings") or "") for name in results}
+        settings = {name: str(cfg.bench.systems[name].get("settings") or "") for name in results if name not in commits}
+        settings |= {name: f"defaults at commit {name.split('@')[1]}" for name in commits}
         report["matmul_peak"] = peak = matmul_peak(results)
         md += [
             f"Training: {cfg.bench.steps} measured steps after {cfg.bench.warmup} warm-up, batch {cfg.data.batch_size}, "
@@ -265,6 +338,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
             "",
             *train_table(results, "domaintune", settings, peak["gflops"] if peak else None),
             "",
+            *round_ratios(results, "domaintune"),
             *(
                 [
                     f"Matmul peak the share is read against: {peak['gflops']:.1f} GFLOP/s, {peak['dtype']} "

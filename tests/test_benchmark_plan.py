@@ -3,8 +3,13 @@ labels or examples, and a system whose batches differ from the first system's is
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 
+from domaintune.utils.errors import DomainTuneError
+from domaintune.utils.hydra import build
 from scripts.benchmark import identical_batches, profile_table, train_table
 from scripts.devtools.bench import IGNORE, batch_digest
 
@@ -89,3 +94,68 @@ def test_provenance_records_an_instruction_set_cap_and_the_cap_takes_effect(monk
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ), check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["AVX2", False, "32-true"]
+
+
+def test_commits_are_divided_round_by_round_and_variants_are_not() -> None:
+    """bench.commits: DomainTune at another commit (`domaintune@<sha>`) gets a ratio column like a peer, and the
+    within-round ratios are reported for it and every peer; DomainTune's own variants are not divided by."""
+    from scripts.benchmark import compared, round_ratios
+
+    run = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
+           "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a"], "model_gflops": 20.0}  # fmt: skip
+    results = {
+        "domaintune": [run, {**run, "answer_tok_s": 12.0}, run],
+        "domaintune_lean": [run, run, run],
+        "domaintune@abc1234": [{**run, "answer_tok_s": 8.0}, {**run, "answer_tok_s": 10.0}, {"error": "exit 1", "tail": ""}],
+        "hf_trainer": [{**run, "answer_tok_s": 5.0}] * 3,
+    }
+    assert compared(results, "domaintune") == ["domaintune@abc1234", "hf_trainer"]
+    table = "\n".join(train_table(results, "domaintune", {}))
+    assert "answer tok/s ÷ domaintune@abc1234" in table and "answer tok/s ÷ domaintune_lean" not in table
+    lines = round_ratios(results, "domaintune")
+    # a failed round is left out, not paired with another round
+    assert "| domaintune ÷ domaintune@abc1234 | 1.25 / 1.20 |" in lines
+    assert "| domaintune ÷ hf_trainer | 2.00 / 2.40 / 2.00 |" in lines
+    assert round_ratios({"domaintune": [run]}, "domaintune") == [], "nothing to divide by: no table"
+
+
+def test_a_commit_is_checked_out_for_the_benchmark_and_removed_after(tmp_path) -> None:
+    import subprocess
+
+    from domaintune.utils.errors import DomainTuneError
+    from scripts.benchmark import ROOT, checkouts
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    with checkouts(["HEAD"]) as made:
+        [(name, path)] = made.items()
+        assert name == f"domaintune@{head}"
+        assert (path / "scripts" / "benchmark.py").exists() and (path / "src" / "domaintune" / "conf").is_dir()
+    assert not path.exists()
+    listed = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, cwd=ROOT).stdout
+    assert str(path) not in listed
+    with pytest.raises(DomainTuneError, match="not a commit"), checkouts(["no-such-revision"]):
+        pass
+
+
+def test_the_longest_plan_takes_the_epochs_heaviest_batches_in_epoch_order(make_cfg, tokenizer) -> None:
+    from scripts.devtools.bench import batch_plan
+
+    cfg = make_cfg("data.batch_size=4")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    rows = dm.train_rows()
+    sampler = dm.train_dataloader().batch_sampler
+    epoch = [list(b) for b in itertools.islice(iter(sampler), len(sampler))]
+
+    def positions(b: list[int]) -> int:
+        return len(b) * max(len(rows[i]["input_ids"]) for i in b)
+
+    longest = batch_plan(cfg, 3, "longest")
+    assert batch_plan(cfg, 3, "first") == epoch[:3]
+    assert len(longest) == 3 and all(b in epoch for b in longest)
+    assert sorted(epoch.index(b) for b in longest) == [epoch.index(b) for b in longest], "epoch order"
+    assert min(map(positions, longest)) >= max(positions(b) for b in epoch if b not in longest)
+    with pytest.raises(DomainTuneError, match="plan_pick"):
+        batch_plan(cfg, 3, "shortest")

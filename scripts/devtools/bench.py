@@ -23,9 +23,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import domaintune
 from domaintune.models.loss import IGNORE
 from domaintune.models.optim import Optimization
 from domaintune.utils.config import settings
+from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hardware import resolve_precision
 from domaintune.utils.hydra import build
 
@@ -46,17 +48,28 @@ class PlanSampler(torch.utils.data.Sampler[list[int]]):
         return len(self.plan)
 
 
-def batch_plan(cfg: DictConfig, steps: int) -> list[list[int]]:
-    """The example indices of DomainTune's first `steps` training batches at `cfg`'s data settings (its own
-    seeded, length-grouped sampler), which every system then replays with its own collation: the same examples
-    in the same batches in the same order, so a step's time compares like with like."""
+def batch_plan(cfg: DictConfig, steps: int, pick: str) -> list[list[int]]:
+    """The example indices of `steps` of DomainTune's training batches at `cfg`'s data settings (its own seeded,
+    length-grouped sampler), which every system then replays with its own collation: the same examples in the
+    same batches in the same order, so a step's time compares like with like. `pick`: `first`, its first
+    `steps` batches; `longest`, the `steps` batches of its first epoch with the most positions (rows x the
+    longest row), in epoch order: the steps that weigh most in a whole epoch, which the first few may not show."""
     from domaintune.models.loading import load_tokenizer
 
+    if pick not in ("first", "longest"):
+        raise DomainTuneError(f"bench.plan_pick={pick!r} is not a way to pick the plan's batches.", "Use first or longest.")
     dm = build(cfg.data, tokenizer=load_tokenizer(cfg.model))
     dm.prepare()
     if dm.batching()["packed"]:
         raise ValueError("bench.plan replays example batches; the data settings pack rows: set data.packing=false")
-    return [list(b) for b in itertools.islice(iter(dm.train_dataloader().batch_sampler), steps)]
+    sampler = dm.train_dataloader().batch_sampler
+    if pick == "first":
+        return [list(b) for b in itertools.islice(iter(sampler), steps)]
+    rows = dm.train_rows()
+    epoch = [list(b) for b in itertools.islice(iter(sampler), len(sampler))]
+    positions = [len(b) * max(len(rows[i]["input_ids"]) for i in b) for b in epoch]
+    chosen = sorted(sorted(range(len(epoch)), key=lambda k: -positions[k])[:steps])
+    return [epoch[k] for k in chosen]
 
 
 def batch_digest(batch: dict[str, torch.Tensor]) -> str:
@@ -102,9 +115,17 @@ def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.Module) -> dict[str, Any]:
+def minor_faults() -> int:
+    """Page faults this process has taken so far that needed no disk: each is a page of fresh memory touched for
+    the first time (the kernel zeroes it), what an allocator that hands memory back to the system and maps it
+    again costs on every large tensor of every step."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.Module, faults: list[int]) -> dict[str, Any]:
     """Throughput over the measured steps (after warm-up): totals / total time, not a mean of ratios. The
-    needed FLOPs of those steps (scripts/devtools/flops.py) over the same time give the achieved GFLOP/s."""
+    needed FLOPs of those steps (scripts/devtools/flops.py) over the same time give the achieved GFLOP/s.
+    `faults`: the minor page faults of each measured step."""
     total = sum(times)
     sums = {k: sum(s[k] for s in stats) for k in ("answer", "real", "processed")}
     shape = ModelShape.of(model)
@@ -122,6 +143,7 @@ def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.M
         "processed_tok_s": sums["processed"] / total,
         "padding_efficiency": sums["real"] / sums["processed"],
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "minor_faults_per_step": sum(faults) / max(len(faults), 1),
         # per measured step: seconds and the batch's digest (scripts/benchmark.py compares them across systems)
         "step_times": times,
         "digests": [s["digest"] for s in stats],
@@ -161,17 +183,19 @@ class StepTimer(pl.Callback):
     def __init__(self, warmup: int, profile: StepProfile) -> None:
         self.warmup, self.profile = warmup, profile
         self.times: list[float] = []
+        self.faults: list[int] = []
         self.stats: list[dict[str, Any]] = []
-        self._last: float | None = None
+        self._last: tuple[float, int] | None = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, i: int) -> None:
         self.profile.begin(trainer.global_step + 1)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int) -> None:
         self.profile.end()
-        now = time.perf_counter()
+        now = (time.perf_counter(), minor_faults())
         if self._last is not None and trainer.global_step > self.warmup:
-            self.times.append(now - self._last)
+            self.times.append(now[0] - self._last[0])
+            self.faults.append(now[1] - self._last[1])
             self.stats.append(batch_stats(batch))
         self._last = now
 
@@ -199,7 +223,8 @@ def domaintune_train(
         dm.train_dataloader = replay
         batches = "plan"
     trainer.fit(module, datamodule=dm)
-    return {**summarise(timer.times, timer.stats, module.model), "batching": dm.batching()["mode"], "batches": batches}
+    measured = summarise(timer.times, timer.stats, module.model, timer.faults)
+    return {**measured, "batching": dm.batching()["mode"], "batches": batches}
 
 
 # ---------------------------------------------------------------------------------------------- peers
@@ -251,7 +276,7 @@ class _Recorder:
     def __init__(self, collate: Any, warmup: int, model: torch.nn.Module, profile: StepProfile) -> None:
         self.collate, self.warmup, self.model, self.profile = collate, warmup, model, profile
         self.batches: list[dict[str, int]] = []
-        self.ends: list[float] = []
+        self.ends: list[tuple[float, int]] = []
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.collate(features)
@@ -269,15 +294,16 @@ class _Recorder:
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 recorder.profile.end()
-                recorder.ends.append(time.perf_counter())
+                recorder.ends.append((time.perf_counter(), minor_faults()))
 
         return Times()
 
     def result(self) -> dict[str, Any]:
         # step k (1-based) ran on the k-th collated batch and took ends[k-1] - ends[k-2]; measured: k > warmup
         steps = range(self.warmup + 1, len(self.ends) + 1)
-        times = [self.ends[k - 1] - self.ends[k - 2] for k in steps]
-        return summarise(times, [self.batches[k - 1] for k in steps], self.model)
+        times = [self.ends[k - 1][0] - self.ends[k - 2][0] for k in steps]
+        faults = [self.ends[k - 1][1] - self.ends[k - 2][1] for k in steps]
+        return summarise(times, [self.batches[k - 1] for k in steps], self.model, faults)
 
 
 def replaying(trainer_class: type, plan: list[list[int]] | None) -> type:
@@ -493,4 +519,6 @@ def run_worker(cfg: DictConfig, bench: DictConfig, system: str, result: str, pla
         data["profile"] = profile.table
         data["precision"] = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     data["wall_s"] = time.perf_counter() - started
+    # which copy of the package measured (another commit's worktree in a commit comparison: bench.commits)
+    data["code"] = str(Path(domaintune.__file__).resolve().parent)
     Path(result).write_text(json.dumps(data, indent=2))

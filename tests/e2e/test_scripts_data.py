@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from domaintune.utils.hydra import build
-from tests.conftest import DOMAINS, SHARED_DATA, require, script
+from tests.conftest import DOMAINS, ROOT, SHARED_DATA, require, script
 
 
 def test_prepare_data_prints_the_audit(tmp_path: Path) -> None:
@@ -64,6 +64,7 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
         "bench.profile=5",
         "bench.rounds=1",
         "bench.only=[domaintune,domaintune_unoptimised,hf_trainer]",
+        "bench.commits=[HEAD]",
         "bench.mc_max_items=6",
         "bench.lm_eval_batch_sizes=[4]",
         "bench.gen_prompts=4",
@@ -79,7 +80,11 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
     assert {"torch", "transformers", "peft", "trl", "lm_eval"} <= provenance["versions"].keys()
     assert provenance["versions"]["torch"] and data["command"].startswith("python scripts/benchmark.py")
     train = {name: runs[0] for name, runs in data["train"].items()}
-    assert set(train) == {"domaintune", "domaintune_unoptimised", "hf_trainer"}
+    [head] = [name for name in train if name.startswith("domaintune@")]
+    assert set(train) == {"domaintune", "domaintune_unoptimised", "hf_trainer", head}
+    # bench.commits: the commit's DomainTune ran from its own temporary worktree, removed afterwards
+    assert Path(train[head]["code"]).parts[-2:] == ("src", "domaintune") and not Path(train[head]["code"]).exists()
+    assert train["domaintune"]["code"] == str(ROOT / "src" / "domaintune")
     for name, r in train.items():
         assert "error" not in r, (name, r)
         assert r["steps"] == 2 and r["answer_tok_s"] > 0 and r["peak_rss_gib"] > 0 and r["other_cpu_s"] >= 0
@@ -95,6 +100,7 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
     assert data["generation"]["same_answers"]
     table = (result.parent / "benchmark.md").read_text()
     assert "answer tok/s ÷ hf_trainer" in table and "| lm-evaluation-harness | 4 |" in table
+    assert f"answer tok/s ÷ {head}" in table and f"| domaintune ÷ {head} |" in table, "commit column, ratio per round"
     assert "DomainTune's batch plan, replayed by every system" in table
     assert data["matmul_peak"]["gflops"] > 0 and "share of matmul peak" in table and "| operator | domaintune |" in table
 
