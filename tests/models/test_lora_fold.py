@@ -41,7 +41,7 @@ def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_c
         model = _model(make_cfg, f"adapter.fold_scales={fold}", f"adapter.fast_dropout={fast_dropout}")
         assert _folded(model) == (7 * len(model.base_model.model.model.layers) if fold else 0)
         torch.manual_seed(1)
-        loss, _ = forward_loss(model.train(), batch, LossOptions(True, None, True))
+        loss, _ = forward_loss(model.train(), batch, LossOptions(True, None))
         loss.backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
         with torch.no_grad():

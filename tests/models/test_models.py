@@ -63,10 +63,9 @@ def test_embedded_smollm2_loads_and_caches(make_cfg, tmp_path: Path) -> None:
 def test_answer_only_logits_give_the_same_loss_and_gradients(
     make_cfg, tokenizer, monkeypatch, packing: bool, adapter: str, chunk: int | None, boolean_mask: bool
 ) -> None:
-    """The LM head at trained positions only (the default), in chunks or not, and right-padded rows without
-    their padding mask change neither the loss nor its gradients against the plain path (full logits, padding
-    mask; for full fine-tuning that includes the head, tied to the embeddings); also through the 1-D positions
-    fallback that transformers releases without boolean masks get (5.17 on the GPU image)."""
+    """The LM head at trained positions only (the default), in chunks or not, changes neither the loss nor
+    its gradients (for full fine-tuning that includes the head, tied to the embeddings); also through the
+    1-D positions fallback that transformers releases without boolean masks get (5.17 on the GPU image)."""
     from domaintune.models import loss as module
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loss import LossOptions, forward_loss
@@ -84,7 +83,7 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
         if p.requires_grad:
             p.data.normal_(0, 0.02)
     results = []
-    for opts in (LossOptions(False, None, False), LossOptions(True, chunk, True)):
+    for opts in (LossOptions(False, None), LossOptions(True, chunk)):
         model.zero_grad()
         torch.manual_seed(1)  # same dropout masks
         loss, n = forward_loss(model, batch, opts)
@@ -95,54 +94,6 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
     assert torch.allclose(full_loss, fast_loss, atol=1e-5, rtol=0)
     for k, g in full_grads.items():
         assert torch.allclose(g, fast_grads[k], atol=1e-5, rtol=1e-4), k
-
-
-def test_right_padded_rows_run_without_their_padding_mask_for_the_same_losses(make_cfg, tokenizer) -> None:
-    """model.skip_right_padding_mask: a right-padded batch reaches the model with no attention mask, and the
-    training loss, its LoRA gradients and evaluation's per-example NLL equal those computed with the mask.
-    Left padding, packed rows (position ids) and prompt tuning keep what they need."""
-    from domaintune.models.adapters import apply_adapter, peft_config
-    from domaintune.models.loss import LossOptions, example_nll, forward_loss, loss_inputs
-
-    cfg = make_cfg()
-    dm = build(cfg.data, tokenizer=tokenizer)
-    dm.prepare()
-    batch = next(iter(dm.train_dataloader()))
-    assert (batch["attention_mask"] == 0).any(), "the batch must have padding"
-    torch.manual_seed(0)
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
-    for p in model.parameters():  # LoRA B starts at zero: perturb so the adapter's gradients are non-trivial
-        if p.requires_grad:
-            p.data.normal_(0, 0.02)
-    seen: list[bool] = []
-    model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask") is not None), with_kwargs=True)
-    results = []
-    for skip in (False, True):
-        opts = LossOptions(True, None, skip)
-        model.zero_grad()
-        torch.manual_seed(1)  # same dropout masks
-        loss, _ = forward_loss(model, batch, opts)
-        loss.backward()
-        with torch.no_grad():
-            nll, _ = example_nll(model.eval(), batch, opts)
-        model.train()
-        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
-        results.append((loss.detach(), nll, grads))
-    assert seen == [True, True, False, False], "with the switch on, neither loss passes the padding mask"
-    (loss_m, nll_m, grads_m), (loss_c, nll_c, grads_c) = results
-    assert torch.allclose(loss_m, loss_c, atol=1e-6, rtol=0)
-    assert torch.allclose(nll_m, nll_c, atol=1e-5, rtol=1e-6)
-    for k, g in grads_m.items():
-        assert torch.allclose(g, grads_c[k], atol=1e-6, rtol=1e-5), k
-
-    on = LossOptions(True, None, True)
-    left = {**batch, "attention_mask": batch["attention_mask"].flip(1)}
-    assert "attention_mask" in loss_inputs(model, left, on), "left padding keeps its mask"
-    packed = {"input_ids": batch["input_ids"], "position_ids": torch.zeros_like(batch["input_ids"])}
-    assert "position_ids" in loss_inputs(model, packed, on)
-    prompt = make_cfg("adapter=prompt_tuning")
-    tuned = apply_adapter(load_model(prompt.model)[0], prompt.adapter, peft_config(prompt.adapter))
-    assert "attention_mask" in loss_inputs(tuned, batch, on), "prompt tuning extends the mask by its tokens"
 
 
 @pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
@@ -161,7 +112,7 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
 
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, -100, 7, 8]])}
     with pytest.raises(DomainTuneError, match=r"model\.answer_only_logits=false"):
-        forward_loss(AllLogits(), batch, LossOptions(True, None, True))
+        forward_loss(AllLogits(), batch, LossOptions(True, None))
 
 
 @pytest.mark.parametrize("answer_only", [True, False])
@@ -177,7 +128,7 @@ def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapt
     dm.prepare()
     batch = next(iter(dm.eval_dataloader("validation")))
     model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).eval()
-    opts = LossOptions(answer_only, None, True)
+    opts = LossOptions(answer_only, None)
     with torch.no_grad():
         nll, tokens = example_nll(model, batch, opts)
         loss, n = forward_loss(model, batch, opts)

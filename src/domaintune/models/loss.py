@@ -64,48 +64,15 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LossOptions:
-    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size,
-    model.skip_right_padding_mask): same value, less work or memory."""
+    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size): same value, less work or memory."""
 
     answer_only_logits: bool
     chunk_size: int | None
-    skip_right_padding_mask: bool
 
     @classmethod
     def from_config(cls, model_cfg: DictConfig | dict[str, Any]) -> LossOptions:
         chunk = model_cfg["loss_chunk_size"]
-        skip = bool(model_cfg["skip_right_padding_mask"])
-        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None, skip)
-
-
-def right_padded(mask: torch.Tensor) -> bool:
-    """Whether a 2-D padding mask is each row's real tokens first, then only padding (ones, then zeros)."""
-    lengths = mask.sum(dim=1, keepdim=True)
-    return bool((mask.bool() == (torch.arange(mask.shape[1], device=mask.device)[None] < lengths)).all())
-
-
-def loss_inputs(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> dict[str, torch.Tensor]:
-    """The model's inputs for a loss over `batch`, without the padding mask where it changes nothing.
-
-    Why: in a causal LM a position attends only to itself and earlier ones, so in a right-padded row no real
-    token ever sees a pad, and the loss (which ignores the pads' own outputs) and its gradients are the same
-    with the causal mask alone (tests/models/test_models.py). Without a padding mask, transformers' SDPA
-    attention runs the causal kernel, which skips the blocks above the diagonal and reads no (batch, 1, seq,
-    seq) mask; with it, every block is computed and masked. On a 2-core Xeon under the AVX2 cap that was
-    about a tenth of a LoRA step at batch 8 x 280 (RESULTS.md, stop 36). Left padding, packed rows (position
-    ids), 4-D masks and PEFT prompt methods (which extend the mask by their virtual tokens) keep their mask."""
-    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
-    mask = inputs.get("attention_mask")
-    if (
-        opts.skip_right_padding_mask
-        and mask is not None
-        and mask.dim() == 2
-        and "position_ids" not in inputs
-        and not is_prompt_learning(model)
-        and right_padded(mask)
-    ):
-        del inputs["attention_mask"]
-    return inputs
+        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None)
 
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +89,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     `loss * n_tokens` is the summed NLL that token-weighted perplexity needs.
     """
     labels = batch["labels"]
-    inputs = loss_inputs(model, batch, opts)
+    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
     n_tokens = (labels[:, 1:] != IGNORE).sum()
     if not opts.answer_only_logits or is_prompt_learning(model):
         return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
@@ -236,7 +203,7 @@ def example_nll(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpti
     one example each). Evaluation keeps these per example, so intervals can resample examples; their
     token-weighted mean is exactly the loss `forward_loss` averages."""
     labels = batch["labels"]
-    inputs = loss_inputs(model, batch, opts)
+    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
     keep = trained_positions(labels)
     targets = labels[:, 1:][keep[:, :-1]]
     if opts.answer_only_logits and not is_prompt_learning(model):
