@@ -5,6 +5,9 @@
     python scripts/benchmark.py bench.parts=[hardware]                      # matmul GFLOP/s per dtype only
     # an AVX-512/AMX machine run as an AVX2-only one (fp32 everywhere: native bf16 then reads False)
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python scripts/benchmark.py ...
+    # a change against the code before it, on the epoch's heaviest batches, with the Trainer beside them
+    python scripts/benchmark.py paths.data_dir=../shared/data bench.parts=[train] bench.only=[domaintune,hf_trainer] \
+        bench.commits=[HEAD~1] bench.plan_pick=longest
 
 Parts (bench.parts):
 - hardware: matmul GFLOP/s per dtype (what `precision: auto` decides from);
