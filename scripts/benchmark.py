@@ -152,6 +152,8 @@ def checkouts(revisions: list[str]) -> Iterator[dict[str, Path]]:
                     f"bench.commits names {rev!r}, which is not a commit of this repository ({ROOT}).",
                     "Name commits as git does (a hash, a tag, HEAD~2); `git log --oneline` lists them.",
                 )
+            if f"domaintune@{sha}" in made:
+                raise DomainTuneError(f"bench.commits names commit {sha} twice ({rev!r}).", "Name each commit once.")
             path = Path(tempfile.mkdtemp(prefix=f"bench-{sha}-"))
             add = ["git", "worktree", "add", "--detach", "--force", str(path), sha]
             subprocess.run(add, cwd=ROOT, check=True, capture_output=True)
@@ -301,6 +303,20 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     unknown = set(cfg.bench.parts) - {"hardware", "train", "mc", "generation"}
     if unknown:
         raise DomainTuneError(f"Unknown bench.parts {sorted(unknown)}.", "Use any of hardware, train, mc, generation.")
+    unused = [
+        key
+        for key, unused in (
+            ("bench.commits", bool(cfg.bench.commits) and "train" not in cfg.bench.parts),
+            ("bench.plan_pick", cfg.bench.plan_pick != "first" and ("train" not in cfg.bench.parts or cfg.bench.plan is None)),
+        )
+        if unused
+    ]
+    if unused:
+        raise DomainTuneError(
+            f"{', '.join(unused)} is set but has no effect here: commits apply to the train part, plan_pick to its batch plan "
+            f"(bench.parts={list(cfg.bench.parts)}, bench.plan={cfg.bench.plan}).",
+            "Add train to bench.parts (and keep bench.plan=domaintune for bench.plan_pick), or leave the key at its default.",
+        )
     command = " ".join(["python scripts/benchmark.py", *HydraConfig.get().overrides.task])
     report: dict[str, Any] = {"machine": machine(), "command": command}
     md = [f"Machine: {report['machine']}", f"Command: `{report['command']}`", ""]

@@ -187,6 +187,8 @@ SCRIPT_CASES = [
     ("merge: no adapter given", ("scripts/merge.py", "model=tiny"), "Export needs a tuned model", "run_dir=<training run folder>"),
     ("export: unknown format", ("scripts/export.py", "model=tiny", "format=onnx"), "format", "Use format=hf, gguf or ollama"),
     ("sweep report: folder missing", ("scripts/sweep_report.py", "{tmp}/no-sweep"), "does not exist", "outputs/multirun"),
+    ("benchmark: commits without the train part", ("scripts/benchmark.py", "model=tiny", "bench.parts=[hardware]", "bench.commits=[HEAD]"), "bench.commits is set but has no effect", "Add train to bench.parts"),
+    ("benchmark: plan_pick without a plan", ("scripts/benchmark.py", "model=tiny", "bench.parts=[train]", "bench.plan=null", "bench.plan_pick=longest"), "bench.plan_pick is set but has no effect", "keep bench.plan=domaintune"),
 ]  # fmt: skip
 
 
