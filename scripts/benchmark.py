@@ -207,9 +207,9 @@ def train_table(
     ratio_cols = [f"answer tok/s ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers]
     lines = [
         "| system | settings | batches | same batches as the first | rounds | answer tok/s (median; min-max) | real tok/s | "
-        "processed tok/s | padding eff. | s/step | peak RSS GiB | GFLOP/s needed | share of matmul peak | other CPU |"
-        + "".join(f" {c} |" for c in ratio_cols),
-        "|---|---|---|---|---:|" + "---:|" * (9 + len(ratio_cols)),
+        "processed tok/s | padding eff. | s/step | peak RSS GiB | GFLOP/s needed | share of matmul peak | other CPU | "
+        "minor page faults/step |" + "".join(f" {c} |" for c in ratio_cols),
+        "|---|---|---|---|---:|" + "---:|" * (10 + len(ratio_cols)),
     ]
     for name, a in mid.items():
         runs = ok[name]
@@ -218,11 +218,14 @@ def train_table(
         ratios = [f"{a['answer_tok_s'] / mid[p]['answer_tok_s']:.2f}" for p in peers]
         rss = [f"{a['peak_rss_gib'] / mid[p]['peak_rss_gib']:.2f}" for p in peers]
         share = f"{100 * a['model_gflops'] / peak_gflops:.0f}%" if peak_gflops else ""
+        # results of commits older than the count (bench.commits) have none: an empty cell
+        counted = [r["minor_faults_per_step"] for r in runs if "minor_faults_per_step" in r]
+        faults = f"{statistics.median(counted):,.0f}" if counted else ""
         lines.append(
             f"| {name} | {settings.get(name, '')} | {runs[0].get('batches', '')} | {'yes' if same.get(name) else 'no'} | "
             f"{len(runs)} | {a['answer_tok_s']:.1f} ({spread}) | {a['real_tok_s']:.1f} | {a['processed_tok_s']:.1f} | "
             f"{a['padding_efficiency']:.3f} | {a['step_s']:.2f} | {a['peak_rss_gib']:.2f} | {a['model_gflops']:.1f} | "
-            f"{share} | {100 * other:.0f}% |" + "".join(f" {r} |" for r in [*ratios, *rss])
+            f"{share} | {100 * other:.0f}% | {faults} |" + "".join(f" {r} |" for r in [*ratios, *rss])
         )
     for name, runs in results.items():
         for r in runs:

@@ -37,7 +37,7 @@ def test_a_batch_digest_ignores_padding_but_not_content() -> None:
 def test_a_system_on_other_batches_is_flagged() -> None:
     run = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
            "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a", "b"],
-           "model_gflops": 20.0}  # fmt: skip
+           "model_gflops": 20.0, "minor_faults_per_step": 1500.0}  # fmt: skip
     results = {
         "domaintune": [run, run],
         "hf_trainer": [run, {**run, "answer_tok_s": 5.0}],
@@ -48,8 +48,10 @@ def test_a_system_on_other_batches_is_flagged() -> None:
     assert "| hf_trainer |  | plan | yes | 2 | 7.5 (5.0-10.0) |" in table, "the median of the rounds and their spread"
     assert "| trl | defaults (checkpointing on) | own | no | 1 |" in table
     assert "| domaintune |  | plan | yes | 2 | 10.0 (10.0-10.0) |" in table and "| 1.33 | 1.00 |" in table
-    assert "| 1.00 | 20.0 | 25% | 0% |" in table, "needed GFLOP/s and their share of the matmul peak"
+    assert "| 1.00 | 20.0 | 25% | 0% | 1,500 |" in table, "needed GFLOP/s, their share of the matmul peak, page faults"
     assert "| 1.00 | 20.0 |  | 0% |" in "\n".join(train_table(results, "domaintune", {})), "no peak measured: no share"
+    older = {"domaintune": [run], "domaintune@abc1234": [{k: v for k, v in run.items() if k != "minor_faults_per_step"}]}
+    assert "| 0% |  |" in "\n".join(train_table(older, "domaintune", {})), "a commit that did not count faults: empty"
 
 
 def test_the_profile_table_sets_each_systems_costliest_operators_side_by_side() -> None:
