@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,7 @@ def train_table(
     return lines
 
 
-def compared(systems: Any, reference: str) -> list[str]:
+def compared(systems: Iterable[str], reference: str) -> list[str]:
     """The systems `reference` is divided by: the peers and DomainTune at other commits (`reference@<commit>`),
     not DomainTune's own variants (their ratios to the peers are the table's columns)."""
     return [k for k in systems if not k.startswith(reference) or k.startswith(f"{reference}@")]
@@ -308,11 +308,11 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         raise DomainTuneError(f"Unknown bench.parts {sorted(unknown)}.", "Use any of hardware, train, mc, generation.")
     unused = [
         key
-        for key, unused in (
+        for key, idle in (
             ("bench.commits", bool(cfg.bench.commits) and "train" not in cfg.bench.parts),
             ("bench.plan_pick", cfg.bench.plan_pick != "first" and ("train" not in cfg.bench.parts or cfg.bench.plan is None)),
         )
-        if unused
+        if idle
     ]
     if unused:
         raise DomainTuneError(

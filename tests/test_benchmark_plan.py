@@ -34,10 +34,14 @@ def test_a_batch_digest_ignores_padding_but_not_content() -> None:
     assert batch_digest(collated(rows[:1], 3, left=False)) != ours, "examples count"
 
 
+# one system's result in one round, as a benchmark worker writes it (the fields the tables read)
+RUN = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
+       "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a", "b"],
+       "model_gflops": 20.0, "minor_faults_per_step": 1500.0}  # fmt: skip
+
+
 def test_a_system_on_other_batches_is_flagged() -> None:
-    run = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
-           "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a", "b"],
-           "model_gflops": 20.0, "minor_faults_per_step": 1500.0}  # fmt: skip
+    run = RUN
     results = {
         "domaintune": [run, run],
         "hf_trainer": [run, {**run, "answer_tok_s": 5.0}],
@@ -103,8 +107,7 @@ def test_commits_are_divided_round_by_round_and_variants_are_not() -> None:
     within-round ratios are reported for it and every peer; DomainTune's own variants are not divided by."""
     from scripts.benchmark import compared, round_ratios
 
-    run = {"answer_tok_s": 10.0, "real_tok_s": 20.0, "processed_tok_s": 30.0, "padding_efficiency": 0.6, "step_s": 1.0,
-           "peak_rss_gib": 1.0, "other_cpu_share": 0.0, "batches": "plan", "digests": ["a"], "model_gflops": 20.0}  # fmt: skip
+    run = RUN
     results = {
         "domaintune": [run, {**run, "answer_tok_s": 12.0}, run],
         "domaintune_lean": [run, run, run],
@@ -121,10 +124,9 @@ def test_commits_are_divided_round_by_round_and_variants_are_not() -> None:
     assert round_ratios({"domaintune": [run]}, "domaintune") == [], "nothing to divide by: no table"
 
 
-def test_a_commit_is_checked_out_for_the_benchmark_and_removed_after(tmp_path) -> None:
+def test_a_commit_is_checked_out_for_the_benchmark_and_removed_after() -> None:
     import subprocess
 
-    from domaintune.utils.errors import DomainTuneError
     from scripts.benchmark import ROOT, checkouts
 
     if not (ROOT / ".git").exists():

@@ -115,11 +115,12 @@ def batch_stats(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def minor_faults() -> int:
-    """Page faults this process has taken so far that needed no disk: each is a page of fresh memory touched for
-    the first time (the kernel zeroes it), what an allocator that hands memory back to the system and maps it
-    again costs on every large tensor of every step."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def step_mark() -> tuple[float, int]:
+    """The clock and the minor page faults this process has taken so far, read at a step's end; two marks apart
+    give a step's seconds and faults. A minor fault needs no disk: it is a page of fresh memory touched for the
+    first time (the kernel zeroes it), what an allocator that hands memory back to the system and maps it again
+    costs on every large tensor of every step."""
+    return time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.Module, faults: list[int]) -> dict[str, Any]:
@@ -192,7 +193,7 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int) -> None:
         self.profile.end()
-        now = (time.perf_counter(), minor_faults())
+        now = step_mark()
         if self._last is not None and trainer.global_step > self.warmup:
             self.times.append(now[0] - self._last[0])
             self.faults.append(now[1] - self._last[1])
@@ -294,7 +295,7 @@ class _Recorder:
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 recorder.profile.end()
-                recorder.ends.append((time.perf_counter(), minor_faults()))
+                recorder.ends.append(step_mark())
 
         return Times()
 
