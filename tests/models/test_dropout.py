@@ -114,26 +114,38 @@ def test_gradient_checkpointing_recomputes_the_same_masks(make_cfg, tokenizer) -
         torch.testing.assert_close(grads[1][k], g, atol=1e-6, rtol=1e-5, msg=k)
 
 
+def test_positions_are_the_seeds_whatever_the_block_size() -> None:
+    """Drawn in blocks that fall short (one gap a block) the positions are those of one long block: ascending,
+    distinct, inside the tensor, and a function of the seed alone."""
+    from domaintune.models.dropout import dropped_positions
+
+    whole = dropped_positions(0.3, 5000, seed=11)
+    assert torch.equal(dropped_positions(0.3, 5000, seed=11, block=1), whole)
+    assert torch.equal(dropped_positions(0.3, 5000, seed=11, block=7), whole)
+    assert bool((whole[1:] > whole[:-1]).all()) and int(whole[0]) >= 0 and int(whole[-1]) < 5000
+    assert not torch.equal(dropped_positions(0.3, 5000, seed=12), whole)
+
+
 @pytest.mark.parametrize("scale", [1 / 0.7, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_mask_and_scale_is_nn_dropouts_formula_bit_for_bit(dtype: torch.dtype, scale: float) -> None:
-    """`apply_mask` gives exactly the values and gradients of nn.Dropout's CPU formula, `x.mul(mask).mul_(scale)`
-    with the mask in x's dtype, in fp32 and bf16 (an infinity at a dropped position becomes nan, as there), and
-    with scale 1 (the folded LoRA path) just the masked x."""
-    from domaintune.models.dropout import apply_mask
+def test_zero_at_is_a_scale_with_the_positions_zeroed(dtype: torch.dtype, scale: float) -> None:
+    """`zero_at` gives x * scale with the given positions zeroed, and the same for the gradient, in fp32 and bf16
+    and on a non-contiguous input; an infinity at a dropped position becomes 0 (set, not multiplied), one at a
+    kept position stays; scale 1 (the folded LoRA path) is just the zeroed x."""
+    from domaintune.models.dropout import zero_at
 
     torch.manual_seed(0)
-    start = torch.randn(4, 7, 33).to(dtype)
+    start = torch.randn(4, 33, 7).to(dtype).transpose(1, 2)  # non-contiguous, as a transposed activation
     start[0, 0, :3] = float("inf")
     keep = torch.rand(start.shape) >= 0.3
     keep[0, 0, :2] = False
+    keep[0, 0, 2] = True
+    positions = torch.nonzero(~keep.reshape(-1)).squeeze(1)
     upstream = torch.randn(start.shape).to(dtype)
-    results = []
-    for fn in (lambda x: x.mul(keep.to(dtype)).mul_(scale), lambda x: apply_mask(x, keep, scale)):
-        x = start.clone().requires_grad_(True)
-        y = fn(x)
-        y.backward(upstream)
-        results.append((y.detach(), x.grad))
-    (ref, ref_grad), (out, grad) = results
-    assert out.dtype == dtype and torch.equal(out.isnan(), ref.isnan()) and bool(out[0, 0, :2].isnan().all())
-    assert torch.equal(out.nan_to_num(), ref.nan_to_num()) and torch.equal(grad, ref_grad)
+    x = start.clone().requires_grad_(True)
+    y = zero_at(x, positions, scale)
+    y.backward(upstream)
+    assert y.dtype == dtype and y.shape == start.shape
+    assert bool((y[~keep] == 0).all()) and bool(y[0, 0, 2].isinf())
+    torch.testing.assert_close(y[keep], (start * scale)[keep], atol=0, rtol=0)
+    torch.testing.assert_close(x.grad, torch.where(keep, upstream * scale, 0.0).to(dtype), atol=0, rtol=0)

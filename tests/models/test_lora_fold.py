@@ -8,7 +8,7 @@ from peft import get_peft_model_state_dict
 
 from domaintune.models.adapters import apply_adapter, peft_config
 from domaintune.models.loading import load_model
-from domaintune.models.lora_fold import FoldedScales
+from domaintune.models.lora_fold import FoldedLoraLinear, FoldedScales
 from domaintune.models.loss import LossOptions, forward_loss
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
@@ -28,6 +28,19 @@ def _folded(model: torch.nn.Module) -> int:
     return sum(isinstance(v, FoldedScales) for m in model.modules() for v in getattr(m, "lora_variant", {}).values())
 
 
+def _fused_nodes(loss: torch.Tensor) -> int:
+    """How many of the fused LoRA function's backward nodes the loss's graph holds."""
+    seen, stack, count = set(), [loss.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += type(node).__name__ == "_LoraLinearBackward"
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return count
+
+
 @pytest.mark.parametrize("fast_dropout", [True, False])
 def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_cfg, tokenizer, fast_dropout: bool) -> None:
     """With the same seed (so the same dropout masks, numpy's or PEFT's nn.Dropout), the folded forward gives
@@ -39,9 +52,13 @@ def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_c
     runs = []
     for fold in (False, True):
         model = _model(make_cfg, f"adapter.fold_scales={fold}", f"adapter.fast_dropout={fast_dropout}")
-        assert _folded(model) == (7 * len(model.base_model.model.model.layers) if fold else 0)
+        layers = 7 * len(model.base_model.model.model.layers)
+        assert _folded(model) == (layers if fold else 0)
+        assert sum(type(m) is FoldedLoraLinear for m in model.modules()) == (layers if fold else 0)
         torch.manual_seed(1)
         loss, _ = forward_loss(model.train(), batch, LossOptions(True, None))
+        # the fused function runs with FastDropout; PEFT's own nn.Dropout goes through the variant instead
+        assert _fused_nodes(loss) == (layers if fold and fast_dropout else 0)
         loss.backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
         with torch.no_grad():
@@ -59,6 +76,29 @@ def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_c
     assert merged1.keys() == merged0.keys()
     for k, w in merged0.items():
         torch.testing.assert_close(merged1[k], w, atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_fused_function_gives_peft_lora_under_bf16_autocast(make_cfg, tokenizer) -> None:
+    """Under bf16 autocast (the AMX default) the fused function computes its products in bf16 as F.linear does,
+    returns bf16 outputs and gives A and B fp32 gradients: PEFT's loss and gradients to bf16 rounding. (bf16's
+    rounding hides a 1% error; the fp32 test above checks the function itself to fp32 rounding.)"""
+    dm = build(make_cfg("adapter=lora").data, tokenizer=tokenizer)
+    dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    runs = []
+    for fold in (False, True):
+        model = _model(make_cfg, f"adapter.fold_scales={fold}")
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = forward_loss(model.train(), batch, LossOptions(True, None))
+        assert _fused_nodes(loss) == (7 * len(model.base_model.model.model.layers) if fold else 0)
+        loss.backward()
+        runs.append((loss.detach().float(), {k: p.grad for k, p in model.named_parameters() if p.requires_grad}))
+    (loss0, grads0), (loss1, grads1) = runs
+    torch.testing.assert_close(loss1, loss0, atol=0, rtol=1e-2)
+    for k, g in grads0.items():
+        assert grads1[k].dtype == torch.float32
+        assert float((grads1[k] - g).norm() / g.norm()) < 2e-2, k  # measured up to 1.1%: bf16 rounding
 
 
 def test_unmerge_restores_the_base_weights(make_cfg) -> None:

@@ -1,26 +1,33 @@
-"""LoRA's dropout, the same distribution drawn from a faster random source on the CPU.
+"""LoRA's dropout, the same distribution drawn from a faster random source on the CPU and applied sparsely.
 
 Why this file exists: PEFT puts an `nn.Dropout` in front of every LoRA module (`lora_dropout: 0.05` in
 adapter=lora), and on the CPU `nn.Dropout` draws its mask with torch's Mersenne Twister one element at a time.
 Profiled on a 2-core AMD EPYC (issue 23, RESULTS.md), those masks (`aten::bernoulli_`, 210 calls a step) took
-a fifth of a LoRA step of SmolLM2-135M, second only to the matmuls. numpy's SFC64 bit generator fills 64 random
-bits per draw, so the same masks cost about 2.4x less (measured on the same machine: 11 ms against 27 ms
-for 3.7 million elements). No library offers a faster CPU dropout, hence this small module.
+a fifth of a LoRA step of SmolLM2-135M, second only to the matmuls. No library offers a faster CPU dropout,
+hence this small module.
 
-What stays the same as `nn.Dropout`: each element is zeroed independently with probability `p` (to 2^-16: a
-16-bit draw is compared with round(p * 2^16), so p=0.05 drops with probability 0.050003) and the kept ones are
-scaled by 1 / (1 - p), by multiplying with the 0/1 mask as nn.Dropout does on the CPU (so an infinity at a
-dropped position becomes nan there too); the gradient is the same mask and scale; evaluation mode is the
-identity. What differs: the masks themselves (another random stream), so a run's exact numbers differ from
-PEFT's dropout while its recipe does not. Each call takes its seed from torch's default generator, so
-`seed_everything` still decides every mask and an exact resume (which restores torch's generator) draws the
-same masks again, as does the recomputing forward of gradient checkpointing, which restores it too. On a GPU
-torch's own dropout (Philox) is fast, and under torch.compile the generated kernel draws its own: `FastDropout`
-hands over to nn.Dropout in both.
+How (stop 37): at LoRA's p = 0.05 nineteen of twenty elements are kept, so a dense 0/1 mask is mostly ones. The
+dropped positions are drawn directly instead, as the gaps between them: in a row of independent Bernoulli(p)
+trials the gap to the next success is geometric(p), and numpy's SFC64 generator draws count * p of those (about
+65,000 for a 2,256 x 576 activation) instead of one random number per element. Applying it is a copy and a
+scatter of zeros at those positions, forward and backward; the backward keeps only the positions (8 bytes for
+each dropped element: 0.4 bytes an element at p = 0.05, against the 1 byte of a boolean mask). Measured on a
+2-core Xeon capped to AVX2 (one-off timings, not a repo benchmark): for 2,256 x 576 fp32 elements, drawing 0.95
+against 0.87 ms for the 16-bit dense draw it replaces, applying 0.47 against 0.86 ms (a conversion of the mask
+to fp32 and a multiply), and the backward a 0.25 ms scatter into a gradient LoRA's fused function owns
+(`models/lora_fold.py`) against another 0.86 ms. The cost grows with p (each dropped element is an index), so
+this suits dropout rates of the size LoRA uses.
 
-16-bit draws (stop 35): half the random bits of 32-bit ones and half the comparison traffic, for a rate that
-differs from p by at most 2^-17; drawing the masks had still been a twelfth of a profiled fp32 LoRA step on a
-2-core Xeon (523 ms, 277 ms after: RESULTS.md, stop 35).
+What stays the same as `nn.Dropout`: each element is zeroed independently with probability `p` (exactly, to
+double precision: the geometric gaps are drawn by inversion of an exponential draw) and the kept ones are
+scaled by 1 / (1 - p); the gradient is the same positions and scale; evaluation mode is the identity. What
+differs: the masks themselves (another random stream), so a run's exact numbers differ from PEFT's dropout while
+its recipe does not; and a dropped position is set to zero rather than multiplied by zero, so an infinity there
+gives 0 where nn.Dropout gives nan (an infinity at any kept position still propagates). Each call takes its
+seed from torch's default generator, so `seed_everything` still decides every mask and an exact resume (which
+restores torch's generator) draws the same masks again, as does the recomputing forward of gradient
+checkpointing, which restores it too. On a GPU torch's own dropout (Philox) is fast, and under torch.compile the
+generated kernel draws its own: `FastDropout` hands over to nn.Dropout in both.
 """
 
 from __future__ import annotations
@@ -33,15 +40,15 @@ from torch import nn
 
 # the seed handed to numpy for each mask: any 63-bit value from torch's generator
 _SEED_HIGH = 2**63 - 1
-_BITS = 2**16
 
 
 class FastDropout(nn.Dropout):
-    """`nn.Dropout` whose CPU masks come from numpy's SFC64 generator, seeded from torch's generator.
+    """`nn.Dropout` whose CPU masks are positions drawn by numpy's SFC64 generator, seeded from torch's generator.
 
     A subclass, so PEFT's own checks (`isinstance(dropout, nn.Identity)` in its LoRA variants) and `repr` treat
-    it as the dropout it replaces. `models/lora_fold.py` uses `draws_own_mask` and `keep_mask` to apply the
-    mask here and the 1 / (1 - p) on LoRA's rank-r activations, where it costs nothing."""
+    it as the dropout it replaces. `models/lora_fold.py` uses `draws_own_mask` and `dropped` to zero the
+    positions inside LoRA's fused function and put the 1 / (1 - p) on the rank-r activations, where it costs
+    nothing."""
 
     def draws_own_mask(self, x: torch.Tensor) -> bool:
         """Whether this call draws its mask with numpy: training on the CPU in eager mode with 0 < p < 1. A GPU's
@@ -54,55 +61,67 @@ class FastDropout(nn.Dropout):
             and not torch.compiler.is_compiling()
         )
 
-    def keep_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """A boolean mask of x's shape, True where an element is kept (probability 1 - p)."""
-        seed = int(torch.randint(0, _SEED_HIGH, (1,)))
-        count = x.numel()
-        bits = np.random.SFC64(seed).random_raw(-(-count // 4)).view(np.uint16)[:count]
-        threshold = np.uint16(min(round(self.p * _BITS), _BITS - 1))
-        return torch.from_numpy(bits >= threshold).view(x.shape)
+    def dropped(self, x: torch.Tensor) -> torch.Tensor:
+        """The positions to zero, as ascending int64 indices into x in row-major order, each position dropped
+        independently with probability p."""
+        return dropped_positions(self.p, x.numel(), int(torch.randint(0, _SEED_HIGH, (1,))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         if not self.draws_own_mask(x):
             return super().forward(x)
-        return apply_mask(x, self.keep_mask(x), 1.0 / (1.0 - self.p))
+        return zero_at(x, self.dropped(x), 1.0 / (1.0 - self.p))
 
 
-class _MaskAndScale(torch.autograd.Function):
-    """`x * keep * scale` (keep a boolean mask), and the same for the gradient, keeping only the boolean mask
-    for the backward (1 byte an element, as nn.Dropout keeps it, not the 2-4 of a float mask).
+def dropped_positions(p: float, count: int, seed: int, block: int | None = None) -> torch.Tensor:
+    """Where `count` independent Bernoulli(p) trials succeed, drawn as the geometric gaps between successes.
 
-    Why by hand: a multiply by the mask converted to x's dtype is one vectorised pass, where `masked_fill` on a
-    boolean mask ran at a third of that speed on a CPU (0.6-0.9 against 0.3 ms for 1.3 million fp32 elements, a
-    one-off timing on a 2-core Xeon, not a repo benchmark); and with `scale` 1 (LoRA's rank-r side takes it,
-    `models/lora_fold.py`) the scaling pass goes too."""
+    Drawn in blocks of `block` gaps (default: the expected number plus six standard deviations, so one block
+    nearly always suffices); a short block is followed by another from the same generator, so the positions
+    are a function of the seed alone, whatever the block size."""
+    generator = np.random.Generator(np.random.SFC64(seed))
+    block = block or int(count * p + 6.0 * (count * p * (1.0 - p)) ** 0.5) + 16
+    parts, last = [], -1
+    while last < count:
+        positions = np.cumsum(generator.geometric(p, size=block)) + last
+        parts.append(positions)
+        last = int(positions[-1])
+    positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return torch.from_numpy(positions[: np.searchsorted(positions, count)])
+
+
+def scatter_zeros(t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """t (contiguous, owned by the caller) with `positions` (row-major) set to zero, in place."""
+    return t.view(-1).index_fill_(0, positions, 0.0).view(t.shape)
+
+
+def _scaled_copy(t: torch.Tensor, scale: float) -> torch.Tensor:
+    """A contiguous copy of t times scale (1: just the copy), for `scatter_zeros` to write into."""
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    return out.copy_(t) if scale == 1.0 else torch.mul(t, scale, out=out)
+
+
+class _ZeroAt(torch.autograd.Function):
+    """`x * scale` with `positions` zeroed, and the same for the gradient, keeping only the positions for the
+    backward. Written by hand because torch has no sparse-positions dropout: a dense mask costs a conversion and
+    a multiply over every element (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
+    def forward(ctx: Any, x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(positions)
         ctx.scale = scale
-        out = torch.mul(x, _as(keep, x.dtype))
-        return out if scale == 1.0 else out.mul_(scale)
+        return scatter_zeros(_scaled_copy(x, scale), positions)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (keep,) = ctx.saved_tensors
-        out = torch.mul(grad, _as(keep, grad.dtype))
-        return (out if ctx.scale == 1.0 else out.mul_(ctx.scale)), None, None
+        (positions,) = ctx.saved_tensors
+        return scatter_zeros(_scaled_copy(grad, ctx.scale), positions), None, None
 
 
-def _as(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The boolean mask as 0/1 in `dtype`, converted through uint8 (the same bytes): torch's bool-to-float kernel
-    ran 4.7x slower than its uint8-to-float one on a 2-core Xeon (1.57 against 0.34 ms for 3.4 million elements;
-    a one-off timing, not a repo benchmark)."""
-    return keep.view(torch.uint8).to(dtype)
-
-
-def apply_mask(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-    """x with the elements where `keep` is False zeroed and the rest multiplied by `scale` (1: unscaled)."""
-    return _MaskAndScale.apply(x, keep, scale)
+def zero_at(x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+    """x with the elements at `positions` (row-major) zeroed and the rest multiplied by `scale` (1: unscaled)."""
+    return _ZeroAt.apply(x, positions, scale)
 
 
 def use_fast_dropout(model: nn.Module) -> tuple[int, int]:
