@@ -119,3 +119,33 @@ def test_the_key_is_refused_where_nothing_could_fold(make_cfg) -> None:
     with pytest.raises(DomainTuneError, match="adapter=dora has no plain LoRA linears"):
         _model(make_cfg, "adapter=dora", "adapter.fold_scales=true")
     assert _folded(_model(make_cfg, "adapter=dora")) == 0  # dora.yaml sets it false
+
+
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_fused_function_is_lora_with_and_without_an_input_gradient(input_grad: bool) -> None:
+    """`_LoraLinear` against LoRA written out with autograd: output and gradients for x, A and B; where x needs no
+    gradient (a projection of the frozen embeddings) A's and B's gradients are still right and x gets none."""
+    from domaintune.models.lora_fold import _LoraLinear
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(3, 5, 8), torch.randn(6, 8), torch.randn(6)
+    dropped = torch.tensor([1, 7, 20, 119])
+    runs = []
+    for fused in (True, False):
+        xi = x.clone().requires_grad_(input_grad)
+        a = torch.randn(4, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        b = torch.randn(6, 4, generator=torch.Generator().manual_seed(2)).requires_grad_()
+        if fused:
+            y = _LoraLinear.apply(xi, weight, bias, a, b, dropped, 0.5)
+        else:
+            keep = torch.ones(x.numel())
+            keep[dropped] = 0.0
+            y = xi @ weight.t() + bias + ((xi * keep.view(x.shape)) @ a.t() * 0.5) @ b.t()
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(3)))
+        runs.append((y.detach(), xi.grad, a.grad, b.grad))
+    (out, grad_x, grad_a, grad_b), (ref, ref_x, ref_a, ref_b) = runs
+    assert (grad_x is None) == (ref_x is None) == (not input_grad)
+    if input_grad:
+        torch.testing.assert_close(grad_x, ref_x, atol=1e-5, rtol=1e-5)
+    for got, want in ((out, ref), (grad_a, ref_a), (grad_b, ref_b)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -104,10 +104,13 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         masked, dropped, low, weight, lora_a, lora_b = ctx.saved_tensors
+        needs_x, _, _, needs_a, needs_b, _, _ = ctx.needs_input_grad
         grad_rows = grad.reshape(-1, grad.shape[-1])
-        grad_b = grad_rows.t() @ low
+        grad_b = grad_rows.t() @ low if needs_b else None
         grad_low = (grad_rows @ lora_b).mul_(ctx.factor)
-        grad_a = grad_low.t() @ masked
+        grad_a = grad_low.t() @ masked if needs_a else None
+        if not needs_x:  # e.g. the first block's projections of the frozen embeddings: no base backward matmul
+            return None, None, None, grad_a, grad_b, None, None
         grad_x = grad_low @ lora_a
         if dropped is not None:
             scatter_zeros(grad_x, dropped)
