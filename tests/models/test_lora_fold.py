@@ -28,6 +28,12 @@ def _folded(model: torch.nn.Module) -> int:
     return sum(isinstance(v, FoldedScales) for m in model.modules() for v in getattr(m, "lora_variant", {}).values())
 
 
+def _first_batch(make_cfg, tokenizer) -> dict[str, torch.Tensor]:
+    dm = build(make_cfg("adapter=lora").data, tokenizer=tokenizer)
+    dm.prepare()
+    return next(iter(dm.train_dataloader()))
+
+
 def _fused_nodes(loss: torch.Tensor) -> int:
     """How many of the fused LoRA function's backward nodes the loss's graph holds."""
     seen, stack, count = set(), [loss.grad_fn], 0
@@ -46,9 +52,7 @@ def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_c
     """With the same seed (so the same dropout masks, numpy's or PEFT's nn.Dropout), the folded forward gives
     PEFT's training loss and LoRA gradients, its evaluation logits, the same saved adapter and the same merged
     weights, to fp32 rounding."""
-    dm = build(make_cfg("adapter=lora").data, tokenizer=tokenizer)
-    dm.prepare()
-    batch = next(iter(dm.train_dataloader()))
+    batch = _first_batch(make_cfg, tokenizer)
     runs = []
     for fold in (False, True):
         model = _model(make_cfg, f"adapter.fold_scales={fold}", f"adapter.fast_dropout={fast_dropout}")
@@ -82,9 +86,7 @@ def test_fused_function_gives_peft_lora_under_bf16_autocast(make_cfg, tokenizer)
     """Under bf16 autocast (the AMX default) the fused function computes its products in bf16 as F.linear does,
     returns bf16 outputs and gives A and B fp32 gradients: PEFT's loss and gradients to bf16 rounding. (bf16's
     rounding hides a 1% error; the fp32 test above checks the function itself to fp32 rounding.)"""
-    dm = build(make_cfg("adapter=lora").data, tokenizer=tokenizer)
-    dm.prepare()
-    batch = next(iter(dm.train_dataloader()))
+    batch = _first_batch(make_cfg, tokenizer)
     runs = []
     for fold in (False, True):
         model = _model(make_cfg, f"adapter.fold_scales={fold}")

@@ -96,10 +96,12 @@ def scatter_zeros(t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return t.view(-1).index_fill_(0, positions, 0.0).view(t.shape)
 
 
-def _scaled_copy(t: torch.Tensor, scale: float) -> torch.Tensor:
-    """A contiguous copy of t times scale (1: just the copy), for `scatter_zeros` to write into."""
+def zeroed_copy(t: torch.Tensor, positions: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """A contiguous copy of t times `scale` (1: just the copy) with `positions` (row-major) set to zero; t itself
+    is left as it is (autograd may have saved it)."""
     out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-    return out.copy_(t) if scale == 1.0 else torch.mul(t, scale, out=out)
+    out = out.copy_(t) if scale == 1.0 else torch.mul(t, scale, out=out)
+    return scatter_zeros(out, positions)
 
 
 class _ZeroAt(torch.autograd.Function):
@@ -111,12 +113,12 @@ class _ZeroAt(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(positions)
         ctx.scale = scale
-        return scatter_zeros(_scaled_copy(x, scale), positions)
+        return zeroed_copy(x, positions, scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (positions,) = ctx.saved_tensors
-        return scatter_zeros(_scaled_copy(grad, ctx.scale), positions), None, None
+        return zeroed_copy(grad, positions, ctx.scale), None, None
 
 
 def zero_at(x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:

@@ -42,7 +42,7 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from torch import nn
 
-from domaintune.models.dropout import FastDropout, scatter_zeros, zero_at
+from domaintune.models.dropout import FastDropout, scatter_zeros, zero_at, zeroed_copy
 
 
 class FoldedScales(LoraVariant):
@@ -68,12 +68,21 @@ class FoldedScales(LoraVariant):
     def forward(module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         dropout = module.lora_dropout[active_adapter]
         factor = module.scaling[active_adapter]
-        if isinstance(dropout, FastDropout) and dropout.draws_own_mask(x):
-            x = zero_at(x, dropout.dropped(x), 1.0)
-            factor = factor / (1.0 - dropout.p)
-        else:
+        drawn = _own_positions(dropout, x, factor)
+        if drawn is None:
             x = dropout(x)
+        else:
+            positions, factor = drawn
+            x = zero_at(x, positions, 1.0)
         return result + module.lora_B[active_adapter](module.lora_A[active_adapter](x) * factor)
+
+
+def _own_positions(dropout: nn.Module, x: torch.Tensor, factor: float) -> tuple[torch.Tensor, float] | None:
+    """Where `FastDropout` draws its own mask for x: its dropped positions and LoRA's factor times the dropout's
+    1 / (1 - p), which the rank-r side takes (the folded path and the fused function both apply it so); else None."""
+    if isinstance(dropout, FastDropout) and dropout.draws_own_mask(x):
+        return dropout.dropped(x), factor / (1.0 - dropout.p)
+    return None
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -92,7 +101,7 @@ class _LoraLinear(torch.autograd.Function):
         factor: float,
     ) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        masked = rows if dropped is None else scatter_zeros(rows.clone(memory_format=torch.contiguous_format), dropped)
+        masked = rows if dropped is None else zeroed_copy(rows, dropped)
         low = (masked @ lora_a.t()).mul_(factor)
         out = (low @ lora_b.t()).addmm_(rows, weight.t())
         if bias is not None:
@@ -166,8 +175,9 @@ class FoldedLoraLinear(LoraLinear):
         else:  # e.g. a bf16 base with fp32 adapters and no autocast: PEFT computes LoRA in the adapter's dtype
             return None
         dropout, factor = self.lora_dropout[adapter], float(self.scaling[adapter])
-        if isinstance(dropout, FastDropout) and dropout.draws_own_mask(x):
-            return adapter, dropout.dropped(x), factor / (1.0 - dropout.p), dtype
+        drawn = _own_positions(dropout, x, factor)
+        if drawn is not None:
+            return adapter, *drawn, dtype
         if isinstance(dropout, nn.Identity) or not dropout.training or dropout.p == 0.0:
             return adapter, None, factor, dtype
         return None
