@@ -31,7 +31,7 @@ def test_the_step_count_equals_torchs_flop_counter_on_a_lora_step(make_cfg) -> N
     labels[:, :5] = IGNORE  # a 5-token prompt, 7 answer tokens per row
     batch = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
     with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _inplace_addmm}) as counter:
-        loss, _ = forward_loss(model, batch, LossOptions(answer_only_logits=True, chunk_size=None))
+        loss, _ = forward_loss(model, batch, LossOptions(answer_only_logits=True, chunk_size=None, causal_padding=True))
         loss.backward()
     stats = batch_stats(batch)
     assert stats["rows"] == [length, length] and stats["answer"] == rows * 7  # positions 4..10 predict 5..11

@@ -73,7 +73,7 @@ def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
         "eval.bootstrap.resamples=123",
         "eval.bootstrap.confidence=0.9",
     )
-    evaluator = build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
+    evaluator = build(cfg.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None, True))
     assert isinstance(evaluator, Evaluator)
     assert evaluator.splits == ["test", "validation"] and evaluator.max_samples == 3 and evaluator.general == ["piqa"]
     planted = Evidence("mean", ["a", "b", "c"], [1.0, 2.0, 3.0]).to_dict()
@@ -83,16 +83,16 @@ def test_evaluator_is_built_from_the_eval_config(make_cfg, tokenizer) -> None:
         build(
             make_cfg("eval.general=mine", "+eval.benchmarks.mine={dir: x, prompt: p}").eval,
             data=build(cfg.data, tokenizer=tokenizer),
-            loss=LossOptions(True, None),
+            loss=LossOptions(True, None, True),
         )
     kind = make_cfg(
         "eval.general=mine",
         "+eval.benchmarks.mine={kind: poll, dir: x, split: s, prompt: p, delimiter: ' ', max_samples: null, batch_size: 2}",
     )
     with pytest.raises(DomainTuneError, match=r"eval\.benchmarks\.mine\.kind.*poll"):
-        build(kind.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
+        build(kind.eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None, True))
     with pytest.raises(DomainTuneError, match="Unknown benchmark 'nope'"):
-        build(make_cfg("eval.general=nope").eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None))
+        build(make_cfg("eval.general=nope").eval, data=build(cfg.data, tokenizer=tokenizer), loss=LossOptions(True, None, True))
 
 
 KEYS_NOTHING_READS = {
@@ -199,4 +199,4 @@ def test_a_run_saved_before_new_task_and_benchmark_keys_still_loads(make_cfg, to
     assert cfg.eval.generation.auto_cap == today.eval.generation.auto_cap and cfg.eval.generation.max_samples == 7
     assert cfg.eval.calibration.split is None
     dm = build(cfg.data, tokenizer=tokenizer)
-    build(cfg.eval, data=dm, loss=LossOptions(True, None))
+    build(cfg.eval, data=dm, loss=LossOptions(True, None, True))

@@ -197,7 +197,7 @@ def test_freeze_trains_only_the_top_blocks(make_cfg) -> None:
     model = apply_adapter(model, cfg.adapter, peft_config(cfg.adapter))
     trainable = {n.split(".")[2] if n.startswith("model.layers") else n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"1", "model.norm.weight"}
-    module = build(cfg.module, model=model, loss=LossOptions(True, None), identity={}, objective=instantiate(cfg.objective))
+    module = build(cfg.module, model=model, loss=LossOptions(True, None, True), identity={}, objective=instantiate(cfg.objective))
     assert sum(p.requires_grad for p in module.parameters()) == sum(p.requires_grad for p in model.parameters()) > 0
 
 
@@ -231,7 +231,7 @@ def test_fsdp_clips_gradients_by_the_root_modules_norm(make_cfg) -> None:
     module = build(
         cfg.module,
         model=apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)),
-        loss=LossOptions(True, None),
+        loss=LossOptions(True, None, True),
         identity={},
         objective=instantiate(cfg.objective),
     )

@@ -35,7 +35,7 @@ from domaintune.utils.config import CONFIG_DIR, settings
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 
-LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
+LOSS = LossOptions(answer_only_logits=True, chunk_size=None, causal_padding=True)
 
 
 # ------------------------------------------------------------------------------------------ answer limit

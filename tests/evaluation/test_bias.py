@@ -65,7 +65,7 @@ def test_bias_benchmarks_before_and_after_through_the_evaluator(make_cfg, tokeni
     cfg = make_cfg("eval.general=[piqa,crows_pairs,bbq]", "eval.generation.max_samples=0", "eval.max_samples=4")
     dm = build(cfg.data, tokenizer=tokenizer)
     model, _ = load_model(cfg.model)
-    result = build(cfg.eval, data=dm, loss=LossOptions(answer_only_logits=True, chunk_size=None)).run(model, "base")
+    result = build(cfg.eval, data=dm, loss=LossOptions(True, None, True)).run(model, "base")
     for name in ("mc/piqa/acc", "mc/crows_pairs/pct_stereotype", "mc/crows_pairs/age/pct_stereotype", "mc/bbq/acc"):
         assert name in result.metrics, name
     for name in ("mc/bbq/amb_bias_score", "mc/bbq/disamb_bias_score", "mc/bbq/Age/amb_bias_score"):

@@ -92,9 +92,7 @@ def test_cited_run_reports_verdict_and_citation_metrics(make_cfg, tokenizer) -> 
     assert primary_metric(cfg.data.primary_metric, ["cited_fact_check"]) == "gen/citation_f1"
     dm = build(cfg.data, tokenizer=tokenizer)
     model, _ = load_model(cfg.model)
-    evaluator = build(
-        cfg.eval, data=dm, loss=LossOptions(answer_only_logits=True, chunk_size=None), model_key=model_identity(cfg.model)
-    )
+    evaluator = build(cfg.eval, data=dm, loss=LossOptions(True, None, True), model_key=model_identity(cfg.model))
     result = evaluator.run(model, "base")
     wanted = {"gen/accuracy", "gen/macro_f1", "choice/accuracy", "choice/macro_f1"}
     wanted |= {f"gen/citation_{k}" for k in ("precision", "recall", "f1", "unparseable_rate")}

@@ -18,7 +18,7 @@ from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 from tests.conftest import ROOT, require
 
-LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
+LOSS = LossOptions(answer_only_logits=True, chunk_size=None, causal_padding=True)
 
 
 # ------------------------------------------------------------------------------------------ metrics

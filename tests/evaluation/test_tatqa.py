@@ -76,7 +76,7 @@ def test_finance_run_is_decided_by_tatqa_f1_scored_on_the_spans(make_cfg, tokeni
     assert primary_metric(cfg.data.primary_metric, ["context_qa"]) == "gen/tatqa_f1"
     dm = build(cfg.data, tokenizer=tokenizer)
     model, _ = load_model(cfg.model)
-    loss = LossOptions(answer_only_logits=True, chunk_size=None)
+    loss = LossOptions(answer_only_logits=True, chunk_size=None, causal_padding=True)
     result = build(cfg.eval, data=dm, loss=loss, model_key=model_identity(cfg.model)).run(model, "base")
     assert {"gen/tatqa_em", "gen/tatqa_f1", "gen/token_f1", "gen/rougeL"} <= set(result.metrics)
     records = {r["_src"]: r for r in dm.records[cfg.eval.split]}

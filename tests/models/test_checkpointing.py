@@ -40,7 +40,7 @@ def test_auto_checkpoints_only_the_long_batches_with_the_same_gradients(make_cfg
     def step(model: torch.nn.Module, batch: dict[str, torch.Tensor], calls: list[int]) -> tuple[int, dict]:
         model.zero_grad()
         calls.clear()
-        loss, _ = forward_loss(model, batch, LossOptions(True, None))
+        loss, _ = forward_loss(model, batch, LossOptions(True, None, True))
         loss.backward()
         return len(calls), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
 

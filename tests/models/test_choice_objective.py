@@ -20,7 +20,7 @@ from domaintune.models.segments import continuation_logps
 from domaintune.utils.errors import DomainTuneError
 from domaintune.utils.hydra import build
 
-LOSS = LossOptions(answer_only_logits=True, chunk_size=None)
+LOSS = LossOptions(answer_only_logits=True, chunk_size=None, causal_padding=True)
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_training_scores_equal_the_evaluations_label_scores(labelled, answer_onl
     end-of-turn token here, so each label's is the evaluation's plus that token's log-probability)."""
     _, dm, model = labelled
     task = dm.tasks[""]
-    opts = LossOptions(answer_only_logits=answer_only, chunk_size=None)
+    opts = LossOptions(answer_only_logits=answer_only, chunk_size=None, causal_padding=True)
     batch = next(iter(dm.eval_dataloader("train", 6, choices=True)))
     n = len(batch["gold"])
     records, examples = dm.records["train"][:n], dm.examples["train"][:n]

@@ -106,7 +106,7 @@ def test_gradient_checkpointing_recomputes_the_same_masks(make_cfg, tokenizer) -
             if p.requires_grad:
                 p.data.normal_(0, 0.02)
         torch.manual_seed(1)
-        loss, _ = forward_loss(model, batch, LossOptions(True, None))
+        loss, _ = forward_loss(model, batch, LossOptions(True, None, True))
         loss.backward()
         grads.append({k: p.grad for k, p in model.named_parameters() if p.requires_grad})
     assert any(type(m) is FastDropout for m in model.modules())

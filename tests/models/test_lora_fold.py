@@ -60,7 +60,7 @@ def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_c
         assert _folded(model) == (layers if fold else 0)
         assert sum(type(m) is FoldedLoraLinear for m in model.modules()) == (layers if fold else 0)
         torch.manual_seed(1)
-        loss, _ = forward_loss(model.train(), batch, LossOptions(True, None))
+        loss, _ = forward_loss(model.train(), batch, LossOptions(True, None, True))
         # the fused function runs with FastDropout; PEFT's own nn.Dropout goes through the variant instead
         assert _fused_nodes(loss) == (layers if fold and fast_dropout else 0)
         loss.backward()
@@ -92,7 +92,7 @@ def test_fused_function_gives_peft_lora_under_bf16_autocast(make_cfg, tokenizer)
         model = _model(make_cfg, f"adapter.fold_scales={fold}")
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, _ = forward_loss(model.train(), batch, LossOptions(True, None))
+            loss, _ = forward_loss(model.train(), batch, LossOptions(True, None, True))
         assert _fused_nodes(loss) == (7 * len(model.base_model.model.model.layers) if fold else 0)
         loss.backward()
         runs.append((loss.detach().float(), {k: p.grad for k, p in model.named_parameters() if p.requires_grad}))

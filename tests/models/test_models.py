@@ -83,7 +83,7 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
         if p.requires_grad:
             p.data.normal_(0, 0.02)
     results = []
-    for opts in (LossOptions(False, None), LossOptions(True, chunk)):
+    for opts in (LossOptions(False, None, True), LossOptions(True, chunk, True)):
         model.zero_grad()
         torch.manual_seed(1)  # same dropout masks
         loss, n = forward_loss(model, batch, opts)
@@ -94,6 +94,67 @@ def test_answer_only_logits_give_the_same_loss_and_gradients(
     assert torch.allclose(full_loss, fast_loss, atol=1e-5, rtol=0)
     for k, g in full_grads.items():
         assert torch.allclose(g, fast_grads[k], atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("adapter", ["lora", "prompt_tuning", "prefix_tuning"])
+def test_causal_padding_gives_the_masked_loss_and_gradients(make_cfg, tokenizer, adapter: str, attention: str) -> None:
+    """`model.causal_padding` runs right-padded rows without their padding mask: the model is called without one,
+    and the loss, per-example NLL and every trainable gradient equal the masked run's (fp32, same dropout)."""
+    from domaintune.models.adapters import apply_adapter, peft_config
+    from domaintune.models.loss import LossOptions, example_nll, forward_loss, row_inputs
+
+    cfg = make_cfg(f"adapter={adapter}", f"model.attn_implementation={attention}")
+    dm = build(cfg.data, tokenizer=tokenizer)
+    dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    assert not bool(batch["attention_mask"].all()), "the batch must have padded rows"
+    torch.manual_seed(0)
+    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
+    for p in model.parameters():  # LoRA B starts at zero: perturb so every adapter weight has a gradient
+        if p.requires_grad:
+            p.data.normal_(0, 0.02)
+    called: list[bool] = []
+    model.register_forward_pre_hook(lambda m, a, kw: called.append(kw.get("attention_mask") is None), with_kwargs=True)
+    results = []
+    for causal in (False, True):
+        opts = LossOptions(True, None, causal)
+        assert ("attention_mask" in row_inputs(batch, opts)) is not causal
+        model.zero_grad()
+        torch.manual_seed(1)  # same dropout masks
+        loss, _ = forward_loss(model, batch, opts)
+        loss.backward()
+        with torch.no_grad():
+            nll, _ = example_nll(model.eval(), batch, opts)
+        model.train()
+        results.append((loss.detach(), nll, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
+    assert called == [False, False, True, True], "the causal run must call the model without a mask"
+    (loss, nll, grads), (causal_loss, causal_nll, causal_grads) = results
+    assert torch.allclose(loss, causal_loss, atol=1e-6, rtol=0)
+    assert torch.allclose(nll, causal_nll, atol=1e-5, rtol=0)
+    for k, g in grads.items():
+        assert g.abs().sum() > 0 and torch.allclose(g, causal_grads[k], atol=1e-6, rtol=1e-5), k
+
+
+def test_causal_padding_keeps_any_other_mask(make_cfg, tokenizer) -> None:
+    """Left padding, packed rows and masks with holes keep their masks: for left padding the causal mask
+    alone would let real tokens see the padding before them, and the loss would change."""
+    from domaintune.models.loss import LossOptions, forward_loss, row_inputs
+
+    opts = LossOptions(True, None, True)
+    ids = torch.tensor([[2, 2, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
+    labels = torch.tensor([[-100, -100, -100, -100, 7, 8], [-100, -100, -100, 12, 13, 14]])
+    left = {"input_ids": ids, "labels": labels, "attention_mask": torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6])}
+    holes = {**left, "attention_mask": torch.tensor([[1, 0, 1, 1, 1, 1], [1] * 6])}
+    right = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6])
+    packed = {**left, "attention_mask": right, "position_ids": torch.arange(6)[None].repeat(2, 1)}
+    for batch in (left, holes, packed):
+        assert torch.equal(row_inputs(batch, opts)["attention_mask"], batch["attention_mask"])
+    model, _ = load_model(make_cfg().model)
+    with torch.no_grad():
+        kept, _ = forward_loss(model, left, opts)
+        dropped, _ = forward_loss(model, {k: v for k, v in left.items() if k != "attention_mask"}, opts)
+    assert not torch.allclose(kept, dropped, atol=1e-4)
 
 
 @pytest.mark.parametrize("boolean_mask", [True, False], ids=["bool-mask", "positions"])
@@ -112,7 +173,7 @@ def test_answer_only_logits_refuse_a_model_that_ignores_the_mask(make_cfg, token
 
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, -100, 7, 8]])}
     with pytest.raises(DomainTuneError, match=r"model\.answer_only_logits=false"):
-        forward_loss(AllLogits(), batch, LossOptions(True, None))
+        forward_loss(AllLogits(), batch, LossOptions(True, None, True))
 
 
 @pytest.mark.parametrize("answer_only", [True, False])
@@ -128,7 +189,7 @@ def test_per_example_nll_adds_up_to_the_training_loss(make_cfg, tokenizer, adapt
     dm.prepare()
     batch = next(iter(dm.eval_dataloader("validation")))
     model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).eval()
-    opts = LossOptions(answer_only, None)
+    opts = LossOptions(answer_only, None, True)
     with torch.no_grad():
         nll, tokens = example_nll(model, batch, opts)
         loss, n = forward_loss(model, batch, opts)

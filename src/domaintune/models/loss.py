@@ -64,15 +64,36 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LossOptions:
-    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size): same value, less work or memory."""
+    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size, model.causal_padding): same
+    value, less work or memory."""
 
     answer_only_logits: bool
     chunk_size: int | None
+    causal_padding: bool
 
     @classmethod
     def from_config(cls, model_cfg: DictConfig | dict[str, Any]) -> LossOptions:
         chunk = model_cfg["loss_chunk_size"]
-        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None)
+        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None, bool(model_cfg["causal_padding"]))
+
+
+def row_inputs(batch: dict[str, torch.Tensor], opts: LossOptions) -> dict[str, torch.Tensor]:
+    """The model's inputs from a collated batch; with `opts.causal_padding`, right-padded rows without their
+    padding mask.
+
+    Why: in a causal LM a real token never attends to the padding after it, so the causal mask alone gives the
+    same outputs and gradients at every real position, and the loss reads real positions only (padding carries
+    no label, and nothing real attends to it). Without a mask, transformers' SDPA path takes the kernel's causal
+    mode with grouped-query attention, instead of a 4-D mask and key/value heads copied to every query head
+    (and their gradients summed back): ~5% of a bf16 LoRA step on SmolLM2 (RESULTS.md, stop 38). Only a mask
+    whose rows are ones then zeros goes; left padding, packed rows (position ids) and any other mask stay.
+    """
+    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    mask = inputs.get("attention_mask")
+    plain = mask is not None and mask.dim() == 2 and "position_ids" not in inputs
+    if opts.causal_padding and plain and bool((mask[:, 1:] <= mask[:, :-1]).all()):  # every row: ones, then zeros
+        del inputs["attention_mask"]
+    return inputs
 
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +110,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     `loss * n_tokens` is the summed NLL that token-weighted perplexity needs.
     """
     labels = batch["labels"]
-    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    inputs = row_inputs(batch, opts)
     n_tokens = (labels[:, 1:] != IGNORE).sum()
     if not opts.answer_only_logits or is_prompt_learning(model):
         return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
@@ -103,9 +124,10 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     return mean_cross_entropy(logits, targets, overwrite_logits=True), n_tokens
 
 
-# Rows of logits the fused cross-entropy upcasts at a time: 32 x 49,152 fp32 = 6 MiB stays in cache. A one-off
-# timing of the loss alone on a 2-core AMX Xeon (not a repo benchmark) found 8 to 128 rows equally fast, 512 slower.
-CE_ROWS = 32
+# Rows of logits the fused cross-entropy upcasts at a time, into one fp32 buffer it reuses: 8 x 49,152 fp32 = 1.5 MiB
+# stays in a core's cache. A one-off timing of the loss alone (1,782 x 49,152 logits, forward and backward, a 2-core
+# AMX Xeon, not a repo benchmark) found 8 rows fastest in bf16 (142 against 161 ms at 32) and in fp32.
+CE_ROWS = 8
 
 
 class _TokenCrossEntropy(torch.autograd.Function):
@@ -114,11 +136,16 @@ class _TokenCrossEntropy(torch.autograd.Function):
     Why by hand: `F.cross_entropy(logits.float(), t)` writes the upcast logits, their log-softmax, a zeroed
     gradient the size of the logits and the log-softmax gradient, each rows x vocabulary fp32 (373 MB at 1,900
     answer tokens of a 49,152-token vocabulary) and each a full pass through memory; on a CPU that was a tenth
-    of a LoRA step (issue 23's profile). Here the forward keeps only each row's log-sum-exp (fp32, computed over
-    a cache-sized block of rows at a time) and the backward writes the gradient once, block by block, as
-    (softmax - one-hot) x the row's incoming gradient, in the logits' own dtype: the same values as the upcast
-    path to fp32 rounding (tests/models/test_models.py). torch.compile would fuse this too, but not in eager
-    mode, the default.
+    of a LoRA step (issue 23's profile). Here the forward keeps only each row's log-sum-exp (fp32, computed as
+    torch.logsumexp does, over a cache-sized block of rows at a time) and the backward writes the gradient once,
+    block by block, as (softmax - one-hot) x the row's incoming gradient, in the logits' own dtype: the same
+    values as the upcast path to fp32 rounding (tests/models/test_models.py). torch.compile would fuse this too,
+    but not in eager mode, the default.
+
+    Lower-precision logits (bf16) are copied block by block into one reused fp32 buffer and worked on in place
+    there: a mixed-dtype `logits - lse` (what this did before) goes through torch's slow casting loop, and
+    `.float()` and logsumexp allocate fresh blocks; the loss's element-wise work in a bf16 step fell from ~345 to
+    ~140 ms (RESULTS.md, stop 38).
 
     `overwrite_logits=True` writes that gradient into the logits' own memory, for a caller whose logits are its
     private intermediate (the training loss): the LM head's backward needs its input and weight, not its
@@ -133,8 +160,14 @@ class _TokenCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor, overwrite_logits: bool) -> torch.Tensor:
         with torch.autocast(logits.device.type, enabled=False):
             lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
-            for start in range(0, logits.shape[0], CE_ROWS):
-                torch.logsumexp(logits[start : start + CE_ROWS].float(), dim=-1, out=lse[start : start + CE_ROWS])
+            buffer = _block_buffer(logits)
+            for start, end in _blocks(logits.shape[0]):
+                block = buffer[: end - start]
+                block.copy_(logits[start:end])
+                top = block.amax(dim=1, keepdim=True)
+                top.masked_fill_(top.abs() == float("inf"), 0.0)  # as torch.logsumexp: an infinite row stays infinite
+                torch.log(block.sub_(top).exp_().sum(dim=1), out=lse[start:end])
+                lse[start:end] += top.squeeze(1)
             picked = logits.gather(1, targets[:, None]).squeeze(1).float()
         ctx.save_for_backward(logits, targets, lse)
         ctx.overwrite_logits = overwrite_logits
@@ -144,19 +177,31 @@ class _TokenCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, targets, lse = ctx.saved_tensors
         out = logits if ctx.overwrite_logits else torch.empty_like(logits)
-        in_place = out.dtype == torch.float32
+        # fp32: straight into the output block (no buffer); lower precision: in the fp32 buffer, rounded once when stored
+        buffer = None if out.dtype == torch.float32 else _block_buffer(logits)
         with torch.autocast(logits.device.type, enabled=False):
-            for start in range(0, logits.shape[0], CE_ROWS):
-                end = min(start + CE_ROWS, logits.shape[0])
-                # fp32: straight into the output block (no temporary); lower precision: an fp32 block (the
-                # subtraction promotes), rounded once when stored
-                dest = out[start:end] if in_place else None
-                block = torch.sub(logits[start:end], lse[start:end, None], out=dest).exp_()
+            for start, end in _blocks(logits.shape[0]):
+                if buffer is None:
+                    block = torch.sub(logits[start:end], lse[start:end, None], out=out[start:end])
+                else:
+                    block = buffer[: end - start].copy_(logits[start:end]).sub_(lse[start:end, None])
+                block.exp_()
                 block[torch.arange(end - start, device=block.device), targets[start:end]] -= 1.0
                 block.mul_(grad[start:end, None])
-                if not in_place:
+                if buffer is not None:
                     out[start:end] = block
         return out, None, None
+
+
+def _blocks(rows: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each CE_ROWS block of `rows` rows."""
+    for start in range(0, rows, CE_ROWS):
+        yield start, min(start + CE_ROWS, rows)
+
+
+def _block_buffer(logits: torch.Tensor) -> torch.Tensor:
+    """One fp32 block of CE_ROWS rows of `logits`, reused for every block."""
+    return torch.empty(min(CE_ROWS, logits.shape[0]), logits.shape[1], dtype=torch.float32, device=logits.device)
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, overwrite_logits: bool = False) -> torch.Tensor:
@@ -203,7 +248,7 @@ def example_nll(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpti
     one example each). Evaluation keeps these per example, so intervals can resample examples; their
     token-weighted mean is exactly the loss `forward_loss` averages."""
     labels = batch["labels"]
-    inputs = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    inputs = row_inputs(batch, opts)
     keep = trained_positions(labels)
     targets = labels[:, 1:][keep[:, :-1]]
     if opts.answer_only_logits and not is_prompt_learning(model):
