@@ -163,3 +163,27 @@ def test_the_longest_plan_takes_the_epochs_heaviest_batches_in_epoch_order(make_
     assert min(map(positions, longest)) >= max(positions(b) for b in epoch if b not in longest)
     with pytest.raises(DomainTuneError, match="plan_pick"):
         batch_plan(cfg, 3, "shortest")
+
+
+def test_the_peers_run_transformers_and_peft_as_published(make_cfg) -> None:
+    """The peers' model carries none of DomainTune's own speed-ups (transformers' RMSNorm, PEFT's LoRA layer and
+    its nn.Dropout), while DomainTune's own loader and adapter give the same config all three."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from domaintune.models.adapters import apply_adapter, peft_config
+    from domaintune.models.loading import load_model
+    from scripts.devtools.bench import _peer_setup
+
+    cfg = make_cfg("adapter=lora")
+    peer, *_ = _peer_setup(cfg)
+    ours = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter))
+
+    def kinds(model: torch.nn.Module) -> set[str]:
+        norms = {type(m).__name__ for m in model.modules() if isinstance(m, LlamaRMSNorm)}
+        loras = {type(m).__name__ for m in model.modules() if isinstance(m, LoraLinear)}
+        drops = {type(d).__name__ for m in model.modules() if isinstance(m, LoraLinear) for d in m.lora_dropout.values()}
+        return norms | loras | drops
+
+    assert kinds(peer) == {"LlamaRMSNorm", "Linear", "Dropout"}
+    assert kinds(ours) == {"FusedLlamaRMSNorm", "FoldedLoraLinear", "FastDropout"}

@@ -231,13 +231,13 @@ def domaintune_train(
 # ---------------------------------------------------------------------------------------------- peers
 def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not. The peers get
-    LoRA as PEFT builds and runs it (its own `nn.Dropout` and forward): `adapter.fast_dropout` and
-    `adapter.fold_scales` are DomainTune's, not theirs."""
+    LoRA as PEFT builds and runs it (its own `nn.Dropout` and forward) on transformers' own model:
+    `adapter.fast_dropout`, `adapter.fold_scales` and `model.fused_norm` are DomainTune's, not theirs."""
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
     pl.seed_everything(cfg.seed)
-    model, tok = load_model(cfg.model)
+    model, tok = load_model(OmegaConf.merge(cfg.model, {"fused_norm": False}))
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
     ours = {k: False for k in ("fast_dropout", "fold_scales") if k in cfg.adapter}
