@@ -187,3 +187,21 @@ def test_the_peers_run_transformers_and_peft_as_published(make_cfg) -> None:
 
     assert kinds(peer) == {"LlamaRMSNorm", "Linear", "Dropout"}
     assert kinds(ours) == {"FusedLlamaRMSNorm", "FoldedLoraLinear", "FastDropout"}
+
+
+def test_the_profiled_step_comes_after_the_measured_ones() -> None:
+    """bench.profile profiles one extra step after the warm-up and measured steps, on the plan's last batch again
+    (a profile in the warm-up slowed the steps after it); without a profile the plan and step count stay as they are."""
+    from scripts.devtools.bench import StepProfile
+
+    plan = [[0, 1], [2, 3], [4, 5]]
+    profiled, unprofiled = StepProfile(3, 5), StepProfile(3, 0)
+    assert profiled.step == 4 and profiled.extra_steps == 1 and profiled.plan(plan) == [*plan, [4, 5]]
+    assert unprofiled.extra_steps == 0 and unprofiled.plan(plan) == plan and profiled.plan(None) is None
+    for step in (1, 2, 3):
+        profiled.begin(step)
+        assert profiled._profiler is None, "no measured step is profiled"
+    profiled.begin(4)
+    torch.ones(3).add(1)
+    profiled.end()
+    assert profiled.table and all(row["calls"] >= 1 for row in profiled.table)

@@ -153,14 +153,27 @@ def summarise(times: list[float], stats: list[dict[str, Any]], model: torch.nn.M
 
 # ---------------------------------------------------------------------------------------------- DomainTune
 class StepProfile:
-    """torch.profiler over one step, the last warm-up step (untimed, so the profiler's overhead never enters a
-    measured step): its `ops` costliest operators by self CPU time, for the table that says where a system's
-    step time goes (scripts/benchmark.py). ops=0: no profile."""
+    """torch.profiler over one extra step after the measured ones (untimed): its `ops` costliest operators by self
+    CPU time, for the table that says where a system's step time goes (scripts/benchmark.py). ops=0: no profile.
 
-    def __init__(self, step: int, ops: int) -> None:
-        self.step, self.ops = step, ops
+    Why after them, not in a warm-up step (as before stop 38): the steps that followed a profiled step ran ~10%
+    slower in the same process (a bf16 DomainTune step: 3.34 s/step with the warm-up profiled against 2.98 s
+    without, RESULTS.md stop 38), so a profile in the warm-up slowed every measured step. The extra step trains on
+    the plan's last batch again, and neither its time nor its batch enter the results."""
+
+    def __init__(self, measured_through: int, ops: int) -> None:
+        self.step, self.ops = measured_through + 1, ops
         self._profiler: Any = None
         self.table: list[dict[str, Any]] = []
+
+    @property
+    def extra_steps(self) -> int:
+        """Steps a worker runs beyond warm-up and measured ones: the profiled step, if any."""
+        return 1 if self.ops else 0
+
+    def plan(self, plan: list[list[int]] | None) -> list[list[int]] | None:
+        """The batch plan a worker replays: the timed plan, and its last batch again for the profiled step."""
+        return plan if plan is None or not self.extra_steps else [*plan, plan[-1]]
 
     def begin(self, step: int) -> None:
         """Called at the start of every step (1-based)."""
@@ -169,7 +182,7 @@ class StepProfile:
             self._profiler.start()
 
     def end(self) -> None:
-        """Called at the end of every step, before its time is read."""
+        """Called at the end of every step, after its time is read."""
         if self._profiler is None:
             return
         self._profiler.stop()
@@ -181,8 +194,8 @@ class StepProfile:
 class StepTimer(pl.Callback):
     """Wall time between consecutive batch ends (data, forward, backward, optimizer: the whole step)."""
 
-    def __init__(self, warmup: int, profile: StepProfile) -> None:
-        self.warmup, self.profile = warmup, profile
+    def __init__(self, warmup: int, steps: int, profile: StepProfile) -> None:
+        self.warmup, self.steps, self.profile = warmup, steps, profile
         self.times: list[float] = []
         self.faults: list[int] = []
         self.stats: list[dict[str, Any]] = []
@@ -192,13 +205,13 @@ class StepTimer(pl.Callback):
         self.profile.begin(trainer.global_step + 1)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int) -> None:
-        self.profile.end()
         now = step_mark()
-        if self._last is not None and trainer.global_step > self.warmup:
+        if self._last is not None and self.warmup < trainer.global_step <= self.warmup + self.steps:
             self.times.append(now[0] - self._last[0])
             self.faults.append(now[1] - self._last[1])
             self.stats.append(batch_stats(batch))
-        self._last = now
+        self.profile.end()
+        self._last = step_mark()
 
 
 def domaintune_train(
@@ -211,9 +224,10 @@ def domaintune_train(
 
     from domaintune.core.pipeline import prepare_training
 
-    timer = StepTimer(warmup, profile)
+    timer = StepTimer(warmup, steps, profile)
+    plan = profile.plan(plan)
     with open_dict(cfg):
-        cfg.trainer.max_steps = warmup + steps
+        cfg.trainer.max_steps = warmup + steps + profile.extra_steps
     trainer, module, dm, *_ = prepare_training(cfg, callbacks=[timer], base_eval=False)
     batches = "own: " + dm.batching()["mode"]
     if plan is not None and not dm.batching()["packed"]:
@@ -247,18 +261,18 @@ def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     return model, tok, dm, bf16
 
 
-def _peer_args(cfg: DictConfig, dm: Any, steps: int, warmup: int, bf16: bool, out: str) -> dict[str, Any]:
+def _peer_args(cfg: DictConfig, dm: Any, total: int, bf16: bool, out: str) -> dict[str, Any]:
     """TrainingArguments shared by both peers, matching DomainTune's optim/trainer settings (read from the
-    objects DomainTune builds: the DataModule and the Optimization)."""
+    objects DomainTune builds: the DataModule and the Optimization); `total`: every step the worker runs."""
     optim: Optimization = instantiate(cfg.optim)
     return {
         "output_dir": out,
         "per_device_train_batch_size": int(dm.batch_size),
-        "max_steps": steps + warmup,
+        "max_steps": total,
         "learning_rate": float(optim.lr),
         "weight_decay": float(optim.weight_decay),
         "lr_scheduler_type": str(optim.scheduler.keywords["name"]),
-        "warmup_steps": optim.warmup(steps + warmup),
+        "warmup_steps": optim.warmup(total),
         "max_grad_norm": float(cfg.trainer.gradient_clip_val),
         "bf16": bf16,
         "use_cpu": cfg.trainer.accelerator == "cpu",
@@ -274,8 +288,8 @@ def _peer_args(cfg: DictConfig, dm: Any, steps: int, warmup: int, bf16: bool, ou
 class _Recorder:
     """A collator wrapper that keeps each batch's token counts, and a callback that times each step."""
 
-    def __init__(self, collate: Any, warmup: int, model: torch.nn.Module, profile: StepProfile) -> None:
-        self.collate, self.warmup, self.model, self.profile = collate, warmup, model, profile
+    def __init__(self, collate: Any, warmup: int, steps: int, model: torch.nn.Module, profile: StepProfile) -> None:
+        self.collate, self.warmup, self.steps, self.model, self.profile = collate, warmup, steps, model, profile
         self.batches: list[dict[str, int]] = []
         self.ends: list[tuple[float, int]] = []
 
@@ -294,14 +308,15 @@ class _Recorder:
                 recorder.profile.begin(state.global_step + 1)
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                recorder.profile.end()
                 recorder.ends.append(step_mark())
+                recorder.profile.end()
 
         return Times()
 
     def result(self) -> dict[str, Any]:
-        # step k (1-based) ran on the k-th collated batch and took ends[k-1] - ends[k-2]; measured: k > warmup
-        steps = range(self.warmup + 1, len(self.ends) + 1)
+        # step k (1-based) ran on the k-th collated batch and took ends[k-1] - ends[k-2]; measured: warmup < k <=
+        # warmup + steps (a profiled step after them is not)
+        steps = range(self.warmup + 1, min(len(self.ends), self.warmup + self.steps) + 1)
         times = [self.ends[k - 1][0] - self.ends[k - 2][0] for k in steps]
         faults = [self.ends[k - 1][1] - self.ends[k - 2][1] for k in steps]
         return summarise(times, [self.batches[k - 1] for k in steps], self.model, faults)
@@ -337,10 +352,12 @@ def hf_trainer_train(
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     model, tok, dm, bf16 = _peer_setup(cfg)
-    recorder = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), warmup, model, profile)
+    collate = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
+    recorder = _Recorder(collate, warmup, steps, model, profile)
+    total = warmup + steps + profile.extra_steps
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(**_peer_args(cfg, dm, steps, warmup, bf16, out), remove_unused_columns=False, **options)
-        replaying(Trainer, plan)(
+        args = TrainingArguments(**_peer_args(cfg, dm, total, bf16, out), remove_unused_columns=False, **options)
+        replaying(Trainer, profile.plan(plan))(
             model=model, args=args, train_dataset=_peer_data(dm), data_collator=recorder, callbacks=[recorder.callback()]
         ).train()
     return {**recorder.result(), "batches": "plan" if plan is not None else "own"}
@@ -355,9 +372,12 @@ def trl_train(
 
     model, tok, dm, bf16 = _peer_setup(cfg)
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(**_peer_args(cfg, dm, steps, warmup, bf16, out), max_length=dm.recipe.max_length, **options)
-        trainer = replaying(SFTTrainer, plan)(model=model, args=args, train_dataset=_peer_data(dm), processing_class=tok)
-        recorder = _Recorder(trainer.data_collator, warmup, trainer.model, profile)
+        total = warmup + steps + profile.extra_steps
+        args = SFTConfig(**_peer_args(cfg, dm, total, bf16, out), max_length=dm.recipe.max_length, **options)
+        trainer = replaying(SFTTrainer, profile.plan(plan))(
+            model=model, args=args, train_dataset=_peer_data(dm), processing_class=tok
+        )
+        recorder = _Recorder(trainer.data_collator, warmup, steps, trainer.model, profile)
         trainer.data_collator = recorder
         trainer.add_callback(recorder.callback())
         trainer.train()
@@ -513,9 +533,7 @@ def run_worker(cfg: DictConfig, bench: DictConfig, system: str, result: str, pla
         options = dict(spec.get("options") or {})
         if options and spec.kind == "domaintune":
             raise ValueError(f"bench.systems.{system}: DomainTune variants take config overrides, not options")
-        if int(bench.profile) and int(bench.warmup) < 2:
-            raise ValueError("bench.profile profiles the last warm-up step, after a first one: set bench.warmup >= 2")
-        profile = StepProfile(int(bench.warmup), int(bench.profile))
+        profile = StepProfile(int(bench.warmup) + int(bench.steps), int(bench.profile))
         data = TRAINERS[str(spec.kind)](cfg, int(bench.steps), int(bench.warmup), plan, profile, **options)
         data["profile"] = profile.table
         data["precision"] = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)

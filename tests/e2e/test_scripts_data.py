@@ -89,7 +89,9 @@ def test_benchmark_compares_systems_on_identical_work(tmp_path: Path) -> None:
         assert "error" not in r, (name, r)
         assert r["steps"] == 2 and r["answer_tok_s"] > 0 and r["peak_rss_gib"] > 0 and r["other_cpu_s"] >= 0
         assert r["answer_tok_s"] <= r["real_tok_s"] <= r["processed_tok_s"]
-        assert r["model_gflops"] > 0 and len(r["profile"]) == 5, "needed FLOP/s, and the profile of a warm-up step"
+        # needed FLOP/s; the profile of an extra step after the measured ones (not counted: 2 steps, 2 digests);
+        # a commit runs unprofiled (its own script profiled inside its warm-up, slowing its measured steps)
+        assert r["model_gflops"] > 0 and len(r["profile"]) == (0 if name == head else 5), name
     assert train["domaintune"]["batching"] == "grouped by length"
     # identical work: every system replayed the plan (4 batches: 2 warm-up + 2 measured), digests equal step by step
     assert len(data["batch_plan"]) == 4 and all(r["batches"] == "plan" for r in train.values())
