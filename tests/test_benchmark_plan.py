@@ -198,6 +198,7 @@ def test_the_profiled_step_comes_after_the_measured_ones() -> None:
     profiled, unprofiled = StepProfile(3, 5), StepProfile(3, 0)
     assert profiled.step == 4 and profiled.extra_steps == 1 and profiled.plan(plan) == [*plan, [4, 5]]
     assert unprofiled.extra_steps == 0 and unprofiled.plan(plan) == plan and profiled.plan(None) is None
+    assert profiled.total_steps == 4 and unprofiled.total_steps == 3
     for step in (1, 2, 3):
         profiled.begin(step)
         assert profiled._profiler is None, "no measured step is profiled"

@@ -171,6 +171,11 @@ class StepProfile:
         """Steps a worker runs beyond warm-up and measured ones: the profiled step, if any."""
         return 1 if self.ops else 0
 
+    @property
+    def total_steps(self) -> int:
+        """Every step a worker runs: warm-up, measured and the profiled one, if any."""
+        return self.step - 1 + self.extra_steps
+
     def plan(self, plan: list[list[int]] | None) -> list[list[int]] | None:
         """The batch plan a worker replays: the timed plan, and its last batch again for the profiled step."""
         return plan if plan is None or not self.extra_steps else [*plan, plan[-1]]
@@ -227,7 +232,7 @@ def domaintune_train(
     timer = StepTimer(warmup, steps, profile)
     plan = profile.plan(plan)
     with open_dict(cfg):
-        cfg.trainer.max_steps = warmup + steps + profile.extra_steps
+        cfg.trainer.max_steps = profile.total_steps
     trainer, module, dm, *_ = prepare_training(cfg, callbacks=[timer], base_eval=False)
     batches = "own: " + dm.batching()["mode"]
     if plan is not None and not dm.batching()["packed"]:
@@ -354,9 +359,8 @@ def hf_trainer_train(
     model, tok, dm, bf16 = _peer_setup(cfg)
     collate = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
     recorder = _Recorder(collate, warmup, steps, model, profile)
-    total = warmup + steps + profile.extra_steps
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(**_peer_args(cfg, dm, total, bf16, out), remove_unused_columns=False, **options)
+        args = TrainingArguments(**_peer_args(cfg, dm, profile.total_steps, bf16, out), remove_unused_columns=False, **options)
         replaying(Trainer, profile.plan(plan))(
             model=model, args=args, train_dataset=_peer_data(dm), data_collator=recorder, callbacks=[recorder.callback()]
         ).train()
@@ -372,8 +376,7 @@ def trl_train(
 
     model, tok, dm, bf16 = _peer_setup(cfg)
     with tempfile.TemporaryDirectory() as out:
-        total = warmup + steps + profile.extra_steps
-        args = SFTConfig(**_peer_args(cfg, dm, total, bf16, out), max_length=dm.recipe.max_length, **options)
+        args = SFTConfig(**_peer_args(cfg, dm, profile.total_steps, bf16, out), max_length=dm.recipe.max_length, **options)
         trainer = replaying(SFTTrainer, profile.plan(plan))(
             model=model, args=args, train_dataset=_peer_data(dm), processing_class=tok
         )
