@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -124,6 +125,22 @@ def test_positions_are_the_seeds_whatever_the_block_size() -> None:
     assert torch.equal(dropped_positions(0.3, 5000, seed=11, block=7), whole)
     assert bool((whole[1:] > whole[:-1]).all()) and int(whole[0]) >= 0 and int(whole[-1]) < 5000
     assert not torch.equal(dropped_positions(0.3, 5000, seed=12), whole)
+
+
+@pytest.mark.parametrize("p", [0.01, 0.05, 0.2, 1 / 3, 0.5])
+def test_the_gaps_are_numpys_geometric_draws(p: float) -> None:
+    """The whole-array gaps equal numpy's own `Generator.geometric` from the same seed (below p = 1/3 they are
+    computed by its formula, from it by numpy itself), and the positions are the running sums of those gaps,
+    so the masks are the ones drawn before the gaps were vectorised."""
+    from domaintune.models.dropout import _geometric_gaps, dropped_positions
+
+    for seed in range(20):
+        mine = _geometric_gaps(np.random.Generator(np.random.SFC64(seed)), p, 4000)
+        numpys = np.random.Generator(np.random.SFC64(seed)).geometric(p, size=4000)
+        assert mine.dtype == torch.int64 and np.array_equal(mine.numpy(), numpys), seed
+        positions = np.cumsum(numpys) - 1
+        expected = torch.from_numpy(positions[: np.searchsorted(positions, 3000)])
+        assert torch.equal(dropped_positions(p, 3000, seed, block=4000), expected), seed
 
 
 @pytest.mark.parametrize("scale", [1 / 0.7, 1.0])

