@@ -115,7 +115,9 @@ class _LoraLinear(torch.autograd.Function):
         masked, dropped, low, weight, lora_a, lora_b = ctx.saved_tensors
         needs_x, _, _, needs_a, needs_b, _, _ = ctx.needs_input_grad
         grad_rows = grad.reshape(-1, grad.shape[-1])
-        grad_b = grad_rows.t() @ low if needs_b else None
+        # B's gradient as (low^T g)^T: the same product with the long dimension inside, 1.1 against 0.6 ms for a
+        # 1,632 x 1,536 gradient in fp32 under the AVX2 cap (0.35 against 0.30 in bf16; in-session timings)
+        grad_b = (low.t() @ grad_rows).t() if needs_b else None
         grad_low = (grad_rows @ lora_b).mul_(ctx.factor)
         grad_a = grad_low.t() @ masked if needs_a else None
         if not needs_x:  # e.g. the first block's projections of the frozen embeddings: no base backward matmul
