@@ -251,7 +251,7 @@ def domaintune_train(
 def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not. The peers get
     LoRA as PEFT builds and runs it (its own `nn.Dropout` and forward) on transformers' own model:
-    `adapter.fast_dropout`, `adapter.fold_scales` and `model.fused_norm` are DomainTune's, not theirs."""
+    `adapter.fast_dropout`, `adapter.fold_scales`, `adapter.keep_casts` and `model.fused_norm` are DomainTune's, not theirs."""
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
@@ -259,7 +259,7 @@ def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     model, tok = load_model(OmegaConf.merge(cfg.model, {"fused_norm": False}))
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
-    ours = {k: False for k in ("fast_dropout", "fold_scales") if k in cfg.adapter}
+    ours = {k: False for k in ("fast_dropout", "fold_scales", "keep_casts") if k in cfg.adapter}
     adapter = OmegaConf.merge(cfg.adapter, ours)
     model = apply_adapter(model, adapter, peft_config(adapter)).train()
     bf16 = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).startswith("bf16")

@@ -55,7 +55,9 @@ def test_folded_scales_give_peft_lora_losses_gradients_outputs_and_merges(make_c
     batch = _first_batch(make_cfg, tokenizer)
     runs = []
     for fold in (False, True):
-        model = _model(make_cfg, f"adapter.fold_scales={fold}", f"adapter.fast_dropout={fast_dropout}")
+        model = _model(
+            make_cfg, f"adapter.fold_scales={fold}", f"adapter.keep_casts={fold}", f"adapter.fast_dropout={fast_dropout}"
+        )
         layers = 7 * len(model.base_model.model.model.layers)
         assert _folded(model) == (layers if fold else 0)
         assert sum(type(m) is FoldedLoraLinear for m in model.modules()) == (layers if fold else 0)
@@ -89,7 +91,7 @@ def test_fused_function_gives_peft_lora_under_bf16_autocast(make_cfg, tokenizer)
     batch = _first_batch(make_cfg, tokenizer)
     runs = []
     for fold in (False, True):
-        model = _model(make_cfg, f"adapter.fold_scales={fold}")
+        model = _model(make_cfg, f"adapter.fold_scales={fold}", f"adapter.keep_casts={fold}")
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, _ = forward_loss(model.train(), batch, LossOptions(True, None, True))
@@ -151,3 +153,57 @@ def test_fused_function_is_lora_with_and_without_an_input_gradient(input_grad: b
         torch.testing.assert_close(grad_x, ref_x, atol=1e-5, rtol=1e-5)
     for got, want in ((out, ref), (grad_a, ref_a), (grad_b, ref_b)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _q_proj(model: torch.nn.Module) -> FoldedLoraLinear:
+    return model.base_model.model.model.layers[0].self_attn.q_proj
+
+
+def _bf16_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return _q_proj(model)(x)
+
+
+def test_kept_casts_are_reused_and_give_the_same_outputs(make_cfg) -> None:
+    """adapter.keep_casts: under bf16 autocast the fp32 base weight is cast once and the same copy serves the next
+    forward, with outputs equal to casting it every time; without autocast nothing is kept."""
+    kept, fresh = _model(make_cfg).eval(), _model(make_cfg, "adapter.keep_casts=false").eval()
+    x = torch.randn(2, 5, _q_proj(kept).in_features)
+    first = _bf16_output(kept, x)
+    copy = _q_proj(kept).kept_cast[1]
+    assert copy.dtype == torch.bfloat16 and torch.equal(copy, _q_proj(kept).base_layer.weight.to(torch.bfloat16))
+    assert torch.equal(_bf16_output(kept, x), first) and _q_proj(kept).kept_cast[1] is copy
+    assert torch.equal(_bf16_output(fresh, x), first) and _q_proj(fresh).kept_cast is None
+    with torch.no_grad():
+        _q_proj(kept).base_layer.weight.mul_(1.0)  # no change of value, but a new version: cast again
+    _bf16_output(kept, x)
+    assert _q_proj(kept).kept_cast[1] is not copy
+    other = _model(make_cfg)
+    with torch.no_grad():
+        _q_proj(other)(x)  # fp32: the weight's own dtype, nothing to keep
+    assert _q_proj(other).kept_cast is None
+
+
+def test_a_kept_cast_follows_changes_of_the_base_weight(make_cfg) -> None:
+    """After an in-place update, a merge or an unmerge of the base weight, the next bf16 forward uses the weight
+    as it now is, as a layer that casts every time does (PEFT's merges write through `.data`, unversioned)."""
+    kept, fresh = _model(make_cfg).eval(), _model(make_cfg, "adapter.keep_casts=false").eval()
+    x = torch.randn(2, 5, _q_proj(kept).in_features)
+    _bf16_output(kept, x)
+    for model in (kept, fresh):
+        with torch.no_grad():
+            _q_proj(model).base_layer.weight.add_(0.5)
+    assert torch.equal(_bf16_output(kept, x), _bf16_output(fresh, x))
+    for step in ("merge", "unmerge"):
+        for model in (kept, fresh):
+            getattr(_q_proj(model), step)()
+        assert _q_proj(kept).kept_cast is None, step
+        if step == "unmerge":  # merged layers run PEFT's forward on the merged weight; unmerged, the fused one
+            assert torch.equal(_bf16_output(kept, x), _bf16_output(fresh, x))
+
+
+def test_keep_casts_without_folded_layers_is_refused(make_cfg) -> None:
+    """adapter.keep_casts acts through the folded layers only: set without adapter.fold_scales it is refused."""
+    with pytest.raises(DomainTuneError, match=r"adapter\.keep_casts=true"):
+        _model(make_cfg, "adapter.fold_scales=false")
+    assert _folded(_model(make_cfg, "adapter.fold_scales=false", "adapter.keep_casts=false")) == 0

@@ -83,7 +83,13 @@ def apply_adapter(model: PreTrainedModel, cfg: DictConfig, peft: PeftConfig | No
     if cfg.get("fast_dropout"):
         _fast_dropout(model, str(cfg.get("name")))
     if cfg.get("fold_scales"):
-        _fold_scales(model, str(cfg.get("name")))
+        _fold_scales(model, str(cfg.get("name")), bool(cfg.get("keep_casts")))
+    elif cfg.get("keep_casts"):
+        raise DomainTuneError(
+            f"adapter.keep_casts=true, but adapter={cfg.get('name')} does not fold its LoRA scales "
+            "(adapter.fold_scales is off), and only the folded layers keep their casts, so it would change nothing.",
+            "Set adapter.keep_casts=false, or adapter.fold_scales=true on a plain LoRA adapter.",
+        )
     trainable, total = parameter_counts(model)
     log.info(f"adapter={cfg.name}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     return model
@@ -101,10 +107,10 @@ def _fast_dropout(model: nn.Module, name: str) -> None:
     log.info(f"adapter.fast_dropout: {replaced} LoRA dropout layers draw their masks with numpy's SFC64")
 
 
-def _fold_scales(model: nn.Module, name: str) -> None:
+def _fold_scales(model: nn.Module, name: str, keep_casts: bool) -> None:
     """`adapter.fold_scales`: LoRA's scaling and dropout scale applied to the rank-r activations
     (`models/lora_fold.py`). Set where no layer can take it, it would do nothing: refused rather than ignored."""
-    found, folded = fold_lora_scales(model)
+    found, folded = fold_lora_scales(model, keep_casts)
     if not folded:
         what = "has no LoRA layers" if not found else "has no plain LoRA linears (another variant, e.g. DoRA, or lora_bias)"
         raise DomainTuneError(
