@@ -202,6 +202,23 @@ def test_a_kept_cast_follows_changes_of_the_base_weight(make_cfg) -> None:
             assert torch.equal(_bf16_output(kept, x), _bf16_output(fresh, x))
 
 
+def test_a_cast_kept_in_inference_mode_serves_a_training_step(make_cfg) -> None:
+    """A cast first kept under torch.inference_mode (an evaluation, DPO's reference pass) is a normal tensor, so the
+    training step after it can save it for its backward, and gives the gradients of a layer that casts every time."""
+    kept, fresh = _model(make_cfg), _model(make_cfg, "adapter.keep_casts=false")
+    x = torch.randn(2, 5, _q_proj(kept).in_features)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _q_proj(kept)(x)
+    assert not _q_proj(kept).kept_cast[1].is_inference()
+    grads = []
+    for model in (kept, fresh):
+        torch.manual_seed(3)  # the same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _q_proj(model)(x).float().square().sum().backward()
+        grads.append(_q_proj(model).lora_A["default"].weight.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
 def test_keep_casts_without_folded_layers_is_refused(make_cfg) -> None:
     """adapter.keep_casts acts through the folded layers only: set without adapter.fold_scales it is refused."""
     with pytest.raises(DomainTuneError, match=r"adapter\.keep_casts=true"):

@@ -170,11 +170,14 @@ class FoldedLoraLinear(LoraLinear):
         move, a `load_state_dict`, an in-place update) and after PEFT's merges (`FoldedScales`), which write
         through `.data` and leave the version as it was; any other write through `.data` is not seen."""
         weight = self.base_layer.weight
-        if weight.dtype == dtype or weight.requires_grad or not self.keep_casts:
+        if weight.dtype == dtype or weight.requires_grad or weight.is_inference() or not self.keep_casts:
             return weight.to(dtype)
         key = (weight.data_ptr(), weight._version, dtype)
         if self.kept_cast is None or self.kept_cast[0] != key:
-            self.kept_cast = (key, weight.detach().to(dtype))
+            # a normal tensor even when first cast under torch.inference_mode (evaluation, a reference model's
+            # pass), so that a training step after it can save it for its backward
+            with torch.inference_mode(False):
+                self.kept_cast = (key, weight.detach().to(dtype))
         return self.kept_cast[1]
 
     def _fused_inputs(
