@@ -28,6 +28,15 @@ def _folded(model: torch.nn.Module) -> int:
     return sum(isinstance(v, FoldedScales) for m in model.modules() for v in getattr(m, "lora_variant", {}).values())
 
 
+def _q_proj(model: torch.nn.Module) -> FoldedLoraLinear:
+    return model.base_model.model.model.layers[0].self_attn.q_proj
+
+
+def _bf16_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return _q_proj(model)(x)
+
+
 def _first_batch(make_cfg, tokenizer) -> dict[str, torch.Tensor]:
     dm = build(make_cfg("adapter=lora").data, tokenizer=tokenizer)
     dm.prepare()
@@ -108,7 +117,7 @@ def test_fused_function_gives_peft_lora_under_bf16_autocast(make_cfg, tokenizer)
 def test_unmerge_restores_the_base_weights(make_cfg) -> None:
     """merge then unmerge through the folded variant leaves the base weights as they were (to rounding)."""
     model = _model(make_cfg)
-    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    layer = _q_proj(model)
     before = layer.base_layer.weight.detach().clone()
     layer.merge(safe_merge=True)
     assert not torch.allclose(layer.base_layer.weight, before)
@@ -153,15 +162,6 @@ def test_fused_function_is_lora_with_and_without_an_input_gradient(input_grad: b
         torch.testing.assert_close(grad_x, ref_x, atol=1e-5, rtol=1e-5)
     for got, want in ((out, ref), (grad_a, ref_a), (grad_b, ref_b)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-
-
-def _q_proj(model: torch.nn.Module) -> FoldedLoraLinear:
-    return model.base_model.model.model.layers[0].self_attn.q_proj
-
-
-def _bf16_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        return _q_proj(model)(x)
 
 
 def test_kept_casts_are_reused_and_give_the_same_outputs(make_cfg) -> None:
