@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from domaintune.models.autocast_rope import cast_rotaries
 from domaintune.models.fused_norm import fuse_norms
 from domaintune.utils.config import to_dict
 from domaintune.utils.errors import DomainTuneError
@@ -244,8 +245,10 @@ def load_model(cfg: DictConfig | dict) -> tuple[PreTrainedModel, PreTrainedToken
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     model.config.use_cache = False  # training default; generation asks for the cache explicitly
-    if spec["fused_norm"]:
-        fuse_norms(model)
+    for key, apply in (("fused_norm", fuse_norms), ("autocast_rope", cast_rotaries)):
+        if spec[key] and not apply(model):
+            # said, not silently ignored: the switch has no module of a class it knows in this architecture
+            log.info(f"model.{key}=true changes nothing for {type(model).__name__}: none of its modules is of a class it takes")
     log.info(
         f"Loaded {spec.get('name', source)} from {source}: {model.num_parameters() / 1e6:.1f}M parameters, "
         f"attention={model.config._attn_implementation}"

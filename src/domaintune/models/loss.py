@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import modeling_utils as hf_modeling
 
 from domaintune.models.adapters import base_model, is_prompt_learning
+from domaintune.models.attention import fp32_attention_backward
 from domaintune.utils.errors import DomainTuneError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -64,17 +65,24 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LossOptions:
-    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size, model.causal_padding): same
-    value, less work or memory."""
+    """How the loss is computed (model.answer_only_logits, model.loss_chunk_size, model.causal_padding,
+    model.attention_fp32_backward_below): same value, less work or memory. `fp32_backward_below` None: SDPA's own
+    backward everywhere (what a hand-built LossOptions gets unless it asks)."""
 
     answer_only_logits: bool
     chunk_size: int | None
     causal_padding: bool
+    fp32_backward_below: int | None = None
 
     @classmethod
     def from_config(cls, model_cfg: DictConfig | dict[str, Any]) -> LossOptions:
-        chunk = model_cfg["loss_chunk_size"]
-        return cls(bool(model_cfg["answer_only_logits"]), int(chunk) if chunk else None, bool(model_cfg["causal_padding"]))
+        chunk, below = model_cfg["loss_chunk_size"], model_cfg["attention_fp32_backward_below"]
+        return cls(
+            bool(model_cfg["answer_only_logits"]),
+            int(chunk) if chunk else None,
+            bool(model_cfg["causal_padding"]),
+            int(below) if below else None,
+        )
 
 
 def row_inputs(batch: dict[str, torch.Tensor], opts: LossOptions) -> dict[str, torch.Tensor]:
@@ -113,14 +121,16 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     inputs = row_inputs(batch, opts)
     n_tokens = (labels[:, 1:] != IGNORE).sum()
     if not opts.answer_only_logits or is_prompt_learning(model):
-        return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
+        with fp32_attention_backward(opts.fp32_backward_below, model):
+            return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
     keep = trained_positions(labels)
     targets = labels[:, 1:][keep[:, :-1]]
     if opts.chunk_size:
-        with _head_removed(model) as head:
+        with _head_removed(model) as head, fp32_attention_backward(opts.fp32_backward_below, model):
             hidden = logits_at(model, inputs, keep)
         return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
-    logits = logits_at(model, inputs, keep)  # private to this function: its memory can take the gradient
+    with fp32_attention_backward(opts.fp32_backward_below, model):
+        logits = logits_at(model, inputs, keep)  # private to this function: its memory can take the gradient
     return mean_cross_entropy(logits, targets, overwrite_logits=True), n_tokens
 
 
