@@ -251,12 +251,13 @@ def domaintune_train(
 def _peer_setup(cfg: DictConfig) -> tuple[Any, Any, Any, bool]:
     """The model with the same LoRA, the tokenizer, DomainTune's prepared DataModule, bf16 or not. The peers get
     LoRA as PEFT builds and runs it (its own `nn.Dropout` and forward) on transformers' own model:
-    `adapter.fast_dropout`, `adapter.fold_scales`, `adapter.keep_casts` and `model.fused_norm` are DomainTune's, not theirs."""
+    `adapter.fast_dropout`, `adapter.fold_scales`, `adapter.keep_casts`, `model.fused_norm` and `model.autocast_rope` are
+    DomainTune's, not theirs (`model.attention_fp32_backward_below` acts in DomainTune's loss, which they do not call)."""
     from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loading import load_model
 
     pl.seed_everything(cfg.seed)
-    model, tok = load_model(OmegaConf.merge(cfg.model, {"fused_norm": False}))
+    model, tok = load_model(OmegaConf.merge(cfg.model, {"fused_norm": False, "autocast_rope": False}))
     dm = build(cfg.data, tokenizer=tok)
     dm.prepare()
     ours = {k: False for k in ("fast_dropout", "fold_scales", "keep_casts") if k in cfg.adapter}
