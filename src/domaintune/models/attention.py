@@ -77,6 +77,7 @@ class Fp32AttentionBackward(TorchFunctionMode):
         plain = kwargs.get("attn_mask") is None and not kwargs.get("dropout_p") and bool(kwargs.get("is_causal"))
         return (
             plain
+            and not torch.compiler.is_compiling()
             and q.device.type == "cpu"
             and torch.is_grad_enabled()
             and (q.requires_grad or k.requires_grad or v.requires_grad)
@@ -100,8 +101,9 @@ class Fp32AttentionBackward(TorchFunctionMode):
 @contextlib.contextmanager
 def fp32_attention_backward(below: int | None, model: torch.nn.Module) -> Iterator[Fp32AttentionBackward | None]:
     """Within the block (one forward of `model`), SDPA's causal training calls of rows shorter than `below` take
-    the fp32 backward; None (or while compiling): SDPA's own everywhere."""
-    if not below or torch.compiler.is_compiling():
+    the fp32 backward; None: SDPA's own everywhere. A compiled block (`model.compile`) traces the mode and keeps
+    SDPA's own."""
+    if not below:
         yield None
         return
     with Fp32AttentionBackward(below, model) as mode:
