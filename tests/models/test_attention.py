@@ -122,3 +122,14 @@ def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss
     assert len(calls) == len(model.base_model.model.model.layers)
     assert torch.equal(loss, own_loss)
     assert error(grads, ref) < 1.2 * error(own, ref) + 1e-3
+
+
+@pytest.mark.parametrize("below", [-3, 1, True, "short", 2.5])
+def test_a_threshold_that_is_not_a_number_of_positions_is_refused(make_cfg, below: object) -> None:
+    from domaintune.models.loss import LossOptions
+    from domaintune.utils.errors import DomainTuneError
+
+    spec = {**make_cfg().model, "attention_fp32_backward_below": below}
+    with pytest.raises(DomainTuneError, match=r"model\.attention_fp32_backward_below=.*null for SDPA's own"):
+        LossOptions.from_config(spec)
+    assert LossOptions.from_config({**spec, "attention_fp32_backward_below": None}).fp32_backward_below is None

@@ -7,7 +7,7 @@ fp32, runs its element-wise passes over fp32 copies, and SDPA casts q and k back
 back again in the backward pass). Returning cos and sin in the autocast dtype keeps the rotation in bf16, as
 transformers itself runs it for a model whose weights are bf16 (`cos.to(x.dtype)` there gives bf16 too): the same
 angles, computed in fp32 and rounded once. In-session A/B on the real model, bf16, the first planned batches, each
-batch run twice in one process: ~1.05x per step (RESULTS.md, stop 40). Without autocast nothing changes.
+batch run twice in one process, in both orders: ~1.03x per step (RESULTS.md, stop 40). Without autocast nothing changes.
 
 Only classes whose forward returns `(cos, sin)` take it: `ROTARIES` lists them, and the tests check each. A compiled
 graph keeps the module's own output.

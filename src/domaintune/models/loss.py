@@ -18,6 +18,7 @@ from transformers import modeling_utils as hf_modeling
 
 from domaintune.models.adapters import base_model, is_prompt_learning
 from domaintune.models.attention import fp32_attention_backward
+from domaintune.utils.config import count_below
 from domaintune.utils.errors import DomainTuneError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -66,8 +67,9 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class LossOptions:
     """How the loss is computed (model.answer_only_logits, model.loss_chunk_size, model.causal_padding,
-    model.attention_fp32_backward_below): same value, less work or memory. `fp32_backward_below` None: SDPA's own
-    backward everywhere (what a hand-built LossOptions gets unless it asks)."""
+    model.attention_fp32_backward_below): the same loss for less work or memory (the fp32 attention backward's
+    gradients are the fp32 kernel's, rounded once). `fp32_backward_below` None: SDPA's own backward everywhere (what a
+    hand-built LossOptions gets unless it asks)."""
 
     answer_only_logits: bool
     chunk_size: int | None
@@ -77,6 +79,12 @@ class LossOptions:
     @classmethod
     def from_config(cls, model_cfg: DictConfig | dict[str, Any]) -> LossOptions:
         chunk, below = model_cfg["loss_chunk_size"], model_cfg["attention_fp32_backward_below"]
+        if below is not None and count_below(below, 2):
+            raise DomainTuneError(
+                f"model.attention_fp32_backward_below={below!r} is not a number of positions.",
+                "Give a whole number of at least 2 (rows shorter than it take the fp32 attention backward; 352 by "
+                "default), or null for SDPA's own backward everywhere.",
+            )
         return cls(
             bool(model_cfg["answer_only_logits"]),
             int(chunk) if chunk else None,
