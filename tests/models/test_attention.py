@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from domaintune.models import attention
 from domaintune.models.attention import _CausalFp32Backward, fp32_attention_backward
+from tests.models.tiny_lora import grad_error, tiny_lora_batch, trainable_grads
 
 
 def _qkv(length: int, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -85,21 +86,11 @@ def test_the_mode_routes_only_short_causal_unmasked_calls_that_need_a_gradient()
 def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss(make_cfg, tokenizer, monkeypatch) -> None:
     """The tiny Llama under bf16 autocast: `forward_loss` with the threshold routes every layer's attention, the loss
     is bit for bit the one without (the same forward kernel), and the gradients are as close to fp32's."""
-    from domaintune.models.adapters import apply_adapter, peft_config
-    from domaintune.models.loading import load_model
     from domaintune.models.loss import LossOptions, forward_loss
-    from domaintune.utils.hydra import build
 
     cfg = make_cfg("adapter=lora")
     assert LossOptions.from_config(cfg.model).fp32_backward_below == cfg.model.attention_fp32_backward_below
-    dm = build(cfg.data, tokenizer=tokenizer)
-    dm.prepare()
-    batch = next(iter(dm.train_dataloader()))
-    torch.manual_seed(0)
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data.normal_(0, 0.05)
+    model, batch = tiny_lora_batch(cfg, tokenizer)
     calls = []
     own_apply = _CausalFp32Backward.apply
     monkeypatch.setattr(attention._CausalFp32Backward, "apply", lambda *a: calls.append(1) or own_apply(*a))
@@ -110,10 +101,7 @@ def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss, _ = forward_loss(model, batch, LossOptions(True, None, True, below))
         loss.backward()
-        return loss.detach(), {k: p.grad.double().clone() for k, p in model.named_parameters() if p.requires_grad}
-
-    def error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
-        return float(sum((grads[k] - ref[k]).norm() ** 2 for k in ref) ** 0.5 / sum(r.norm() ** 2 for r in ref.values()) ** 0.5)
+        return loss.detach(), trainable_grads(model)
 
     _, ref = step(None, bf16=False)
     own_loss, own = step(None)
@@ -121,7 +109,7 @@ def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss
     loss, grads = step(10_000)
     assert len(calls) == len(model.base_model.model.model.layers)
     assert torch.equal(loss, own_loss)
-    assert error(grads, ref) < 1.2 * error(own, ref) + 1e-3
+    assert grad_error(grads, ref) < 1.2 * grad_error(own, ref) + 1e-3
 
 
 @pytest.mark.parametrize("below", [-3, 1, True, "short", 2.5])

@@ -11,6 +11,7 @@ import torch
 
 from domaintune.models.autocast_rope import ROTARIES, cast_rotaries
 from domaintune.models.loading import load_model
+from tests.models.tiny_lora import grad_error, tiny_lora_batch, trainable_grads
 
 
 @pytest.mark.parametrize("rotary_class", ROTARIES, ids=lambda c: c.__name__)
@@ -39,20 +40,10 @@ def test_autocast_rope_keeps_a_bf16_steps_loss_and_gradients_as_close_to_fp32(ma
     as with fp32 cos and sin."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loss import LossOptions, forward_loss
-    from domaintune.utils.hydra import build
 
     def run(rope: bool) -> dict[str, tuple[float, dict[str, torch.Tensor], list[torch.dtype]]]:
-        cfg = make_cfg("adapter=lora", f"model.autocast_rope={str(rope).lower()}")
-        dm = build(cfg.data, tokenizer=tokenizer)
-        dm.prepare()
-        batch = next(iter(dm.train_dataloader()))
-        torch.manual_seed(0)
-        model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data.normal_(0, 0.05)
+        model, batch = tiny_lora_batch(make_cfg("adapter=lora", f"model.autocast_rope={str(rope).lower()}"), tokenizer)
         seen: list[torch.dtype] = []
         own = ALL_ATTENTION_FUNCTIONS["sdpa"]
 
@@ -72,13 +63,9 @@ def test_autocast_rope_keeps_a_bf16_steps_loss_and_gradients_as_close_to_fp32(ma
             finally:
                 ALL_ATTENTION_FUNCTIONS["sdpa"] = own
             loss.backward()
-            grads = {k: p.grad.double().clone() for k, p in model.named_parameters() if p.requires_grad}
-            out[name] = (float(loss), grads, sorted(set(seen), key=str))
+            out[name] = (float(loss), trainable_grads(model), sorted(set(seen), key=str))
         assert seen, "the spy saw the attention calls"
         return out
-
-    def error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
-        return float(sum((grads[k] - ref[k]).norm() ** 2 for k in ref) ** 0.5 / sum(r.norm() ** 2 for r in ref.values()) ** 0.5)
 
     without, with_rope = run(False), run(True)
     assert with_rope["fp32"][0] == without["fp32"][0], "no autocast: the same loss bit for bit"
@@ -87,4 +74,4 @@ def test_autocast_rope_keeps_a_bf16_steps_loss_and_gradients_as_close_to_fp32(ma
     assert with_rope["bf16"][2] == [torch.bfloat16]
     ref_loss, ref = without["fp32"][0], without["fp32"][1]
     assert abs(with_rope["bf16"][0] - ref_loss) < 1.5 * abs(without["bf16"][0] - ref_loss) + 2e-3
-    assert error(with_rope["bf16"][1], ref) < 1.2 * error(without["bf16"][1], ref) + 1e-3
+    assert grad_error(with_rope["bf16"][1], ref) < 1.2 * grad_error(without["bf16"][1], ref) + 1e-3

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from domaintune.models.fused_norm import NORMS, _RMSNorm, fuse_norms
-from domaintune.models.loading import load_model
+from tests.models.tiny_lora import grad_error, tiny_lora_batch, trainable_grads
 
 
 @pytest.mark.parametrize("norm_class", NORMS, ids=lambda c: c.__name__)
@@ -48,19 +48,9 @@ def test_fused_norms_keep_a_bf16_steps_gradients_as_close_to_fp32(make_cfg, toke
     """The tiny Llama with fused norms: the same fp32 loss and gradients as without; under bf16 autocast its
     norms return bf16, and its gradients are as far from fp32's as transformers' norm leaves them (the one bf16 sum of
     the projections' gradients is the only difference)."""
-    from domaintune.models.adapters import apply_adapter, peft_config
     from domaintune.models.loss import LossOptions, forward_loss
-    from domaintune.utils.hydra import build
 
-    cfg = make_cfg("adapter=lora", "model.fused_norm=false")
-    dm = build(cfg.data, tokenizer=tokenizer)
-    dm.prepare()
-    batch = next(iter(dm.train_dataloader()))
-    torch.manual_seed(0)
-    model = apply_adapter(load_model(cfg.model)[0], cfg.adapter, peft_config(cfg.adapter)).train()
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data.normal_(0, 0.05)
+    model, batch = tiny_lora_batch(make_cfg("adapter=lora", "model.fused_norm=false"), tokenizer)
     outputs: list[torch.dtype] = []
 
     def step(bf16: bool) -> tuple[float, dict[str, torch.Tensor]]:
@@ -69,10 +59,7 @@ def test_fused_norms_keep_a_bf16_steps_gradients_as_close_to_fp32(make_cfg, toke
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss, _ = forward_loss(model, batch, LossOptions(True, None, True))
         loss.backward()
-        return float(loss), {k: p.grad.double().clone() for k, p in model.named_parameters() if p.requires_grad}
-
-    def error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
-        return float(sum((grads[k] - ref[k]).norm() ** 2 for k in ref) ** 0.5 / sum(r.norm() ** 2 for r in ref.values()) ** 0.5)
+        return float(loss), trainable_grads(model)
 
     ref_loss, ref = step(False)
     _, own_bf16 = step(True)
@@ -81,8 +68,8 @@ def test_fused_norms_keep_a_bf16_steps_gradients_as_close_to_fp32(make_cfg, toke
         lambda m, a, out: outputs.append(out.dtype)
     )
     loss, grads = step(False)
-    assert loss == pytest.approx(ref_loss, abs=1e-6) and error(grads, ref) < 1e-5
+    assert loss == pytest.approx(ref_loss, abs=1e-6) and grad_error(grads, ref) < 1e-5
     _, fused_bf16 = step(True)
     hook.remove()
     assert outputs == [torch.float32, torch.bfloat16]
-    assert error(fused_bf16, ref) < 1.2 * error(own_bf16, ref) + 1e-3
+    assert grad_error(fused_bf16, ref) < 1.2 * grad_error(own_bf16, ref) + 1e-3
