@@ -85,8 +85,9 @@ def test_the_mode_routes_only_short_causal_unmasked_calls_that_need_a_gradient()
 
 def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss(make_cfg, tokenizer, monkeypatch) -> None:
     """The tiny Llama under bf16 autocast: `forward_loss` with the threshold routes every layer's attention, the loss
-    is bit for bit the one without (the same forward kernel), and the gradients are as close to fp32's."""
-    from domaintune.models.loss import LossOptions, forward_loss
+    is bit for bit the one without (the same forward kernel), and the gradients are as close to fp32's; the
+    preference objectives' `example_nll` routes them too."""
+    from domaintune.models.loss import LossOptions, example_nll, forward_loss
 
     cfg = make_cfg("adapter=lora")
     assert LossOptions.from_config(cfg.model).fp32_backward_below == cfg.model.attention_fp32_backward_below
@@ -110,6 +111,10 @@ def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss
     assert len(calls) == len(model.base_model.model.model.layers)
     assert torch.equal(loss, own_loss)
     assert grad_error(grads, ref) < 1.2 * grad_error(own, ref) + 1e-3
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        example_nll(model, batch, LossOptions(True, None, True, 10_000))
+    assert len(calls) == len(model.base_model.model.model.layers), "DPO and ORPO train through example_nll"
 
 
 @pytest.mark.parametrize("below", [-3, 1, True, "short", 2.5])

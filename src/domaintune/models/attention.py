@@ -12,7 +12,8 @@ kernel's on the bf16 inputs, rounded once to bf16 (closer to fp32's than the bf1
 It applies to training's causal calls only: a CPU call with a gradient to compute, the causal flag, no mask, no
 dropout, as many keys as queries, shorter than the threshold, in bf16 or fp16 (the autocast dtype, or the inputs'
 own without autocast). Every other call (masks, generation, GPUs, longer rows, fp32 training) is SDPA's own. The
-switch is a `TorchFunctionMode` entered around the model's forward (`forward_loss`), the public torch way to
+switch is a `TorchFunctionMode` entered around the model's forward in the losses (`forward_loss` for SFT,
+`example_nll` for DPO and ORPO; evaluation's calls need no gradient and pass through), the public torch way to
 route one function in a block of code: transformers' attention calls `F.scaled_dot_product_attention` from its own
 module, and nothing global is patched. A compiled graph keeps SDPA's own.
 """

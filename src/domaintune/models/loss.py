@@ -269,12 +269,13 @@ def example_nll(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpti
     inputs = row_inputs(batch, opts)
     keep = trained_positions(labels)
     targets = labels[:, 1:][keep[:, :-1]]
-    if opts.answer_only_logits and not is_prompt_learning(model):
-        logits = logits_at(model, inputs, keep)
-    else:
-        full = model(**inputs, use_cache=False).logits
-        full = full[:, full.shape[1] - labels.shape[1] :]  # prompt tuning prepends virtual-token positions
-        logits = full[keep]
+    with fp32_attention_backward(opts.fp32_backward_below, model):  # preference objectives train through here
+        if opts.answer_only_logits and not is_prompt_learning(model):
+            logits = logits_at(model, inputs, keep)
+        else:
+            full = model(**inputs, use_cache=False).logits
+            full = full[:, full.shape[1] - labels.shape[1] :]  # prompt tuning prepends virtual-token positions
+            logits = full[keep]
     nll = token_cross_entropy(logits, targets, overwrite_logits=True)  # the logits are this function's own
     rows = keep.nonzero()[:, 0]
     per_row = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
