@@ -41,7 +41,7 @@ def test_the_fp32_backward_keeps_sdpas_output_and_brings_its_gradients_closer_to
 
 
 class _Net(torch.nn.Module):
-    """A stand-in model for the mode's checkpointing check."""
+    """A stand-in model for the mode's checks: its weights' dtype and whether it checkpoints."""
 
     def __init__(self, checkpointing: bool) -> None:
         super().__init__()
@@ -56,7 +56,7 @@ def _routed(length: int, below: int = 32, checkpointing: bool = False, autocast:
     kwargs = {"is_causal": True, "enable_gqa": True, **call}
     with (
         torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
-        fp32_attention_backward(below, _Net(checkpointing)) as mode,
+        fp32_attention_backward(below, _Net(checkpointing).to(dtype)) as mode,
     ):
         out = F.scaled_dot_product_attention(q, k, v, **kwargs)
     assert out.dtype == torch.bfloat16
@@ -72,13 +72,18 @@ def test_the_mode_routes_only_short_causal_unmasked_calls_that_need_a_gradient()
     assert _routed(8, dropout_p=0.1) == 0
     assert _routed(8, checkpointing=True) == 0, "a checkpointed forward is recomputed outside the block"
     q, k, v = _qkv(8)
-    with torch.no_grad(), fp32_attention_backward(32, _Net(False)) as mode:
+    net = _Net(False).bfloat16()
+    with fp32_attention_backward(32, net) as mode, torch.no_grad():
         F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     assert mode.routed == 0, "no gradient (evaluation, generation): SDPA's own"
-    q, k, v = (t.detach().float().requires_grad_(True) for t in _qkv(8))
+    with torch.no_grad(), fp32_attention_backward(32, net) as mode:
+        assert mode is None, "a forward without gradients does not enter the mode"
     with fp32_attention_backward(32, _Net(False)) as mode:
+        assert mode is None, "fp32 weights without autocast (fp32 training): not entered"
+    q, k, v = (t.detach().float().requires_grad_(True) for t in _qkv(8))
+    with fp32_attention_backward(32, net) as mode:
         F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    assert mode.routed == 0, "fp32 training: SDPA's own"
+    assert mode.routed == 0, "fp32 calls in a bf16 model: SDPA's own"
     with fp32_attention_backward(None, _Net(False)) as mode:
         assert mode is None
 

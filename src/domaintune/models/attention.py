@@ -57,6 +57,15 @@ def _call_dtype(q: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
 
 
+def _may_route(model: torch.nn.Module) -> bool:
+    """Whether a forward of `model` can make a call in bf16 or fp16 on the CPU: under CPU autocast to one of them, or
+    with weights in one of them on the CPU."""
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu") in _LOW
+    weight = next(model.parameters(), None)
+    return weight is not None and weight.device.type == "cpu" and weight.dtype in _LOW
+
+
 class Fp32AttentionBackward(TorchFunctionMode):
     """Routes the causal, unmasked SDPA calls of rows shorter than `below` positions to `_CausalFp32Backward`."""
 
@@ -103,8 +112,9 @@ class Fp32AttentionBackward(TorchFunctionMode):
 def fp32_attention_backward(below: int | None, model: torch.nn.Module) -> Iterator[Fp32AttentionBackward | None]:
     """Within the block (one forward of `model`), SDPA's causal training calls of rows shorter than `below` take
     the fp32 backward; None: SDPA's own everywhere. A compiled block (`model.compile`) traces the mode and keeps
-    SDPA's own."""
-    if not below:
+    SDPA's own. Where no call could be routed (no gradient, as in evaluation; fp32 weights without CPU autocast, as in
+    fp32 training) the mode is not entered at all, so those forwards pay nothing for it (None)."""
+    if not below or not torch.is_grad_enabled() or not _may_route(model):
         yield None
         return
     with Fp32AttentionBackward(below, model) as mode:
