@@ -91,7 +91,8 @@ def test_the_mode_routes_only_short_causal_unmasked_calls_that_need_a_gradient()
 def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss(make_cfg, tokenizer, monkeypatch) -> None:
     """The tiny Llama under bf16 autocast: `forward_loss` with the threshold routes every layer's attention, the loss
     is bit for bit the one without (the same forward kernel), and the gradients are as close to fp32's; the
-    preference objectives' `example_nll` routes them too."""
+    preference objectives' `example_nll` routes them too; a checkpointed forward routes none and trains as SDPA's own."""
+    from domaintune.models.checkpointing import CHECKPOINT_KWARGS
     from domaintune.models.loss import LossOptions, example_nll, forward_loss
 
     cfg = make_cfg("adapter=lora")
@@ -120,6 +121,11 @@ def test_forward_loss_takes_the_fp32_backward_for_every_layer_with_the_same_loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
         example_nll(model, batch, LossOptions(True, None, True, 10_000))
     assert len(calls) == len(model.base_model.model.model.layers), "DPO and ORPO train through example_nll"
+    calls.clear()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINT_KWARGS)
+    checkpointed_loss, checkpointed = step(10_000)  # recomputed in the backward pass: no routing, no mismatch
+    assert not calls and torch.equal(checkpointed_loss, own_loss)
+    assert grad_error(checkpointed, own) < 1e-6
 
 
 @pytest.mark.parametrize("below", [-3, 1, True, "short", 2.5])
