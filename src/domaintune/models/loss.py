@@ -128,16 +128,15 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], opts: LossOpt
     labels = batch["labels"]
     inputs = row_inputs(batch, opts)
     n_tokens = (labels[:, 1:] != IGNORE).sum()
-    if not opts.answer_only_logits or is_prompt_learning(model):
-        with fp32_attention_backward(opts.fp32_backward_below, model):
+    with fp32_attention_backward(opts.fp32_backward_below, model):  # around every model call below
+        if not opts.answer_only_logits or is_prompt_learning(model):
             return model(**inputs, labels=labels, use_cache=False).loss, n_tokens
-    keep = trained_positions(labels)
-    targets = labels[:, 1:][keep[:, :-1]]
-    if opts.chunk_size:
-        with _head_removed(model) as head, fp32_attention_backward(opts.fp32_backward_below, model):
-            hidden = logits_at(model, inputs, keep)
-        return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
-    with fp32_attention_backward(opts.fp32_backward_below, model):
+        keep = trained_positions(labels)
+        targets = labels[:, 1:][keep[:, :-1]]
+        if opts.chunk_size:
+            with _head_removed(model) as head:
+                hidden = logits_at(model, inputs, keep)
+            return _chunked_cross_entropy(head, hidden, targets, opts.chunk_size), n_tokens
         logits = logits_at(model, inputs, keep)  # private to this function: its memory can take the gradient
     return mean_cross_entropy(logits, targets, overwrite_logits=True), n_tokens
 
